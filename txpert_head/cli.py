@@ -1,0 +1,23 @@
+"""The ``txpert`` command line: train, evaluate and apply TxPert models.
+
+Also runnable as ``python -m txpert_head.cli`` (and so under ``torchrun``).
+"""
+
+from __future__ import annotations
+
+import click
+
+from kgbuild.cli_common import common_group_options, setup_logging
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@common_group_options("txpert")
+def main(verbose: int) -> None:
+    """Train and evaluate TxPert: predict the transcriptional response of cells to genetic
+    perturbations never seen in training, from gene-gene knowledge graphs built with kgbuild.
+    """
+    setup_logging(verbose)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
