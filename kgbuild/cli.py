@@ -11,6 +11,36 @@ from kgbuild.graph import GraphError, GraphFileError, MultiGraph
 
 INPUT_ERRORS = (GraphError, GraphFileError, FileNotFoundError, KeyError)
 
+# ---------------------------------------------------------------------- options shared by the builders
+output_option = click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+    help="Multigraph file to write (*.kg.npz); written atomically, never half-written.",
+)
+cache_dir_option = click.option(
+    "--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="KGBUILD_CACHE_DIR",
+    default=None, show_envvar=True,
+    help="Download cache (default: ~/.cache/txpert-kg).",
+)
+offline_option = click.option(
+    "--offline", is_flag=True, help="Never use the network: take inputs from the cache or the given paths.",
+)
+
+
+def max_in_degree_option(default: int | None):
+    """``--max-in-degree K``: per target node keep the K heaviest incoming edges (0 = no cap)."""
+    return click.option(
+        "--max-in-degree", type=click.IntRange(min=0), default=default, show_default=True,
+        help="Keep at most this many incoming edges per target node, the heaviest (ties broken by "
+             "source name); 0 turns the cap off.",
+    )
+
+
+def write_graph(graph: MultiGraph, output: Path) -> None:
+    """Save a built graph atomically and print its one-screen summary."""
+    graph.save(output)
+    click.echo(f"wrote {output}")
+    click.echo(graph.format_summary())
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @common_group_options("kgbuild")
@@ -49,19 +79,14 @@ def info(graph: Path) -> None:
 
 @main.command()
 @click.argument("graphs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The merged multigraph file to write (*.kg.npz).")
+@output_option
 @user_errors(*INPUT_ERRORS)
 def merge(graphs: tuple[Path, ...], output: Path) -> None:
     """Merge GRAPHS into one multigraph: union of the node vocabularies, one layer per input layer.
 
     Layer names must be distinct across the inputs. Nothing is written if any input is unreadable.
     """
-    loaded = [MultiGraph.load(p) for p in graphs]
-    merged = MultiGraph.merge(loaded)
-    merged.save(output)
-    click.echo(f"wrote {output}")
-    click.echo(merged.format_summary())
+    write_graph(MultiGraph.merge([MultiGraph.load(p) for p in graphs]), output)
 
 
 if __name__ == "__main__":  # pragma: no cover
