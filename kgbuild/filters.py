@@ -7,8 +7,12 @@ STRING parser on ~14 M rows) call :func:`filter_codes` directly, without buildin
 
 The order used by :func:`apply_filters` (and every builder) is::
 
-    drop self-loops -> min weight -> symmetrize (optional) -> dedupe -> top pct (optional)
+    drop self-loops -> min weight -> dedupe -> symmetrize (optional) -> top pct (optional)
     -> max in-degree (optional)
+
+``dedupe`` merges repeated ``(source, target)`` rows of the input (``how``: max, min, sum, mean, first or
+error); ``symmetrize`` then adds each edge's reverse, and where both directions were given with different
+weights keeps the larger one for both.
 
 Symmetric sources are expanded to both directions *before* the in-degree cap, as the design asks.
 """
@@ -172,13 +176,13 @@ def filter_codes(
         keep(self_loop_mask(src, dst), "self_loops_removed")
     if min_weight is not None:
         keep(min_weight_mask(weights, min_weight, min_weight_strict), "below_min_weight_removed")
+    src, dst, weights, counts["duplicates_removed"] = dedupe_codes(src, dst, weights, dedupe, vocab)
     if symmetric:
         n0 = len(weights)
         src, dst = np.concatenate([src, dst]), np.concatenate([dst, src])
         weights = np.concatenate([weights, weights])
         src, dst, weights, _ = dedupe_codes(src, dst, weights, "max")
         counts["symmetrize_added"] = int(len(weights) - n0)
-    src, dst, weights, counts["duplicates_removed"] = dedupe_codes(src, dst, weights, dedupe, vocab)
     if top_pct is not None:
         keep(top_pct_mask(src, dst, weights, top_pct), "top_pct_removed")
     if max_in_degree:
