@@ -19,5 +19,10 @@ def main(verbose: int) -> None:
     setup_logging(verbose)
 
 
+from txpert_head.simulate.command import simulate  # noqa: E402  (txpert simulate)
+
+main.add_command(simulate)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
