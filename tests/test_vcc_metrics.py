@@ -233,3 +233,28 @@ def test_vcc_bad_input_messages():
         vcc_scores(nan, true, control)
     with pytest.raises(ValueError, match="exclude_genes"):
         vcc_scores(true, true, control, exclude_genes={"nope": [0]})
+
+
+# ---------------------------------------------------------------------------- real data
+def test_vcc_on_norman_subset(shared_data):
+    """On the real Norman 2019 subset: truth scores 100, the cell-mean baseline 0, and one random half
+    of each perturbation's cells predicting the other half lands in between with high PDS."""
+    anndata = pytest.importorskip("anndata")
+    adata = anndata.read_h5ad(shared_data / "perturbseq" / "norman2019_k562_subset.h5ad")
+    x = np.asarray(adata.X.toarray() if hasattr(adata.X, "toarray") else adata.X, dtype=float)
+    cond = adata.obs["condition"].astype(str).to_numpy()
+    control = x[cond == "control"]
+    perts = sorted(set(cond) - {"control"})
+    exclude = dict(zip(perts, target_indices_from_names(perts, adata.var_names.tolist())))
+    rng = np.random.default_rng(0)
+    half_pred, half_true = {}, {}
+    for p in perts:
+        idx = rng.permutation(np.flatnonzero(cond == p))
+        half_pred[p], half_true[p] = x[idx[: len(idx) // 2]], x[idx[len(idx) // 2:]]
+    base = cell_mean_baseline(x[cond != "control"], {p: len(c) for p, c in half_true.items()})
+    perfect = vcc_scores(half_true, half_true, control, base, exclude_genes=exclude)
+    assert perfect["score"] == pytest.approx(100.0)
+    assert vcc_scores(base, half_true, control, base, exclude_genes=exclude)["score"] == 0.0
+    half = vcc_scores(half_pred, half_true, control, base, exclude_genes=exclude)
+    assert 20.0 < half["score"] < 100.0
+    assert half["pds"] > 0.8 and half["baseline"]["pds"] == pytest.approx(0.5, abs=0.05)
