@@ -1,0 +1,160 @@
+"""All-pairs Jaccard similarity of gene sets (GO terms, Reactome pathways), blockwise and memory bounded.
+
+Each gene ``g`` has a set ``S_g`` (its GO terms, its pathways). With the binary gene x set matrix
+``A`` (``N x M``, ``A[g, m] = 1`` iff ``m in S_g``)::
+
+    inter = A @ A.T                      |S_a & S_b|       (N x N, never held whole)
+    size  = A.sum(1)                     |S_a|
+    J[a, b] = inter[a, b] / (size[a] + size[b] - inter[a, b])
+
+For a block of ``B`` target rows the ``B x N`` intersection counts are computed, turned into Jaccard
+values, thresholded (``J > min_jaccard``, strict, self-pairs excluded) and, when ``max_in_degree = k`` is
+set, cut to each target's ``k`` heaviest sources right away (ties by source name, via the shared
+:func:`kgbuild.filters.max_in_degree_mask`), so memory is ``O(B * N)`` plus the kept edges, never ``N x N``.
+Because ``J`` is symmetric, row ``b`` of a block holds every candidate *source* of target ``b``: the cut
+per block is exact.
+
+Speed: ``A @ A.T`` is split by set size. The few sets holding many genes (more than ``dense_fraction * N``)
+go through a dense float32 GEMM (exact for integer counts below 2**24); the many small sets through a
+sparse product, whose cost is ``sum_m |m|**2 / N`` per row. On human GO (~19k genes) this is ~20x faster
+than a purely sparse product.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from kgbuild.edge_table import EdgeTable
+from kgbuild.filters import max_in_degree_mask
+
+log = logging.getLogger(__name__)
+
+
+def membership_matrix(gene_codes: np.ndarray, set_codes: np.ndarray, n_genes: int, n_sets: int) -> sp.csr_matrix:
+    """Binary CSR ``(n_genes, n_sets)`` float32 with a 1 for every ``(gene, set)`` pair (repeats count once)."""
+    a = sp.csr_matrix(
+        (np.ones(len(gene_codes), dtype=np.float32), (np.asarray(gene_codes), np.asarray(set_codes))),
+        shape=(n_genes, n_sets),
+    )
+    a.sum_duplicates()
+    a.data[:] = 1.0
+    return a
+
+
+def jaccard_edges(
+    a: sp.csr_matrix,
+    min_jaccard: float = 0.1,
+    max_in_degree: int | None = 20,
+    block_rows: int = 512,
+    dense_fraction: float = 0.04,
+    progress: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+    """Edges ``source -> target`` with ``J > min_jaccard`` (and the per-target cap) from membership ``a``.
+
+    ``a``: binary ``(N, M)``; rows must be ordered by gene name for name-ordered tie breaking. Returns
+    ``(src, dst, weight, counts)`` with int64 / int64 / float64 arrays ``(E,)`` (row indices of ``a``) and
+    ``counts = {"pairs_above_threshold": directed pairs with J > min_jaccard before the cap}``.
+    """
+    from tqdm import tqdm
+
+    a = sp.csr_matrix(a, dtype=np.float32)
+    n = a.shape[0]
+    size = np.asarray(a.sum(axis=1)).ravel().astype(np.float64)
+    genes_per_set = np.asarray(a.sum(axis=0)).ravel()
+    heavy = genes_per_set > max(64.0, dense_fraction * n)
+    a_dense = np.ascontiguousarray(a[:, heavy].toarray(), dtype=np.float32) if heavy.any() else None
+    a_sparse = a[:, ~heavy].tocsr()
+    a_sparse_t = a_sparse.T.tocsr()
+    k = int(max_in_degree or 0)
+    out_src, out_dst, out_w = [], [], []
+    above = 0
+    starts = range(0, n, block_rows)
+    disable = None if progress is None else not progress  # None: show only on a terminal
+    for b0 in tqdm(starts, desc="jaccard", unit="block", disable=disable):
+        b1 = min(n, b0 + block_rows)
+        inter = (a_sparse[b0:b1] @ a_sparse_t).toarray().astype(np.float64)
+        if a_dense is not None:
+            inter += a_dense[b0:b1] @ a_dense.T
+        union = size[b0:b1, None] + size[None, :] - inter
+        with np.errstate(divide="ignore", invalid="ignore"):
+            jac = np.where(union > 0, inter / union, 0.0)
+        rows = np.arange(b1 - b0)
+        jac[rows, rows + b0] = -1.0  # no self-pairs
+        mask = jac > min_jaccard
+        above += int(mask.sum())
+        if k and k < n:
+            # every entry >= the row's k-th largest value could be in the top k; ties are settled below
+            kth = np.partition(jac, n - k, axis=1)[:, n - k]
+            mask &= jac >= kth[:, None]
+        r, c = np.nonzero(mask)
+        w = jac[r, c]
+        dst = r.astype(np.int64) + b0
+        src = c.astype(np.int64)
+        if k:
+            keep = max_in_degree_mask(src, dst, w, k)
+            src, dst, w = src[keep], dst[keep], w[keep]
+        out_src.append(src)
+        out_dst.append(dst)
+        out_w.append(w)
+    if not out_src:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, np.zeros(0), {"pairs_above_threshold": 0}
+    return np.concatenate(out_src), np.concatenate(out_dst), np.concatenate(out_w), {"pairs_above_threshold": above}
+
+
+def jaccard_table(
+    genes: np.ndarray,
+    sets: np.ndarray,
+    min_jaccard: float = 0.1,
+    max_in_degree: int | None = 20,
+    block_rows: int = 512,
+    progress: bool | None = None,
+) -> tuple[EdgeTable, dict[str, Any]]:
+    """The Jaccard edge table from membership pairs: ``genes[i]`` belongs to ``sets[i]`` (unicode ``(P,)``).
+
+    Returns the table and a provenance record (see :func:`jaccard_table_from_matrix`).
+    """
+    genes = np.asarray(genes, dtype=str)
+    sets = np.asarray(sets, dtype=str)
+    gene_vocab, g = np.unique(genes, return_inverse=True)
+    set_vocab, s = np.unique(sets, return_inverse=True)
+    a = membership_matrix(g.ravel(), s.ravel(), len(gene_vocab), len(set_vocab))
+    return jaccard_table_from_matrix(gene_vocab, a, min_jaccard, max_in_degree, block_rows, progress)
+
+
+def jaccard_table_from_matrix(
+    gene_vocab: np.ndarray,
+    a: sp.csr_matrix,
+    min_jaccard: float = 0.1,
+    max_in_degree: int | None = 20,
+    block_rows: int = 512,
+    progress: bool | None = None,
+) -> tuple[EdgeTable, dict[str, Any]]:
+    """The Jaccard edge table from a binary membership matrix ``a`` (``(N, M)``) whose rows are the genes
+    of the sorted ``gene_vocab`` (unicode ``(N,)``).
+
+    Returns the table and a provenance record: threshold (strict), cap, genes with a non-empty set, sets
+    with a member, memberships, directed pairs above the threshold, edges kept.
+    """
+    gene_vocab = np.asarray(gene_vocab, dtype=str)
+    if len(gene_vocab) != a.shape[0]:
+        raise ValueError(f"{len(gene_vocab)} gene names for a matrix with {a.shape[0]} rows")
+    if len(gene_vocab) > 1 and not np.all(gene_vocab[1:] > gene_vocab[:-1]):
+        raise ValueError("gene_vocab must be sorted and unique (ties are broken by row order)")
+    a = sp.csr_matrix(a, dtype=np.float32)
+    src, dst, w, counts = jaccard_edges(a, min_jaccard, max_in_degree, block_rows, progress=progress)
+    record = {
+        "min_jaccard": float(min_jaccard),
+        "min_jaccard_strict": True,
+        "max_in_degree": int(max_in_degree) if max_in_degree else None,
+        "genes_with_sets": int((np.diff(a.indptr) > 0).sum()),
+        "sets": int((np.asarray(a.sum(axis=0)).ravel() > 0).sum()),
+        "memberships": int(a.nnz),
+        "pairs_above_threshold": counts["pairs_above_threshold"],
+        "edges_out": int(len(w)),
+    }
+    return EdgeTable.from_codes(gene_vocab, src, dst, w), record
