@@ -183,5 +183,63 @@ def perturb_command(graph: Path, output: Path, rewire: float, downsample: float,
     write_graph(out, output)
 
 
+# ---------------------------------------------------------------------- screen (kgbuild.sources.screen)
+@main.command("screen")
+@click.option("--embeddings", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Gene profiles: .parquet/.csv/.tsv (genes x features, or DepMap-style models x genes) or .h5ad.")
+@output_option
+@click.option("--top-pct", type=click.FloatRange(0, 100, min_open=True), default=1.0, show_default=True,
+              help="Keep this percentage of all unordered gene pairs, the most similar by |cosine|.")
+@max_in_degree_option(0)
+@click.option("--gene-column", default=None,
+              help="Column holding the gene symbols (default: the only text column, or one named gene/symbol); "
+                   "for .h5ad an obs column (default: obs_names).")
+@click.option("--orientation", type=click.Choice(["auto", "genes-by-features", "features-by-genes"]),
+              default="auto", show_default=True,
+              help="Table layout; auto detects DepMap's 'SYMBOL (EntrezID)' headers as features x genes.")
+@click.option("--aggregate", type=click.Choice(["mean", "median", "first", "none"]), default="mean",
+              show_default=True, help="How to merge several rows of one gene; 'none' makes duplicates an error.")
+@click.option("--max-nan-frac", type=click.FloatRange(0, 1), default=None,
+              help="Drop genes with more NaN than this fraction and fill the rest (default: NaN is an error for "
+                   "genes x features tables, 0.5 for DepMap-style tables).")
+@click.option("--obs-column", default=None,
+              help=".h5ad: obs column of perturbation labels; each single-gene perturbation becomes its mean "
+                   "expression change vs control (auto: perturbation/condition/target/gene).")
+@click.option("--control", default=None, help=".h5ad: the control label in --obs-column (auto: control, ctrl, "
+                                              "non-targeting, ...).")
+@click.option("--layer-name", default=None, help="Layer name (default: the file name without suffixes).")
+@click.option("--block-rows", type=click.IntRange(min=1), default=2048, show_default=True,
+              help="Rows per similarity block; memory grows with it, never with genes squared.")
+@user_errors(KgbuildInputError, GraphError)
+def screen_command(embeddings: Path, output: Path, top_pct: float, max_in_degree: int, gene_column: str | None,
+                   orientation: str, aggregate: str, max_nan_frac: float | None, obs_column: str | None,
+                   control: str | None, layer_name: str | None, block_rows: int) -> None:
+    """Link genes with similar screen profiles: the global top --top-pct percent of gene pairs by
+    absolute cosine similarity (exact, FAISS, in row blocks), as edges in both directions.
+
+    Profiles are L2-normalised; |cos| is used because strongly anti-correlated profiles are as related
+    as correlated ones. Several rows per gene are merged (--aggregate). DepMap's CRISPRGeneEffect.csv
+    (models x genes, headers 'SYMBOL (EntrezID)') is recognised and transposed; its NaN-heavy genes are
+    dropped and remaining NaN filled with the gene's mean. For a Perturb-seq .h5ad, each perturbed gene's
+    profile is its mean expression change against control cells. Every gene of the table becomes a node.
+
+    \b
+    Examples:
+      kgbuild screen --embeddings depmap_vae_gene_embeddings.parquet -o depmap.kg.npz
+      kgbuild screen --embeddings CRISPRGeneEffect.csv --top-pct 0.5 --max-nan-frac 0.2 -o depmap.kg.npz
+      kgbuild screen --embeddings profiles.tsv --gene-column symbol --aggregate median -o screen.kg.npz
+      kgbuild screen --embeddings norman.h5ad --obs-column perturbation --control control -o norman.kg.npz
+      kgbuild screen --embeddings emb.parquet --top-pct 1 --max-in-degree 20 --layer-name depmap -o d.kg.npz
+    """
+    from kgbuild.sources.screen import build_screen_graph
+
+    graph = build_screen_graph(
+        embeddings, top_pct=top_pct, max_in_degree=max_in_degree or None, layer_name=layer_name,
+        block_rows=block_rows, gene_column=gene_column, orientation=orientation, aggregate=aggregate,
+        max_nan_frac=max_nan_frac, obs_column=obs_column, control=control,
+    )
+    write_graph(graph, output)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,670 @@
+"""Screen graphs: genes whose screen profiles are alike (or mirror images) are linked.
+
+Input: an embedding table with one profile per gene (``N`` genes x ``D`` features). Output: a one-layer
+multigraph with the global top ``top_pct`` percent of unordered gene pairs by absolute cosine similarity,
+each pair as two directed edges of weight ``|cos|``.
+
+Math. With ``x_i`` the profile of gene ``i`` and ``u_i = x_i / ||x_i||_2`` (rows of ``U``, ``(N, D)``),
+``w_ij = |u_i . u_j|`` (absolute value: strongly anti-correlated profiles are as related as correlated
+ones). Of the ``P = N (N - 1) / 2`` unordered pairs, the ``K = ceil(P * top_pct / 100)`` largest ``w_ij``
+are kept (ties broken by gene names, as in :func:`kgbuild.filters.top_pct_mask`).
+
+Search (:func:`top_abs_cosine_pairs`) is exact and memory-bounded: rows are taken in blocks of ``B``;
+block ``[r0, r1)`` is searched with a FAISS ``IndexFlatIP`` holding ``[U[r0:]; -U[r0:]]`` (only the upper
+triangle; the negated copy turns "most negative" into "largest", so one range search returns every
+``|u_i . u_j| > radius``). The radius starts at a sampled estimate of the K-th value (set low, so that
+about 2K pairs pass) and rises to the K-th best pair found so far once K candidates are held, so the
+candidate store stays O(K) and no N x N matrix is ever built. If the estimate was too high (fewer than K
+pairs above it), the blocks are searched again for the band below it. With FAISS GPUs present, the
+block search runs on GPU 0 (k-NN on the GPU, CPU range search for rows whose k-th neighbour is still
+above the radius: exact either way).
+
+Inputs (:func:`load_embeddings`):
+
+* genes x features tables (parquet, csv, tsv; ``.gz`` allowed): one gene column (``gene_column``, or
+  the only non-numeric column) and numeric feature columns. Several rows of one gene are aggregated
+  (``mean`` by default, ``median``, ``first``; ``none`` makes duplicates an error). NaN or inf is an
+  error naming gene and column, unless ``max_nan_frac`` is given (then: genes with a larger NaN fraction
+  are dropped, remaining NaN replaced by the feature's mean over genes).
+* features x genes tables such as DepMap's ``CRISPRGeneEffect.csv`` (rows = models ``ACH-...``, columns
+  ``SYMBOL (EntrezID)``): detected from the headers (or ``orientation="features-by-genes"``),
+  transposed, symbols parsed from the headers; genes with more than ``max_nan_frac`` (default 0.5) NaN
+  are dropped and the remaining NaN replaced by that gene's mean over the models it was screened in.
+* ``.h5ad`` Perturb-seq data (cells x measured genes): with an ``obs`` column of perturbation labels
+  (``obs_column``; auto-detected among ``perturbation``, ``condition``, ``target``, ``gene`` when it
+  holds a control label), each single-gene perturbation ``p`` becomes the row
+  ``mean(X[cells of p]) - mean(X[control cells])`` (mean change of expression; ``X`` is used as stored,
+  so normalise raw counts first); combinations (``A+B``) are skipped and counted. Without such a column
+  ``.X`` itself is read as a genes x features table (gene = ``obs_names`` or ``obs[gene_column]``).
+
+Rows whose profile is all zeros have no direction: they are dropped, counted and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kgbuild.errors import KgbuildInputError
+from kgbuild.filters import max_in_degree_mask, top_pct_count
+from kgbuild.graph import MultiGraph, new_meta
+from kgbuild.provenance import input_record
+
+log = logging.getLogger(__name__)
+
+ORIENTATIONS = ("auto", "genes-by-features", "features-by-genes")
+AGGREGATES = ("mean", "median", "first", "none")
+DEPMAP_HEADER = re.compile(r"^\s*(\S+)\s+\((\d+)\)\s*$")  # "TP53 (7157)"
+GENE_COLUMN_NAMES = ("gene", "genes", "symbol", "gene_symbol", "gene_name", "hgnc_symbol")
+PERTURBATION_COLUMNS = ("perturbation", "condition", "target", "gene", "perturbed_gene", "gene_target")
+CONTROL_LABELS = ("control", "ctrl", "non-targeting", "non_targeting", "nontargeting", "nt", "safe-targeting")
+DEFAULT_DEPMAP_MAX_NAN = 0.5
+TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
+
+
+# ---------------------------------------------------------------------- embedding table
+@dataclass(frozen=True)
+class EmbeddingTable:
+    """Profiles ready for similarity search.
+
+    ``genes``: unicode ``(N,)``, unique and sorted; ``values``: float32 ``(N, D)``, finite, no all-zero
+    row; ``features``: the ``D`` feature names; ``record``: how the table was read (for provenance).
+    """
+
+    genes: np.ndarray
+    values: np.ndarray
+    features: list[str]
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_frame(path: Path):
+    """A pandas DataFrame from parquet / csv / tsv (optionally gzipped); parquet indexes become columns."""
+    import pandas as pd
+
+    suffixes = [s.lower() for s in path.suffixes]
+    base = suffixes[-2] if suffixes and suffixes[-1] in (".gz", ".bz2", ".xz", ".zst") and len(suffixes) > 1 else (suffixes[-1] if suffixes else "")
+    try:
+        if base in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+            if not isinstance(df.index, pd.RangeIndex):
+                df = df.reset_index()
+            return df
+        if base in TEXT_SUFFIXES:
+            return pd.read_csv(path, sep=TEXT_SUFFIXES[base], low_memory=False)
+    except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise KgbuildInputError(f"cannot read the table ({type(err).__name__}: {err})", path=path) from None
+    raise KgbuildInputError(
+        f"unknown embedding file type {''.join(path.suffixes) or '(none)'}; use .parquet, .csv, .tsv, .txt "
+        "(optionally .gz) or .h5ad", path=path,
+    )
+
+
+def _is_numeric(series) -> bool:
+    import pandas as pd
+
+    return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+
+
+def _row_location(path: Path, row: int) -> dict[str, Any]:
+    """``line=`` for text tables (header is line 1), a row number in the message otherwise."""
+    return {"line": row + 2} if _is_text(path) else {}
+
+
+def _is_text(path: Path) -> bool:
+    return any(s.lower() in TEXT_SUFFIXES for s in path.suffixes)
+
+
+def _where_row(path: Path, row: int) -> str:
+    return "" if _is_text(path) else f" (row {row + 1})"
+
+
+def load_embeddings(
+    path: str | Path,
+    *,
+    gene_column: str | None = None,
+    orientation: str = "auto",
+    aggregate: str = "mean",
+    max_nan_frac: float | None = None,
+    obs_column: str | None = None,
+    control: str | None = None,
+) -> EmbeddingTable:
+    """Read an embedding table (see the module docstring) into unique, sorted, finite gene profiles."""
+    path = Path(path)
+    if orientation not in ORIENTATIONS:
+        raise ValueError(f"orientation must be one of {ORIENTATIONS}, got {orientation!r}")
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+    if not path.is_file():
+        raise KgbuildInputError("no such file", path=path)
+    if path.suffix.lower() == ".h5ad":
+        genes, values, features, record = _from_h5ad(path, gene_column, obs_column, control)
+        row_lines = None
+    else:
+        genes, values, features, record, row_lines = _from_frame(path, gene_column, orientation)
+    orient = record["orientation"]
+    if values.shape[0] == 0 or values.shape[1] == 0:
+        raise KgbuildInputError(f"empty table: {values.shape[0]} gene rows x {values.shape[1]} numeric features", path=path)
+    if max_nan_frac is None and orient == "features-by-genes":
+        max_nan_frac = DEFAULT_DEPMAP_MAX_NAN
+    _check_finite(path, genes, values, features, row_lines, allow_nan=max_nan_frac is not None)
+    genes, values, n_dup = _aggregate(path, genes, values, aggregate, row_lines)
+    record.update(genes_in=int(len(genes) + n_dup), duplicate_rows_aggregated=int(n_dup), aggregate=aggregate)
+    if max_nan_frac is not None:
+        genes, values, nan_record = _drop_and_impute(genes, values, max_nan_frac,
+                                                     per_gene=(orient == "features-by-genes"))
+        record.update(nan_record)
+    norms = np.linalg.norm(values.astype(np.float64), axis=1)
+    zero = norms == 0
+    if zero.any():
+        log.warning("%s: %d gene(s) have an all-zero profile and are left out (e.g. %s)", path, int(zero.sum()),
+                    ", ".join(genes[zero][:5].tolist()))
+        genes, values = genes[~zero], values[~zero]
+    record["zero_profiles_dropped"] = int(zero.sum())
+    record.update(genes=int(len(genes)), features=int(values.shape[1]))
+    if len(genes) == 0:
+        raise KgbuildInputError("no gene profile is left after removing NaN-heavy and all-zero rows", path=path)
+    return EmbeddingTable(genes=genes, values=np.ascontiguousarray(values, dtype=np.float32),
+                          features=list(features), record=record)
+
+
+def _from_frame(path: Path, gene_column: str | None, orientation: str):
+    df = _read_frame(path)
+    columns = [str(c) for c in df.columns]
+    df.columns = columns
+    if df.shape[0] == 0:
+        raise KgbuildInputError(f"empty table (no data rows; columns: {', '.join(columns[:10])})", path=path)
+    numeric = [c for c in columns if _is_numeric(df[c])]
+    text = [c for c in columns if c not in numeric]
+    depmap_like = sum(bool(DEPMAP_HEADER.match(c)) for c in numeric)
+    if orientation == "auto":
+        orientation = ("features-by-genes" if numeric and depmap_like >= 0.5 * len(numeric) and gene_column is None
+                       else "genes-by-features")
+    record: dict[str, Any] = {"format": "table", "orientation": orientation}
+    if orientation == "features-by-genes":
+        if gene_column is not None:
+            raise KgbuildInputError(
+                f"--gene-column {gene_column!r} does not apply to a features x genes table (genes are the "
+                "column headers); drop it or use --orientation genes-by-features", path=path)
+        if not numeric:
+            raise KgbuildInputError(f"no numeric columns (columns: {', '.join(columns[:10])})", path=path)
+        genes = np.asarray([_symbol(c) for c in numeric], dtype=str)
+        values = df[numeric].to_numpy(dtype=np.float64).T
+        features = (df[text[0]].astype(str).tolist() if text else [f"row{r + 1}" for r in range(df.shape[0])])
+        record.update(sample_id_column=text[0] if text else None, symbols_parsed=int(depmap_like))
+        return genes, values, features, record, None
+    # genes x features
+    if gene_column is None:
+        named = [c for c in text if c.lower() in GENE_COLUMN_NAMES]
+        if len(text) == 1:
+            gene_column = text[0]
+        elif len(named) == 1:
+            gene_column = named[0]
+        elif not text:
+            raise KgbuildInputError(
+                f"no gene column: every column is numeric ({', '.join(columns[:10])}{', ...' if len(columns) > 10 else ''}); "
+                "give --gene-column, or --orientation features-by-genes if genes are the column headers", path=path)
+        else:
+            raise KgbuildInputError(
+                f"several text columns ({', '.join(text[:10])}); say which holds the genes with --gene-column",
+                path=path)
+    if gene_column not in columns:
+        raise KgbuildInputError(
+            f"no column {gene_column!r}; the columns are: {', '.join(columns[:20])}{', ...' if len(columns) > 20 else ''}",
+            path=path)
+    feature_cols = [c for c in columns if c != gene_column]
+    for c in feature_cols:
+        if c in numeric:
+            continue
+        import pandas as pd
+
+        coerced = pd.to_numeric(df[c], errors="coerce")
+        bad = np.flatnonzero(coerced.isna().to_numpy() & df[c].notna().to_numpy())
+        if len(bad):
+            r = int(bad[0])
+            raise KgbuildInputError(
+                f"value {df[c].iloc[r]!r} is not a number{_where_row(path, r)} (every column but the gene column "
+                f"{gene_column!r} must be numeric)", path=path, column=c, **_row_location(path, r))
+        df[c] = coerced
+    if not feature_cols:
+        raise KgbuildInputError(f"no feature columns besides the gene column {gene_column!r}", path=path)
+    raw = df[gene_column]
+    missing = np.flatnonzero(raw.isna().to_numpy() | (raw.astype(str).str.strip() == "").to_numpy())
+    if len(missing):
+        r = int(missing[0])
+        raise KgbuildInputError(f"empty gene name{_where_row(path, r)}", path=path, column=gene_column,
+                                **_row_location(path, r))
+    genes = raw.astype(str).str.strip().to_numpy(dtype=str)
+    values = df[feature_cols].to_numpy(dtype=np.float64)
+    record["gene_column"] = gene_column
+    row_lines = np.arange(len(genes)) + (2 if _is_text(path) else 1)
+    record["row_unit"] = "line" if _is_text(path) else "row"
+    return genes, values, feature_cols, record, row_lines
+
+
+def _symbol(header: str) -> str:
+    m = DEPMAP_HEADER.match(header)
+    return m.group(1) if m else header.strip()
+
+
+def _from_h5ad(path: Path, gene_column: str | None, obs_column: str | None, control: str | None):
+    import anndata
+    import scipy.sparse as sp
+
+    try:
+        adata = anndata.read_h5ad(path)
+    except Exception as err:  # h5py / anndata raise many kinds
+        raise KgbuildInputError(f"cannot read the .h5ad file ({type(err).__name__}: {err})", path=path) from None
+    obs = adata.obs
+    features = [str(v) for v in adata.var_names]
+    if obs_column is None:
+        for cand in PERTURBATION_COLUMNS:
+            if cand in obs.columns and _find_control(obs[cand].astype(str), control) is not None:
+                obs_column = cand
+                break
+    if obs_column is not None:
+        if obs_column not in obs.columns:
+            raise KgbuildInputError(f"no obs column {obs_column!r}; obs has: {', '.join(map(str, obs.columns))}",
+                                    path=path)
+        labels = obs[obs_column].astype(str).to_numpy()
+        ctrl = _find_control(obs[obs_column].astype(str), control)
+        if ctrl is None:
+            top = ", ".join(f"{k} ({v})" for k, v in obs[obs_column].astype(str).value_counts().head(8).items())
+            raise KgbuildInputError(
+                f"no control cells: none of {control or '/'.join(CONTROL_LABELS)} in obs[{obs_column!r}] "
+                f"(most common labels: {top}); name the control label with --control", path=path)
+        X = adata.X
+        X = X.tocsr() if sp.issparse(X) else np.asarray(X)
+
+        def mean_rows(mask: np.ndarray) -> np.ndarray:
+            sub = X[np.flatnonzero(mask)]
+            return np.asarray(sub.mean(axis=0), dtype=np.float64).ravel()
+
+        control_mean = mean_rows(labels == ctrl)
+        perturbations = sorted(set(labels) - {ctrl})
+        singles = [p for p in perturbations if "+" not in p and p.strip() and p.lower() != "nan"]
+        rows = [mean_rows(labels == p) - control_mean for p in singles]
+        values = np.vstack(rows) if rows else np.zeros((0, len(features)))
+        record = {
+            "format": "h5ad", "orientation": "perturbation-means", "obs_column": obs_column, "control": ctrl,
+            "control_cells": int((labels == ctrl).sum()), "cells": int(adata.n_obs),
+            "combinations_skipped": int(len(perturbations) - len(singles)),
+            "profile": "mean(X[cells of p]) - mean(X[control cells])",
+        }
+        return np.asarray(singles, dtype=str), values, features, record
+    # .X is a genes x features table
+    if gene_column is not None:
+        if gene_column not in obs.columns:
+            raise KgbuildInputError(f"no obs column {gene_column!r}; obs has: {', '.join(map(str, obs.columns))}",
+                                    path=path)
+        genes = obs[gene_column].astype(str).str.strip().to_numpy(dtype=str)
+    else:
+        genes = np.asarray([str(g).strip() for g in adata.obs_names], dtype=str)
+    X = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
+    record = {"format": "h5ad", "orientation": "genes-by-features", "gene_column": gene_column or "obs_names",
+              "row_unit": "row"}
+    return genes, np.asarray(X, dtype=np.float64), features, record
+
+
+def _find_control(labels, control: str | None) -> str | None:
+    values = set(labels.unique().tolist()) if hasattr(labels, "unique") else set(labels)
+    if control is not None:
+        return control if control in values else None
+    lowered = {v.lower(): v for v in values}
+    for cand in CONTROL_LABELS:
+        if cand in lowered:
+            return lowered[cand]
+    return None
+
+
+def _check_finite(path: Path, genes: np.ndarray, values: np.ndarray, features, row_lines, allow_nan: bool) -> None:
+    """inf is always an error; NaN is an error unless ``allow_nan`` (then handled by the NaN policy)."""
+    bad = np.isinf(values) if allow_nan else ~np.isfinite(values)
+    if not bad.any():
+        return
+    r, c = (int(v) for v in np.argwhere(bad)[0])
+    kind = "NaN" if np.isnan(values[r, c]) else "an infinite value"
+    hint = ("; remove it, or pass --max-nan-frac F to drop genes with more than a fraction F of NaN and "
+            "fill the rest with the feature mean") if kind == "NaN" else ""
+    where = {}
+    if row_lines is not None:
+        where = {"line": int(row_lines[r])} if _is_text(path) else {}
+    n_bad = int(bad.sum())
+    raise KgbuildInputError(f"{kind} in the embedding ({n_bad} bad value(s) in all){hint}", path=path,
+                            gene=str(genes[r]), column=str(features[c]), **where)
+
+
+def _aggregate(path: Path, genes: np.ndarray, values: np.ndarray, how: str, row_lines):
+    """One row per gene, genes sorted; returns ``(genes, values, n_rows_merged)``."""
+    order = np.argsort(genes, kind="stable")
+    g = genes[order]
+    first = np.r_[True, g[1:] != g[:-1]] if len(g) else np.zeros(0, bool)
+    n_dup = int(len(g) - first.sum())
+    if n_dup == 0:
+        return g, values[order], 0
+    if how == "none":
+        i = int(np.flatnonzero(~first)[0])
+        gene = str(g[i])
+        rows = order[g == gene]
+        unit = "lines" if _is_text(path) else "rows"
+        at = ", ".join(str(int(row_lines[r])) if row_lines is not None else str(int(r) + 1) for r in rows[:5])
+        raise KgbuildInputError(
+            f"appears in {len(rows)} {unit} ({at}); {n_dup} duplicated row(s) in all. Choose --aggregate "
+            "mean|median|first to merge them", path=path, gene=gene)
+    starts = np.flatnonzero(first)
+    v = values[order]
+    if how == "first":
+        out = v[starts]
+    elif how == "mean":
+        with np.errstate(invalid="ignore"):
+            sums = np.add.reduceat(np.nan_to_num(v, nan=0.0), starts, axis=0)
+            counts = np.add.reduceat((~np.isnan(v)).astype(np.int64), starts, axis=0)
+            out = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    else:  # median
+        bounds = np.r_[starts, len(g)]
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices stay NaN
+            out = np.vstack([np.nanmedian(v[a:b], axis=0) for a, b in zip(bounds[:-1], bounds[1:])])
+    log.info("%s: merged %d duplicated row(s) by %s", path, n_dup, how)
+    return g[starts], out, n_dup
+
+
+def _drop_and_impute(genes: np.ndarray, values: np.ndarray, max_nan_frac: float, per_gene: bool):
+    """Drop genes with NaN fraction > ``max_nan_frac``; fill remaining NaN with the gene's mean over its
+    observed values (``per_gene``, DepMap orientation) or the feature's mean over genes."""
+    nan = np.isnan(values)
+    frac = nan.mean(axis=1)
+    drop = frac > max_nan_frac
+    if drop.any():
+        log.warning("dropped %d gene(s) with more than %.0f%% NaN (e.g. %s)", int(drop.sum()), 100 * max_nan_frac,
+                    ", ".join(genes[drop][:5].tolist()))
+    genes, values, nan = genes[~drop], values[~drop].copy(), nan[~drop]
+    n_filled = int(nan.sum())
+    if n_filled:
+        if per_gene:
+            fill = np.nanmean(np.where(nan, np.nan, values), axis=1)
+            values[nan] = np.broadcast_to(fill[:, None], values.shape)[nan]
+        else:
+            with np.errstate(invalid="ignore"):
+                fill = np.nanmean(values, axis=0)
+            empty = np.isnan(fill)
+            if empty.any():
+                raise KgbuildInputError(f"feature column(s) with no value at all after dropping NaN-heavy genes: "
+                                        f"{', '.join(map(str, np.flatnonzero(empty)[:5]))}")
+            values[nan] = np.broadcast_to(fill[None, :], values.shape)[nan]
+    return genes, values, {
+        "max_nan_frac": float(max_nan_frac),
+        "nan_genes_dropped": int(drop.sum()),
+        "nan_values_imputed": n_filled,
+        "impute": "gene mean over its observed values" if per_gene else "feature mean over genes",
+    }
+
+
+# ---------------------------------------------------------------------- exact top pairs by |cosine|
+@dataclass(frozen=True)
+class PairSelection:
+    """The top pairs: ``rows < cols`` (int64 ``(K,)``), ``weights`` = ``|cos|`` (float32 ``(K,)``), sorted
+    by weight descending then ``(row, col)``; plus bookkeeping for provenance."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    weights: np.ndarray
+    n_pairs: int
+    threshold: float
+    passes: int
+    max_candidates: int
+    engine: str
+
+
+def l2_normalise(values: np.ndarray) -> np.ndarray:
+    """Rows divided by their L2 norm, float32 ``(N, D)`` (rows must be non-zero)."""
+    v = np.asarray(values, dtype=np.float64)
+    return np.ascontiguousarray(v / np.linalg.norm(v, axis=1, keepdims=True), dtype=np.float32)
+
+
+def n_top_pairs(n_genes: int, top_pct: float) -> int:
+    """``K = ceil(P * top_pct / 100)`` with ``P = N (N - 1) / 2`` unordered pairs."""
+    return top_pct_count(n_genes * (n_genes - 1) // 2, top_pct)
+
+
+def estimate_threshold(unit: np.ndarray, fraction: float, max_values: int = 4_000_000, seed: int = 0) -> float:
+    """The ``1 - fraction`` quantile of ``|cos|`` over pairs of sampled rows with all rows (self excluded).
+
+    Samples ``s = min(N, max(16, max_values // N))`` rows (all rows for small N), so at most about
+    ``max_values`` similarities are computed. Returns 0 when ``fraction >= 1``.
+    """
+    n = len(unit)
+    if fraction >= 1 or n < 2:
+        return 0.0
+    s = min(n, max(16, max_values // n))
+    rows = np.arange(n) if s == n else np.sort(np.random.default_rng(seed).choice(n, s, replace=False))
+    sims = np.abs(unit[rows] @ unit.T)
+    sims[np.arange(len(rows)), rows] = np.nan
+    vals = sims[~np.isnan(sims)]
+    return float(np.quantile(vals, 1.0 - fraction)) if len(vals) else 0.0
+
+
+class _TopStore:
+    """Running candidate pairs; once it holds more than ``k``, it keeps only those ``>=`` the k-th weight
+    (so ties at the cut survive) and that weight becomes the ``floor`` for later searches."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.rows: list[np.ndarray] = []
+        self.cols: list[np.ndarray] = []
+        self.weights: list[np.ndarray] = []
+        self.size = 0
+        self.floor = -math.inf
+        self.max_size = 0
+
+    def add(self, rows: np.ndarray, cols: np.ndarray, weights: np.ndarray) -> None:
+        if len(weights):
+            self.rows.append(rows.astype(np.int32))
+            self.cols.append(cols.astype(np.int32))
+            self.weights.append(weights.astype(np.float32))
+            self.size += len(weights)
+            self.max_size = max(self.max_size, self.size)
+        if self.size > self.k:
+            r, c, w = self.arrays()
+            kth = np.partition(w, len(w) - self.k)[len(w) - self.k]
+            keep = w >= kth
+            self.rows, self.cols, self.weights = [r[keep]], [c[keep]], [w[keep]]
+            self.size = int(keep.sum())
+            self.floor = float(kth)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not self.weights:
+            return np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32)
+        if len(self.weights) > 1:
+            self.rows = [np.concatenate(self.rows)]
+            self.cols = [np.concatenate(self.cols)]
+            self.weights = [np.concatenate(self.weights)]
+        return self.rows[0], self.cols[0], self.weights[0]
+
+
+def _gpu_resources():
+    """FAISS GPU resources when FAISS sees a GPU, else None."""
+    import faiss
+
+    try:
+        if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+            return faiss.StandardGpuResources()
+    except Exception as err:  # pragma: no cover - depends on the FAISS build
+        log.warning("FAISS GPU unavailable (%s); using the CPU", err)
+    return None
+
+
+def _block_pairs(unit: np.ndarray, r0: int, r1: int, radius: float, gpu=None, gpu_index_factory=None,
+                 gpu_k: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All ``(i, j, |u_i . u_j|)`` with ``r0 <= i < r1``, ``j > i`` and ``|u_i . u_j| > radius``.
+
+    FAISS ``IndexFlatIP`` over ``[U[r0:]; -U[r0:]]``: ids ``< M`` are ``+u_j``, the rest ``-u_j``
+    (``M = N - r0``). With ``radius >= 0`` at most one of the two copies of ``j`` passes.
+    """
+    import faiss
+
+    n, d = unit.shape
+    m = n - r0
+    base = unit[r0:]
+    cpu_index = faiss.IndexFlatIP(d)
+    cpu_index.add(base)
+    cpu_index.add(-base)
+    queries = unit[r0:r1]
+    if gpu is not None or gpu_index_factory is not None:
+        from faiss.contrib.exhaustive_search import range_search_gpu
+
+        index = (gpu_index_factory(cpu_index) if gpu_index_factory is not None
+                 else faiss.index_cpu_to_gpu(gpu, 0, cpu_index))
+        lims, dist, ids = range_search_gpu(queries, radius, index, cpu_index, gpu_k=gpu_k)
+    else:
+        lims, dist, ids = cpu_index.range_search(queries, radius)
+    counts = np.diff(np.asarray(lims, dtype=np.int64))
+    q = np.repeat(np.arange(r0, r1, dtype=np.int64), counts)
+    col = ids % m + r0
+    keep = col > q
+    return q[keep], col[keep], dist[keep]
+
+
+def top_abs_cosine_pairs(
+    unit: np.ndarray,
+    top_pct: float,
+    *,
+    block_rows: int = 2048,
+    use_gpu: bool | None = None,
+    progress: bool | None = None,
+) -> PairSelection:
+    """The global top ``top_pct`` percent of unordered pairs by ``|cos|`` (exact; see the module docstring).
+
+    ``unit``: float32 ``(N, D)``, rows of unit L2 norm. Memory: the candidate store (about 2K pairs at
+    12 bytes each) plus one block's FAISS index (``2 N D`` floats); never ``N x N``. ``use_gpu``: None =
+    use a FAISS GPU when present.
+    """
+    from tqdm.auto import tqdm
+
+    unit = np.ascontiguousarray(unit, dtype=np.float32)
+    n = len(unit)
+    n_pairs = n * (n - 1) // 2
+    k = n_top_pairs(n, top_pct)
+    gpu = _gpu_resources() if use_gpu in (None, True) else None
+    if use_gpu and gpu is None:
+        log.warning("no FAISS GPU found; searching on the CPU")
+    engine = f"faiss IndexFlatIP exact range search on {'GPU' if gpu is not None else 'CPU'}, {block_rows}-row blocks"
+    if k == 0:
+        return PairSelection(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), n_pairs,
+                             math.nan, 0, 0, engine)
+    store = _TopStore(k)
+    fraction = 2.0 * k / n_pairs
+    tau = estimate_threshold(unit, fraction)
+    upper = math.inf
+    blocks = [(r0, min(r0 + block_rows, n)) for r0 in range(0, n - 1, block_rows)]
+    passes = 0
+    while True:
+        passes += 1
+        for r0, r1 in tqdm(blocks, desc=f"|cos| search pass {passes}", unit="block", disable=(not progress) if progress is not None else None, leave=False):
+            radius = max(tau, store.floor)
+            if radius >= upper:
+                continue
+            i, j, w = _block_pairs(unit, r0, r1, radius, gpu)
+            if upper < math.inf:
+                band = w <= upper
+                i, j, w = i[band], j[band], w[band]
+            store.add(i, j, w)
+        if store.size >= k or tau <= 0:
+            break
+        log.info("threshold estimate %.4f left only %d of %d pairs; searching the band below it", tau, store.size, k)
+        upper = tau
+        fraction = min(1.0, fraction * 4)
+        new_tau = estimate_threshold(unit, fraction)
+        tau = new_tau if new_tau < upper else (upper / 2 if upper > 1e-3 else 0.0)
+        if fraction >= 1:
+            tau = 0.0
+    rows, cols, weights = store.arrays()
+    pair_key = rows.astype(np.int64) * n + cols  # (row, col) order as one integer key
+    order = np.lexsort((pair_key, -weights))[:k]
+    weights = np.minimum(weights[order], np.float32(1.0))
+    return PairSelection(
+        rows=rows[order].astype(np.int64), cols=cols[order].astype(np.int64), weights=weights,
+        n_pairs=n_pairs, threshold=float(weights[-1]) if len(weights) else math.nan, passes=passes,
+        max_candidates=store.max_size, engine=engine,
+    )
+
+
+# ---------------------------------------------------------------------- the builder
+def default_layer_name(path: str | Path) -> str:
+    """The file name without its suffixes (``depmap.parquet`` -> ``depmap``), or ``screen``."""
+    name = Path(path).name
+    for suffix in (".gz", ".bz2", ".xz", ".zst", ".parquet", ".pq", ".csv", ".tsv", ".txt", ".h5ad"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    return name.strip() or "screen"
+
+
+def build_screen_graph(
+    embeddings: str | Path,
+    *,
+    top_pct: float = 1.0,
+    max_in_degree: int | None = None,
+    layer_name: str | None = None,
+    block_rows: int = 2048,
+    use_gpu: bool | None = None,
+    progress: bool | None = None,
+    **load_options: Any,
+) -> MultiGraph:
+    """A one-layer graph of the top ``top_pct`` percent gene pairs by ``|cos|`` of their profiles.
+
+    Both directions of each pair are edges (weight ``|cos|``, float32). Every gene of the table is a
+    node, with or without edges. ``max_in_degree`` (None/0 = off) then keeps each gene's heaviest
+    incoming edges (:func:`kgbuild.filters.max_in_degree_mask`). ``load_options`` go to
+    :func:`load_embeddings`.
+    """
+    path = Path(embeddings)
+    if not 0 < top_pct <= 100:
+        raise KgbuildInputError(f"--top-pct must be in (0, 100], got {top_pct}")
+    table = load_embeddings(path, **load_options)
+    n = len(table.genes)
+    if n < 2:
+        raise KgbuildInputError(f"only {n} gene(s) with a usable profile: no pairs to rank", path=path)
+    unit = l2_normalise(table.values)
+    sel = top_abs_cosine_pairs(unit, top_pct, block_rows=block_rows, use_gpu=use_gpu, progress=progress)
+    src = np.concatenate([sel.rows, sel.cols])
+    dst = np.concatenate([sel.cols, sel.rows])
+    w = np.concatenate([sel.weights, sel.weights])
+    capped = None
+    if max_in_degree:
+        keep = max_in_degree_mask(src, dst, w.astype(np.float64), int(max_in_degree))
+        capped = int(len(keep) - keep.sum())
+        src, dst, w = src[keep], dst[keep], w[keep]
+    if len(w) == 0:
+        raise KgbuildInputError("the graph is empty after filtering", path=path)
+    layer = layer_name or default_layer_name(path)
+    meta = {
+        "source": "screen",
+        "kind": "absolute cosine similarity of L2-normalised profiles",
+        "inputs": [input_record(path, role="embeddings")],
+        "parameters": {
+            "top_pct": float(top_pct), "max_in_degree": int(max_in_degree) if max_in_degree else None,
+            "block_rows": int(block_rows), **{k: v for k, v in load_options.items() if v is not None},
+        },
+        "embedding": table.record,
+        "selection": {
+            "pairs_total": int(sel.n_pairs), "pairs_kept": int(len(sel.weights)),
+            "threshold_abs_cos": sel.threshold, "engine": sel.engine, "passes": sel.passes,
+            "max_candidates_held": int(sel.max_candidates), "directed_edges": int(2 * len(sel.weights)),
+            "max_in_degree_removed": capped,
+        },
+    }
+    return MultiGraph(
+        nodes=table.genes,
+        edge_index=np.stack([src, dst]).astype(np.int64),
+        edge_weight=w.astype(np.float32),
+        edge_layer=np.zeros(len(w), dtype=np.int16),
+        layers=np.asarray([layer]),
+        meta=new_meta({layer: meta}),
+    )
