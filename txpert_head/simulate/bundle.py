@@ -63,8 +63,8 @@ def write_truth(net: GroundTruthNetwork, screen: SimulatedScreen, out_dir: Path)
 
 
 def write_h5ad(screen: SimulatedScreen, path: Path) -> None:
-    """``perturbseq.h5ad`` atomically; uncompressed so the bytes depend only on the content."""
-    write_via_tempfile(path, lambda p: screen.adata.write_h5ad(p))
+    """``perturbseq.h5ad`` atomically, gzip-compressed (HDF5's deflate filter stores no time stamp)."""
+    write_via_tempfile(path, lambda p: screen.adata.write_h5ad(p, compression="gzip"))
 
 
 def screen_stats(screen: SimulatedScreen) -> dict:

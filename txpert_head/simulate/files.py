@@ -15,6 +15,13 @@ from pathlib import Path
 from typing import Callable, IO
 
 
+def _umask_mode() -> int:
+    """``0o666`` minus the process umask: the mode ``open()`` would give a new file (mkstemp gives 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
     """Call ``write(fh)`` on a temporary binary file beside ``path``, then rename it to ``path``."""
     path = Path(path)
@@ -23,6 +30,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -49,6 +57,7 @@ def write_via_tempfile(path: str | os.PathLike, write_to: Callable[[Path], None]
     os.close(fd)
     try:
         write_to(Path(tmp))
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

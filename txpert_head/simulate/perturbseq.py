@@ -33,6 +33,7 @@ import numpy as np
 from txpert_head.simulate.network import GroundTruthNetwork
 
 CONTROL = "ctrl"
+CHUNK_CELLS = 4096
 
 
 @dataclass(frozen=True)
@@ -146,9 +147,11 @@ def simulate_perturbseq(net: GroundTruthNetwork, seed: int, config: PerturbSeqCo
         cond_idx = np.repeat(np.arange(len(conditions)), counts_per)
         batch_idx = np.concatenate([rng.permutation(np.arange(k) % config.n_batches) for k in counts_per])
         lib = config.library_size * np.exp(rng.normal(0.0, config.library_sd, size=len(cond_idx)) + batch_lib[batch_idx])
-        mu = lib[:, None] * pi[None, :] * np.exp(batch_gene[batch_idx] + delta[cond_idx])
-        counts = rng.poisson(rng.gamma(config.dispersion, mu / config.dispersion))
-        blocks.append(sp.csr_matrix(counts.astype(np.float32)))
+        for start in range(0, len(cond_idx), CHUNK_CELLS):  # bounded memory: (CHUNK_CELLS, N) at a time
+            rows = slice(start, start + CHUNK_CELLS)
+            mu = lib[rows, None] * pi[None, :] * np.exp(batch_gene[batch_idx[rows]] + delta[cond_idx[rows]])
+            counts = rng.poisson(rng.gamma(config.dispersion, mu / config.dispersion))
+            blocks.append(sp.csr_matrix(counts.astype(np.float32)))
         obs_parts.append(pd.DataFrame({
             "perturbation": np.asarray(conditions)[cond_idx],
             "batch": np.asarray(batches)[batch_idx],
