@@ -57,3 +57,20 @@ def test_string_graph_recovers_the_truth_and_rewiring_destroys_it(bundle, string
     rewired = precision(perturb_graph(string_graph, rewire=1.0, seed=0), truth)
     assert original > 0.8
     assert rewired < 0.3
+
+
+def test_kgbuild_screen_cli_reads_the_simulated_embeddings(bundle, tmp_path):
+    from click.testing import CliRunner
+
+    from kgbuild.cli import main as kgbuild_main
+
+    out = tmp_path / "screen.kg.npz"
+    res = CliRunner().invoke(kgbuild_main, ["screen", "--embeddings", str(bundle / src.SCREEN_PARQUET),
+                                            "--top-pct", "1", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    g = MultiGraph.load(out)
+    assert len(g.nodes) == len(pd.read_parquet(bundle / src.SCREEN_PARQUET))
+    modules = pd.read_csv(bundle / "truth/modules.tsv", sep="\t").set_index("gene")["module"]
+    same = [modules[g.nodes[a]] == modules[g.nodes[b]] for a, b in g.edge_index.T.tolist()]
+    assert 0.5 < sum(same) / len(same) < 1.0, "a real but imperfect view of the modules"
+    assert precision(g, true_pairs(bundle)) > 0.3

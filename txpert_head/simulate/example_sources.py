@@ -229,7 +229,7 @@ def write_reactome(net: GroundTruthNetwork, out_dir: Path, seed: int, coverage: 
 
 # ---------------------------------------------------------------------- screen embeddings
 def write_screen(net: GroundTruthNetwork, out_dir: Path, seed: int, coverage: float = 0.7, dim: int = 32,
-                 noise: float = 0.5) -> dict:
+                 noise: float = 1.0) -> dict:
     """A gene-embedding table (parquet: ``gene`` + ``z_1..z_dim`` float32) under ``out_dir/screen/``.
 
     ``E = Â² F + noise · N(0, 1)`` with ``F ~ N(0, 1)`` of shape ``(N, dim)`` and ``Â = D^{-1/2}(A + I)D^{-1/2}``
