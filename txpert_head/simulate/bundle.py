@@ -147,10 +147,16 @@ be tested against the truth. The same command with the same seed writes byte-ide
 cell lines {', '.join(ps['cell_lines'])}. obs columns: `perturbation`, `batch`, `cell_line`.
 
 ## Build the graphs
-```
-kgbuild string --links {so['string']['links']} --info {so['string']['info']} -o string.kg.npz
-```
-(see `kgbuild --help` for the GO, Reactome and screen builders; the files above are their inputs.)
+Each source file is the input of one kgbuild builder (`kgbuild <builder> --help` lists the options):
 
-All parameters: `{m['files']['readme'] and 'simulation.json'}`.
+| builder | inputs |
+| --- | --- |
+| `kgbuild string` | `{so['string']['links']}`, `{so['string']['info']}` |
+| `kgbuild go` | `{so['go']['obo']}`, `{so['go']['gaf']}` |
+| `kgbuild reactome` | `{so['reactome']['gmt']}` |
+| `kgbuild screen` | `{so['screen']['parquet']}` (e.g. `--top-pct 1`), or `{m['files']['perturbseq']}` itself |
+
+then `kgbuild merge` the layers, and `kgbuild perturb --rewire 1.0` for an ablated copy.
+
+All parameters, seeds and counts: `simulation.json`.
 """
