@@ -33,6 +33,8 @@ from kgbuild.filters import max_in_degree_mask
 
 log = logging.getLogger(__name__)
 
+_EPS = 1e-6  # margin around float32 Jaccard values when shortlisting candidates
+
 
 def membership_matrix(gene_codes: np.ndarray, set_codes: np.ndarray, n_genes: int, n_sets: int) -> sp.csr_matrix:
     """Binary CSR ``(n_genes, n_sets)`` float32 with a 1 for every ``(gene, set)`` pair (repeats count once)."""
@@ -63,7 +65,9 @@ def jaccard_edges(
 
     a = sp.csr_matrix(a, dtype=np.float32)
     n = a.shape[0]
-    size = np.asarray(a.sum(axis=1)).ravel().astype(np.float64)
+    if n >= 1 << 24 or a.shape[1] >= 1 << 24:
+        raise ValueError("float32 counting is exact only below 2**24 genes and sets")
+    size = np.asarray(a.sum(axis=1), dtype=np.float32).ravel()
     genes_per_set = np.asarray(a.sum(axis=0)).ravel()
     heavy = genes_per_set > max(64.0, dense_fraction * n)
     a_dense = np.ascontiguousarray(a[:, heavy].toarray(), dtype=np.float32) if heavy.any() else None
@@ -72,28 +76,36 @@ def jaccard_edges(
     k = int(max_in_degree or 0)
     out_src, out_dst, out_w = [], [], []
     above = 0
-    starts = range(0, n, block_rows)
     disable = None if progress is None else not progress  # None: show only on a terminal
-    for b0 in tqdm(starts, desc="jaccard", unit="block", disable=disable):
+    for b0 in tqdm(range(0, n, block_rows), desc="jaccard", unit="block", disable=disable):
         b1 = min(n, b0 + block_rows)
-        inter = (a_sparse[b0:b1] @ a_sparse_t).toarray().astype(np.float64)
+        # intersection and union counts: float32 holds these integers exactly
+        inter = (a_sparse[b0:b1] @ a_sparse_t).toarray()
         if a_dense is not None:
             inter += a_dense[b0:b1] @ a_dense.T
-        union = size[b0:b1, None] + size[None, :] - inter
-        with np.errstate(divide="ignore", invalid="ignore"):
-            jac = np.where(union > 0, inter / union, 0.0)
+        union = size[b0:b1, None] + size[None, :]
+        union -= inter
+        np.maximum(union, 1.0, out=union)  # two empty sets: J = 0 / 1 = 0
+        # float32 Jaccard (abs. error < 1.2e-7) only to shortlist candidates; the kept weights are
+        # recomputed exactly in float64 below, so thresholds and ties are decided on exact values
+        jac = inter / union
         rows = np.arange(b1 - b0)
         jac[rows, rows + b0] = -1.0  # no self-pairs
-        mask = jac > min_jaccard
-        above += int(mask.sum())
+        mask = jac > min_jaccard - _EPS
+        band = np.abs(jac - min_jaccard) <= _EPS
+        above += int((jac > min_jaccard + _EPS).sum())
+        if band.any():
+            br, bc = np.nonzero(band & (jac > -0.5))
+            above += int((inter[br, bc].astype(np.float64) / union[br, bc] > min_jaccard).sum())
         if k and k < n:
-            # every entry >= the row's k-th largest value could be in the top k; ties are settled below
             kth = np.partition(jac, n - k, axis=1)[:, n - k]
-            mask &= jac >= kth[:, None]
+            mask &= jac >= (kth - _EPS)[:, None]
         r, c = np.nonzero(mask)
-        w = jac[r, c]
-        dst = r.astype(np.int64) + b0
-        src = c.astype(np.int64)
+        w = inter[r, c].astype(np.float64) / union[r, c].astype(np.float64)
+        exact = w > min_jaccard
+        dst = r[exact].astype(np.int64) + b0
+        src = c[exact].astype(np.int64)
+        w = w[exact]
         if k:
             keep = max_in_degree_mask(src, dst, w, k)
             src, dst, w = src[keep], dst[keep], w[keep]
