@@ -1,0 +1,120 @@
+"""Edge sets an encoder passes messages over, built from a :class:`~kgbuild.graph.MultiGraph`.
+
+An :class:`EdgeSet` holds ``src``, ``dst`` (LongTensor ``(E,)``), ``weight`` (float ``(E,)``) and ``etype``
+(LongTensor ``(E,)``, an edge-type id whose meaning the encoder defines) as buffers, so ``.to(device)``
+moves them; :meth:`EdgeSet.ops` returns the backend's :class:`~gnn.backends.base.GraphOps` for them,
+cached per backend and device. The numpy helpers below build the pieces: the graph's own edges, self
+loops, expander edges (a random ``d``-regular graph or Hamiltonian cycles, seeded) and virtual-node edges.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gnn.backends.base import Backend, GraphOps
+
+
+class EdgeSet(nn.Module):
+    """Directed edges ``src -> dst`` over ``num_nodes`` nodes with weights and type ids, as buffers."""
+
+    def __init__(self, src: np.ndarray, dst: np.ndarray, weight: np.ndarray, etype: np.ndarray, num_nodes: int):
+        super().__init__()
+        src, dst = np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64)
+        if src.shape != dst.shape or src.ndim != 1:
+            raise ValueError(f"src and dst must be 1-D of one length, got {src.shape} and {dst.shape}")
+        if len(src) and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= num_nodes):
+            raise ValueError(f"edge endpoints must lie in [0, {num_nodes})")
+        self.num_nodes = int(num_nodes)
+        self.register_buffer("src", torch.from_numpy(src.copy()))
+        self.register_buffer("dst", torch.from_numpy(dst.copy()))
+        self.register_buffer("weight", torch.from_numpy(np.asarray(weight, dtype=np.float32).copy()))
+        self.register_buffer("etype", torch.from_numpy(np.asarray(etype, dtype=np.int64).copy()))
+        self._cache: dict[tuple, GraphOps] = {}
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.src.numel())
+
+    def ops(self, backend: Backend) -> GraphOps:
+        """The backend's primitives for these edges on their current device (cached)."""
+        key = (backend.name, self.src.device, self.src.data_ptr(), self.dst.data_ptr())
+        handle = self._cache.get(key)
+        if handle is None:
+            self._cache.clear()
+            handle = self._cache[key] = backend.graph(self.src, self.dst, self.num_nodes)
+        return handle
+
+    def extra_repr(self) -> str:
+        return f"num_nodes={self.num_nodes}, num_edges={self.num_edges}"
+
+
+# ---------------------------------------------------------------------- numpy builders
+def self_loops(nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(src, dst)`` of one self loop per node id in ``nodes``."""
+    nodes = np.asarray(nodes, dtype=np.int64)
+    return nodes.copy(), nodes.copy()
+
+
+def hamiltonian_cycle_edges(nodes: np.ndarray, degree: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Expander edges from ``degree // 2`` random Hamiltonian cycles over ``nodes``, each in both directions.
+
+    Every node gets ``2 * (degree // 2)`` incoming expander edges (a ``degree``-regular multigraph for even
+    ``degree``); repeated pairs across cycles are kept (they are distinct edges). Seeded, deterministic.
+    """
+    nodes = np.asarray(nodes, dtype=np.int64)
+    n = len(nodes)
+    if n < 3 or degree < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    rng = np.random.default_rng(seed)
+    srcs, dsts = [], []
+    for _ in range(degree // 2):
+        perm = nodes[rng.permutation(n)]
+        nxt = np.roll(perm, -1)
+        srcs += [perm, nxt]
+        dsts += [nxt, perm]
+    return np.concatenate(srcs), np.concatenate(dsts)
+
+
+def random_regular_edges(nodes: np.ndarray, degree: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Expander edges of a random ``degree``-regular simple graph over ``nodes`` (both directions), seeded.
+
+    Uses ``networkx.random_regular_graph``; when no such graph exists (``n * degree`` odd or
+    ``degree >= n``) falls back to :func:`hamiltonian_cycle_edges`.
+    """
+    import networkx as nx
+
+    nodes = np.asarray(nodes, dtype=np.int64)
+    n = len(nodes)
+    if degree < 1 or n < 3:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if degree >= n or (n * degree) % 2:
+        return hamiltonian_cycle_edges(nodes, max(2, degree + degree % 2), seed)
+    g = nx.random_regular_graph(degree, n, seed=seed)
+    pairs = np.asarray(sorted(g.edges()), dtype=np.int64).reshape(-1, 2)
+    a, b = nodes[pairs[:, 0]], nodes[pairs[:, 1]]
+    return np.concatenate([a, b]), np.concatenate([b, a])
+
+
+def expander_edges(nodes: np.ndarray, degree: int, seed: int, method: str = "regular") -> tuple[np.ndarray, np.ndarray]:
+    """Expander edges over ``nodes`` with ``method`` ``"regular"`` or ``"cycles"``; see the two builders."""
+    if method == "regular":
+        return random_regular_edges(nodes, degree, seed)
+    if method == "cycles":
+        return hamiltonian_cycle_edges(nodes, degree, seed)
+    raise ValueError(f"unknown expander method {method!r}; choose 'regular' or 'cycles'")
+
+
+def virtual_node_edges(nodes: np.ndarray, first_virtual: int, num_virtual: int) -> tuple[np.ndarray, np.ndarray]:
+    """Edges both ways between every node in ``nodes`` and virtual nodes ``first_virtual ..
+    first_virtual + num_virtual - 1``."""
+    nodes = np.asarray(nodes, dtype=np.int64)
+    srcs, dsts = [], []
+    for k in range(num_virtual):
+        v = np.full(len(nodes), first_virtual + k, dtype=np.int64)
+        srcs += [nodes, v]
+        dsts += [v, nodes]
+    if not srcs:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(srcs), np.concatenate(dsts)

@@ -1,0 +1,115 @@
+"""``PerturbationEncoder``: a learnable embedding per gene, message passing over a multigraph, one row per gene.
+
+>>> enc = PerturbationEncoder(graph, genes=["TP53", "NOVEL1"], kind="gatv2", dim=64, layers=2, heads=2)
+>>> Z = enc()                          # (V, 64), V = graph nodes + genes absent from the graph
+>>> Z[enc.index(["TP53", "NOVEL1"])]   # the rows of two perturbations
+
+Kinds (see each body's docstring for equations): ``gat``, ``gatv2``, ``exphormer`` (union graph),
+``exphormer-mg``, ``gat-hybrid``, ``gat-mlg``, ``hybrid-bmp`` (provenance-aware multigraph encoders).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from gnn.backends import Backend, get_backend
+from gnn.kinds.multigraph import BMPBody, HybridBody, MLGBody
+from gnn.kinds.single import ExphormerBody, GATBody
+from gnn.kinds.spec import EncoderSpec
+from kgbuild.graph import MultiGraph
+
+#: kind -> (body class, fixed keyword arguments)
+KINDS: dict[str, tuple[Callable[..., nn.Module], dict]] = {
+    "gat": (GATBody, {"conv": "gat"}),
+    "gatv2": (GATBody, {"conv": "gatv2"}),
+    "exphormer": (ExphormerBody, {"by_layer": False}),
+    "exphormer-mg": (ExphormerBody, {"by_layer": True}),
+    "gat-hybrid": (HybridBody, {}),
+    "gat-mlg": (MLGBody, {}),
+    "hybrid-bmp": (BMPBody, {}),
+}
+
+
+class PerturbationEncoder(nn.Module):
+    r"""Embeds every gene of a vocabulary with a GNN over a :class:`~kgbuild.graph.MultiGraph`.
+
+    Vocabulary: the graph's nodes in graph order, then the genes of ``genes`` that are absent from the
+    graph, in the order given (``V`` entries in all). ``H^0 \in R^{V \times dim}`` is a learnable embedding
+    (``N(0, 1)`` init); the body (``kind``) maps it to ``Z = \mathrm{enc}() \in R^{V \times dim}``. Absent
+    genes receive no messages: they keep their own learnable row and pass only through the self / residual
+    path of each layer.
+
+    Args:
+        graph: the multigraph (all layers are used; multigraph kinds use the layer of every edge).
+        genes: genes that need a row (e.g. a dataset's perturbations); those not in ``graph`` are appended.
+        kind: one of :data:`KINDS`.
+        dim: embedding and hidden width ``d`` (divisible by ``heads``).
+        layers: number of message-passing layers.
+        heads: attention heads (each ``dim // heads`` wide, concatenated).
+        dropout: dropout on attention weights and layer outputs.
+        backend: ``"auto"`` (DGL when importable, else PyG), ``"dgl"``, ``"pyg"`` or a Backend instance.
+        use_edge_weight: feed each edge's weight to the attention as an edge feature.
+        **kind_options: passed to the kind's body, e.g. ``expander_degree``, ``num_virtual``, ``seed`` for
+            the Exphormer kinds; ``add_self_loops`` for ``gat``/``gatv2``; ``conv`` for ``gat-hybrid``.
+    """
+
+    def __init__(self, graph: MultiGraph, genes: Sequence[str] | None = None, kind: str = "gat", dim: int = 64,
+                 layers: int = 2, heads: int = 2, dropout: float = 0.0, backend: str | Backend = "auto",
+                 use_edge_weight: bool = True, **kind_options):
+        super().__init__()
+        if not isinstance(graph, MultiGraph):
+            raise TypeError(f"graph must be a kgbuild MultiGraph, got {type(graph).__name__}")
+        if kind not in KINDS:
+            raise ValueError(f"unknown encoder kind {kind!r}; choose one of {', '.join(KINDS)}")
+        if dim < 1 or layers < 0 or heads < 1:
+            raise ValueError(f"need dim >= 1, layers >= 0, heads >= 1; got dim={dim}, layers={layers}, heads={heads}")
+        if dim % heads:
+            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        lookup = graph.node_lookup
+        absent = [g for g in dict.fromkeys(genes or []) if g not in lookup]
+        self.vocab: list[str] = graph.nodes.tolist() + absent
+        self._index = {g: i for i, g in enumerate(self.vocab)}
+        self.kind = kind
+        self.dim = dim
+        self.num_graph_nodes = graph.num_nodes
+        self.layer_names = graph.layer_names
+        self.backend = get_backend(backend)
+        body_cls, fixed = KINDS[kind]
+        allowed = set(inspect.signature(body_cls.__init__).parameters) - {"self", "spec"} - set(fixed)
+        unknown = sorted(set(kind_options) - allowed)
+        if unknown:
+            raise TypeError(f"kind {kind!r} takes no option(s) {', '.join(unknown)}; it accepts: {', '.join(sorted(allowed)) or 'none'}")
+        spec = EncoderSpec(graph=graph, num_nodes=len(self.vocab), dim=dim, layers=layers, heads=heads,
+                           dropout=dropout, use_edge_weight=use_edge_weight)
+        self.embedding = nn.Embedding(len(self.vocab), dim)
+        nn.init.normal_(self.embedding.weight)
+        self.body = body_cls(spec, **fixed, **kind_options)
+
+    @property
+    def num_nodes(self) -> int:
+        """``V``: vocabulary size (rows of the output)."""
+        return len(self.vocab)
+
+    def forward(self) -> Tensor:
+        """``Z`` of shape ``(V, dim)``: row ``i`` embeds ``vocab[i]``."""
+        return self.body(self.embedding.weight, self.backend)
+
+    def index(self, genes: Sequence[str]) -> Tensor:
+        """Rows of ``genes`` in ``Z`` (LongTensor on the module's device); KeyError names unknown genes."""
+        if isinstance(genes, str):
+            genes = [genes]
+        missing = [g for g in genes if g not in self._index]
+        if missing:
+            shown = ", ".join(map(repr, missing[:10])) + (f" (+{len(missing) - 10} more)" if len(missing) > 10 else "")
+            raise KeyError(f"gene(s) not in the encoder vocabulary: {shown}; pass them in genes= when building the encoder")
+        return torch.tensor([self._index[g] for g in genes], dtype=torch.long, device=self.embedding.weight.device)
+
+    def extra_repr(self) -> str:
+        return (f"kind={self.kind!r}, vocab={self.num_nodes} ({self.num_graph_nodes} in graph), dim={self.dim}, "
+                f"layers={self.layer_names}, backend={self.backend.name!r}")

@@ -1,0 +1,6 @@
+"""Layers written once on the backend primitives: attention convolutions and blocks."""
+
+from gnn.layers.attention_convs import ExphormerAttention, GATConv, GATv2Conv
+from gnn.layers.blocks import ConvBlock, EdgeFeatures, ExphormerBlock, LayerAttention, make_conv
+
+__all__ = ["GATConv", "GATv2Conv", "ExphormerAttention", "ConvBlock", "EdgeFeatures", "ExphormerBlock", "LayerAttention", "make_conv"]

@@ -1,0 +1,186 @@
+"""Graph attention convolutions written once on the backend primitives (:mod:`gnn.backends.base`).
+
+Notation: ``N`` nodes, ``E`` edges ``j -> i`` (source ``j = src_e``, target ``i = dst_e``), ``H`` heads of
+``C`` channels, ``F_e`` edge-feature width, ``N(i)`` the incoming edges of ``i`` (self loops are whatever the
+edge set holds: these layers add none). ``x`` is ``(N, F_in)``; the output is ``(N, H*C)`` with
+``concat=True``, else ``(N, C)`` (mean over heads). Attention ``alpha`` is ``(E, H)`` and sums to 1 over the
+incoming edges of every node that has any.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gnn.backends.base import GraphOps
+
+
+def _glorot(t: Tensor) -> None:
+    bound = math.sqrt(6.0 / (t.size(-2) + t.size(-1)))
+    with torch.no_grad():
+        t.uniform_(-bound, bound)
+
+
+class _AttentionConv(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, heads: int, edge_dim: int | None, concat: bool,
+                 negative_slope: float, dropout: float, bias: bool):
+        super().__init__()
+        self.in_dim, self.out_dim, self.heads = in_dim, out_dim, heads
+        self.edge_dim, self.concat = edge_dim, concat
+        self.negative_slope, self.dropout = negative_slope, dropout
+        self.bias = nn.Parameter(torch.zeros(heads * out_dim if concat else out_dim)) if bias else None
+        self.last_attention: Tensor | None = None
+
+    def _finish(self, out: Tensor) -> Tensor:
+        out = out.reshape(out.shape[0], -1) if self.concat else out.mean(dim=1)
+        return out + self.bias if self.bias is not None else out
+
+    def extra_repr(self) -> str:
+        return f"{self.in_dim}, {self.out_dim}, heads={self.heads}, edge_dim={self.edge_dim}"
+
+
+class GATConv(_AttentionConv):
+    r"""GAT (Veličković et al. 2018), with optional edge features as in PyG's ``GATConv``.
+
+    .. math::
+        h_j = W x_j \in R^{H \times C}, \qquad
+        s_{e,h} = \mathrm{LeakyReLU}\big(a_{src,h}^\top h_{j,h} + a_{dst,h}^\top h_{i,h}
+                   + a_{edge,h}^\top (W_e f_e)_h\big), \\
+        \alpha_{e,h} = \mathrm{softmax}_{e \in N(i)}(s_{e,h}), \qquad
+        out_{i,h} = \sum_{e=(j \to i)} \alpha_{e,h}\, h_{j,h}, \qquad out_i \leftarrow out_i + b.
+
+    Shapes: ``x (N, F_in)``, ``edge_attr (E, F_e)`` or None, out ``(N, H*C)`` (concat) or ``(N, C)``.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, heads: int = 1, edge_dim: int | None = None, concat: bool = True,
+                 negative_slope: float = 0.2, dropout: float = 0.0, bias: bool = True):
+        super().__init__(in_dim, out_dim, heads, edge_dim, concat, negative_slope, dropout, bias)
+        self.lin = nn.Linear(in_dim, heads * out_dim, bias=False)
+        self.att_src = nn.Parameter(torch.empty(1, heads, out_dim))
+        self.att_dst = nn.Parameter(torch.empty(1, heads, out_dim))
+        if edge_dim is not None:
+            self.lin_edge = nn.Linear(edge_dim, heads * out_dim, bias=False)
+            self.att_edge = nn.Parameter(torch.empty(1, heads, out_dim))
+        else:
+            self.lin_edge, self.att_edge = None, None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for p in (self.lin.weight, self.att_src, self.att_dst):
+            _glorot(p)
+        if self.lin_edge is not None:
+            _glorot(self.lin_edge.weight)
+            _glorot(self.att_edge)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: Tensor, ops: GraphOps, edge_attr: Tensor | None = None) -> Tensor:
+        H, C = self.heads, self.out_dim
+        h = self.lin(x).view(-1, H, C)
+        a_src = (h * self.att_src).sum(-1)            # (N, H)
+        a_dst = (h * self.att_dst).sum(-1)            # (N, H)
+        score = ops.u_add_v(a_src, a_dst)             # (E, H)
+        if self.lin_edge is not None:
+            if edge_attr is None:
+                raise ValueError("this layer was built with edge_dim; pass edge_attr")
+            e = self.lin_edge(edge_attr).view(-1, H, C)
+            score = score + (e * self.att_edge).sum(-1)
+        score = F.leaky_relu(score, self.negative_slope)
+        alpha = ops.edge_softmax(score)
+        self.last_attention = alpha.detach()
+        alpha = F.dropout(alpha, p=self.dropout, training=self.training)
+        return self._finish(ops.u_mul_e_sum(h, alpha))
+
+
+class GATv2Conv(_AttentionConv):
+    r"""GATv2 (Brody et al. 2022): dynamic attention; the same function as PyG's ``GATv2Conv``
+    (``share_weights=False``, edges as given, i.e. ``add_self_loops=False`` there).
+
+    .. math::
+        l_j = W_l x_j + b_l,\quad r_i = W_r x_i + b_r \in R^{H \times C}, \\
+        s_{e,h} = a_h^\top \mathrm{LeakyReLU}\big(l_{j,h} + r_{i,h} + (W_e f_e)_h\big), \qquad
+        \alpha_{e,h} = \mathrm{softmax}_{e \in N(i)}(s_{e,h}), \\
+        out_{i,h} = \sum_{e=(j \to i)} \alpha_{e,h}\, l_{j,h}, \qquad out_i \leftarrow out_i + b.
+
+    Shapes: ``x (N, F_in)``, ``edge_attr (E, F_e)`` or None, out ``(N, H*C)`` (concat) or ``(N, C)``;
+    the pre-activation tensor is ``(E, H, C)``.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, heads: int = 1, edge_dim: int | None = None, concat: bool = True,
+                 negative_slope: float = 0.2, dropout: float = 0.0, bias: bool = True):
+        super().__init__(in_dim, out_dim, heads, edge_dim, concat, negative_slope, dropout, bias)
+        self.lin_l = nn.Linear(in_dim, heads * out_dim, bias=bias)
+        self.lin_r = nn.Linear(in_dim, heads * out_dim, bias=bias)
+        self.att = nn.Parameter(torch.empty(1, heads, out_dim))
+        self.lin_edge = nn.Linear(edge_dim, heads * out_dim, bias=False) if edge_dim is not None else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for lin in (self.lin_l, self.lin_r, self.lin_edge):
+            if lin is not None:
+                _glorot(lin.weight)
+                if lin.bias is not None:
+                    nn.init.zeros_(lin.bias)
+        _glorot(self.att)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: Tensor, ops: GraphOps, edge_attr: Tensor | None = None) -> Tensor:
+        H, C = self.heads, self.out_dim
+        xl = self.lin_l(x).view(-1, H, C)
+        xr = self.lin_r(x).view(-1, H, C)
+        z = ops.u_add_v(xl, xr)                        # (E, H, C)
+        if self.lin_edge is not None:
+            if edge_attr is None:
+                raise ValueError("this layer was built with edge_dim; pass edge_attr")
+            z = z + self.lin_edge(edge_attr).view(-1, H, C)
+        z = F.leaky_relu(z, self.negative_slope)
+        score = (z * self.att).sum(-1)                 # (E, H)
+        alpha = ops.edge_softmax(score)
+        self.last_attention = alpha.detach()
+        alpha = F.dropout(alpha, p=self.dropout, training=self.training)
+        return self._finish(ops.u_mul_e_sum(xl, alpha))
+
+
+class ExphormerAttention(nn.Module):
+    r"""Exphormer's sparse attention (Shirzad et al. 2023) over whatever edges the edge set holds
+    (graph ∪ expander ∪ virtual-node edges), with edge features modulating the keys.
+
+    .. math::
+        q_i = W_Q x_i,\; k_j = W_K x_j,\; v_j = W_V x_j \in R^{H \times C},\qquad
+        \epsilon_e = W_E f_e \in R^{H \times C}, \\
+        s_{e,h} = \mathrm{clamp}\Big(\tfrac{1}{\sqrt{C}} \sum_c q_{i,h,c}\, k_{j,h,c}\, \epsilon_{e,h,c},\,-5, 5\Big),
+        \qquad \alpha_{e,h} = \mathrm{softmax}_{e \in N(i)}(s_{e,h}), \\
+        out_i = W_O \big[\textstyle\sum_{e=(j\to i)} \alpha_{e,h}\, v_{j,h}\big]_{h=1..H}.
+
+    Shapes: ``x (N, F_in)``, ``edge_attr (E, F_e)`` (required), out ``(N, out_dim)``.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, heads: int, edge_dim: int, dropout: float = 0.0, clamp: float = 5.0):
+        super().__init__()
+        if out_dim % heads:
+            raise ValueError(f"out_dim {out_dim} must be divisible by heads {heads}")
+        self.heads, self.head_dim, self.clamp, self.dropout = heads, out_dim // heads, clamp, dropout
+        self.lin_q = nn.Linear(in_dim, out_dim, bias=True)
+        self.lin_k = nn.Linear(in_dim, out_dim, bias=True)
+        self.lin_v = nn.Linear(in_dim, out_dim, bias=True)
+        self.lin_e = nn.Linear(edge_dim, out_dim, bias=True)
+        self.lin_o = nn.Linear(out_dim, out_dim, bias=True)
+        self.last_attention: Tensor | None = None
+
+    def forward(self, x: Tensor, ops: GraphOps, edge_attr: Tensor) -> Tensor:
+        H, C = self.heads, self.head_dim
+        q = self.lin_q(x).view(-1, H, C)
+        k = self.lin_k(x).view(-1, H, C)
+        v = self.lin_v(x).view(-1, H, C)
+        ke = ops.gather_src(k) * self.lin_e(edge_attr).view(-1, H, C)   # (E, H, C)
+        score = ops.e_dot_v(ke, q) / math.sqrt(C)                        # (E, H)
+        score = score.clamp(-self.clamp, self.clamp)
+        alpha = ops.edge_softmax(score)
+        self.last_attention = alpha.detach()
+        alpha = F.dropout(alpha, p=self.dropout, training=self.training)
+        out = ops.u_mul_e_sum(v, alpha)                                  # (N, H, C)
+        return self.lin_o(out.reshape(out.shape[0], H * C))
