@@ -416,7 +416,7 @@ def _attempt(session, url, part: Path, validator_file: Path, timeout, chunk_byte
     with resp:
         status = resp.status_code
         if status == 416 and offset > 0:
-            # our partial file is at least as long as the resource: start over (the checksum decides)
+            # our partial file is at least as long as the resource (or stale): start over from zero
             part.unlink(missing_ok=True)
             raise _RetryableError("server refused the resume range (416); restarting from zero")
         if status >= 500 or status == 429:
