@@ -11,7 +11,7 @@ from kgbuild.fetch import FetchError, fetch, list_manifests
 from kgbuild.errors import KgbuildInputError
 from kgbuild.graph import GraphError, GraphFileError, MultiGraph
 
-INPUT_ERRORS = (GraphError, GraphFileError, FileNotFoundError, KeyError)
+INPUT_ERRORS = (GraphError, GraphFileError, FileNotFoundError, KeyError, KgbuildInputError)
 
 # ---------------------------------------------------------------------- options shared by the builders
 output_option = click.option(
@@ -239,6 +239,268 @@ def screen_command(embeddings: Path, output: Path, top_pct: float, max_in_degree
         max_nan_frac=max_nan_frac, obs_column=obs_column, control=control,
     )
     write_graph(graph, output)
+
+
+# ---------------------------------------------------------------------- string / go / reactome / edges / export
+def _source_paths(source: str, given: dict[str, Path | None], cache_dir: Path | None,
+                  offline: bool) -> tuple[dict[str, Path], dict[str, dict]]:
+    """The input paths of a builder: those given, plus the missing ones from the download cache
+    (kgbuild.fetch; downloaded unless --offline). Returns ``(paths, {key: fetch record})``."""
+    paths = {k: p for k, p in given.items() if p is not None}
+    missing = [k for k, p in given.items() if p is None]
+    records: dict[str, dict] = {}
+    if missing:
+        from kgbuild.fetch import fetch as fetch_files, fetch_record
+
+        fetched = fetch_files(source, missing, cache_dir, offline)
+        paths.update(fetched)
+        records = {k: fetch_record(p) or {} for k, p in fetched.items()}
+    return paths, records
+
+
+def _write_layer(table, meta: dict, layer_name: str, output: Path, fetched: dict[str, dict], hint: str) -> None:
+    """Check the filtered table is not empty, attach download provenance, build the layer and write it."""
+    if len(table) == 0:
+        raise KgbuildInputError(f"no edges left after filtering, nothing written to {output}; {hint}")
+    if fetched:
+        meta["downloaded"] = {k: {f: r.get(f) for f in ("url", "version", "retrieved", "sha256", "license", "citation")}
+                              for k, r in fetched.items()}
+        versions = {r.get("version") for r in fetched.values() if r.get("version")}
+        if not meta.get("version") and len(versions) == 1:
+            meta["version"] = versions.pop()
+    write_graph(table.to_graph(layer_name, meta), output)
+
+
+def _csv_list(values: tuple[str, ...]) -> list[str]:
+    """Repeatable options that also accept comma-separated lists: ('P,F', 'C') -> ['P', 'F', 'C']."""
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+layer_name_option = lambda default: click.option(  # noqa: E731
+    "--layer-name", default=default, show_default=True, help="Name of the layer in the output file.")
+min_jaccard_option = click.option(
+    "--min-jaccard", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
+    help="Keep gene pairs with Jaccard index strictly greater than this (GEARS: > 0.1).")
+BUILDER_ERRORS = (*INPUT_ERRORS, KgbuildInputError, FetchError)
+
+
+@main.command("string")
+@click.option("--links", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="protein.links(.detailed) file (.txt or .txt.gz); default: download STRING's human links.")
+@click.option("--info", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="protein.info file (id -> gene symbol); default: download it.")
+@output_option
+@click.option("--min-score", type=click.IntRange(0, 1000), default=700, show_default=True,
+              help="Keep links with score >= this, on STRING's 0-1000 scale (400 medium, 700 high, 900 highest "
+                   "confidence).")
+@max_in_degree_option(20)
+@click.option("--channel", default="combined_score", show_default=True,
+              help="Score column: combined_score, or one evidence channel of protein.links.detailed "
+                   "(neighborhood, fusion, cooccurence, coexpression, experimental, database, textmining).")
+@click.option("--unknown-ids", type=click.Choice(["warn", "error"]), default="warn", show_default=True,
+              help="Protein ids of the links file missing from the info file: drop them with a warning (counted "
+                   "in the provenance), or stop with an error.")
+@layer_name_option("string")
+@cache_dir_option
+@offline_option
+@user_errors(*BUILDER_ERRORS)
+def string_command(links: Path | None, info: Path | None, output: Path, min_score: int, max_in_degree: int,
+                   channel: str, unknown_ids: str, layer_name: str, cache_dir: Path | None, offline: bool) -> None:
+    """STRING protein-protein associations as a gene graph: weight = score / 1000.
+
+    Ids (9606.ENSP...) become gene symbols through protein.info; proteins of one gene are merged (max
+    weight); both directions of every pair are kept; then each gene keeps its --max-in-degree heaviest
+    incoming links. Without --links/--info the files are downloaded (kgbuild fetch string) into the cache.
+
+    \b
+    Examples:
+      kgbuild string --min-score 700 -o string.kg.npz
+      kgbuild string --links 9606.protein.links.v12.0.txt.gz --info 9606.protein.info.v12.0.txt.gz \\
+                     --min-score 900 --max-in-degree 0 -o string900.kg.npz
+      kgbuild string --channel experimental --min-score 400 --layer-name string_exp -o exp.kg.npz
+      kgbuild string --offline --cache-dir /data/kgcache -o string.kg.npz
+    """
+    from kgbuild.sources import string as string_source
+
+    links_key = "links" if channel == "combined_score" else "links_detailed"
+    paths, fetched = _source_paths("string", {links_key: links, "info": info}, cache_dir, offline)
+    table, meta = string_source.build(paths[links_key], paths["info"], min_score=min_score,
+                                      max_in_degree=max_in_degree or None, channel=channel, unknown_ids=unknown_ids)
+    unk = meta["unknown_ids"]
+    click.echo(f"read {meta['rows_read']:,} links; {meta['rows_below_min_score']:,} below score {min_score}; "
+               f"{unk['ids']:,} unknown protein id(s) in {unk['rows']:,} row(s) dropped")
+    if unk["ids"]:
+        click.echo(f"warning: {unk['ids']} protein id(s) not in the info file, e.g. {', '.join(unk['examples'][:5])}",
+                   err=True)
+    _write_layer(table, meta, layer_name, output, fetched, "lower --min-score or check the files")
+
+
+@main.command("go")
+@click.option("--obo", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="go-basic.obo (plain text); default: download it.")
+@click.option("--gaf", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="GAF 2.x annotations (.gaf or .gaf.gz), genes named by column 3; default: download goa_human.")
+@output_option
+@click.option("--aspects", multiple=True, default=("P,F,C",), show_default=True,
+              help="GO aspects to use: P (process), F (function), C (component); comma-separated or repeated.")
+@click.option("--exclude-evidence", multiple=True, metavar="CODE",
+              help="Drop annotations with these evidence codes, e.g. IEA (comma-separated or repeated).")
+@min_jaccard_option
+@max_in_degree_option(20)
+@layer_name_option("go")
+@cache_dir_option
+@offline_option
+@user_errors(*BUILDER_ERRORS)
+def go_command(obo: Path | None, gaf: Path | None, output: Path, aspects: tuple[str, ...],
+               exclude_evidence: tuple[str, ...], min_jaccard: float, max_in_degree: int, layer_name: str,
+               cache_dir: Path | None, offline: bool) -> None:
+    """Gene Ontology graph: weight = Jaccard index of two genes' GO-term sets.
+
+    Annotations (NOT-qualified rows dropped) are propagated to every ancestor term through is_a and
+    part_of; the three root terms are left out of the sets (every gene has them). Pairs with Jaccard >
+    --min-jaccard are kept, then each gene keeps its --max-in-degree most similar genes as incoming edges.
+    Computed blockwise, never as a genes x genes matrix.
+
+    \b
+    Examples:
+      kgbuild go -o go.kg.npz
+      kgbuild go --obo go-basic.obo --gaf goa_human.gaf.gz --aspects P --exclude-evidence IEA -o go_bp.kg.npz
+      kgbuild go --min-jaccard 0.2 --max-in-degree 10 -o go_strict.kg.npz
+    """
+    from kgbuild.sources import go as go_source
+
+    paths, fetched = _source_paths("go", {"obo": obo, "gaf": gaf}, cache_dir, offline)
+    table, meta = go_source.build(paths["obo"], paths["gaf"], aspects=_csv_list(aspects),
+                                  exclude_evidence=_csv_list(exclude_evidence), min_jaccard=min_jaccard,
+                                  max_in_degree=max_in_degree or None)
+    ann, flt = meta["annotations"], meta["filters"]
+    click.echo(f"read {ann['rows_read']:,} annotation rows; used {ann['annotation_rows_used']:,} "
+               f"(NOT {ann['not_rows_dropped']:,}, other aspects {ann['other_aspect_rows_dropped']:,}, excluded "
+               f"evidence {ann['excluded_evidence_rows_dropped']:,}, unknown GO ids {ann['unknown_go_id_rows_dropped']:,} "
+               f"dropped); {flt['genes_with_sets']:,} genes, {flt['sets']:,} terms; "
+               f"{flt['pairs_above_threshold']:,} directed pairs with Jaccard > {min_jaccard}")
+    _write_layer(table, meta, layer_name, output, fetched, "lower --min-jaccard or use more --aspects")
+
+
+@main.command("reactome")
+@click.option("--gmt", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="ReactomePathways.gmt (name, id, gene symbols...); default (without --ncbi2reactome): download it.")
+@click.option("--ncbi2reactome", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="NCBI2Reactome.txt (Entrez id, pathway, url, name, evidence, species) instead of a GMT.")
+@click.option("--gene-map", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --ncbi2reactome: Entrez id -> symbol table with columns GeneID and Symbol (NCBI "
+                   "gene_info); without it the nodes stay Entrez ids.")
+@click.option("--species", default="Homo sapiens", show_default=True, help="With --ncbi2reactome: rows to keep.")
+@output_option
+@min_jaccard_option
+@max_in_degree_option(20)
+@layer_name_option("reactome")
+@cache_dir_option
+@offline_option
+@user_errors(*BUILDER_ERRORS)
+def reactome_command(gmt: Path | None, ncbi2reactome: Path | None, gene_map: Path | None, species: str,
+                     output: Path, min_jaccard: float, max_in_degree: int, layer_name: str,
+                     cache_dir: Path | None, offline: bool) -> None:
+    """Reactome graph: weight = Jaccard index of two genes' pathway-membership sets.
+
+    Pairs with Jaccard > --min-jaccard are kept, then each gene keeps its --max-in-degree most similar
+    genes as incoming edges. The GMT lists every pathway with all its genes; NCBI2Reactome lists only
+    lowest-level pathways and is keyed by Entrez ids (give --gene-map to get symbols).
+
+    \b
+    Examples:
+      kgbuild reactome -o reactome.kg.npz
+      kgbuild reactome --gmt ReactomePathways.gmt --min-jaccard 0.2 -o reactome.kg.npz
+      kgbuild reactome --ncbi2reactome NCBI2Reactome.txt --gene-map Homo_sapiens.gene_info.gz -o r.kg.npz
+    """
+    from kgbuild.sources import reactome as reactome_source
+
+    if gmt is not None and ncbi2reactome is not None:
+        raise click.UsageError("give either --gmt or --ncbi2reactome, not both")
+    if gene_map is not None and ncbi2reactome is None:
+        raise click.UsageError("--gene-map only applies to --ncbi2reactome")
+    fetched: dict[str, dict] = {}
+    if ncbi2reactome is None:
+        paths, fetched = _source_paths("reactome", {"gmt": gmt}, cache_dir, offline)
+        gmt = paths["gmt"]
+    table, meta = reactome_source.build(gmt, ncbi2reactome, gene_map=gene_map, species=species,
+                                        min_jaccard=min_jaccard, max_in_degree=max_in_degree or None)
+    flt = meta["filters"]
+    click.echo(f"{flt['sets']:,} pathways over {flt['genes_with_sets']:,} genes; "
+               f"{flt['pairs_above_threshold']:,} directed pairs with Jaccard > {min_jaccard}")
+    _write_layer(table, meta, layer_name, output, fetched, "lower --min-jaccard or check the pathway file")
+
+
+@main.command("edges")
+@click.option("--edges", "edges_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Edge list: .csv, .tsv/.txt (optionally .gz) with a header row, or .parquet.")
+@click.option("--source-col", default="source", show_default=True, help="Column with the source gene.")
+@click.option("--target-col", default="target", show_default=True, help="Column with the target gene.")
+@click.option("--weight-col", default=None, help="Column with non-negative weights (default: every edge weighs 1).")
+@click.option("--sep", default=None, help="Field separator of a text file (default: from the suffix, .csv ',' "
+                                          "else tab).")
+@click.option("--symmetric", is_flag=True, help="Each row is an undirected pair: add the reverse edge too "
+                                                "(before the in-degree cap).")
+@click.option("--duplicates", type=click.Choice(["max", "min", "mean", "sum", "first", "error"]), default="max",
+              show_default=True, help="How to merge a (source, target) pair listed more than once.")
+@click.option("--weight-scale", type=float, default=1.0, show_default=True,
+              help="Multiply weights by this first (e.g. 0.001 for 0-1000 scores).")
+@click.option("--min-weight", type=float, default=None, help="Keep edges with (scaled) weight >= this.")
+@click.option("--top-pct", type=click.FloatRange(0, 100, min_open=True), default=None,
+              help="Keep only the global top percentage of edges by |weight|.")
+@max_in_degree_option(20)
+@layer_name_option("edges")
+@output_option
+@user_errors(*BUILDER_ERRORS)
+def edges_command(edges_file: Path, source_col: str, target_col: str, weight_col: str | None, sep: str | None,
+                  symmetric: bool, duplicates: str, weight_scale: float, min_weight: float | None,
+                  top_pct: float | None, max_in_degree: int, layer_name: str, output: Path) -> None:
+    """Your own map graph (proprietary, curated, from another tool) as a layer, with the same filters.
+
+    Gene names are used as they are, so use the symbols of your other graphs and datasets. Self-loops
+    are dropped; every filter setting and count is kept in the layer's provenance.
+
+    \b
+    Examples:
+      kgbuild edges --edges pxmap.parquet --source-col gene_a --target-col gene_b --weight-col sim \\
+                    --symmetric --top-pct 1 --max-in-degree 0 --layer-name pxmap -o pxmap.kg.npz
+      kgbuild edges --edges string_v12_dmfind_edges.tsv.gz --source-col symbol1 --target-col symbol2 \\
+                    --weight-col combined_score --weight-scale 0.001 --min-weight 0.7 --symmetric -o s.kg.npz
+      kgbuild edges --edges regulators.csv --source-col tf --target-col target -o grn.kg.npz
+    """
+    from kgbuild.sources import edges as edges_source
+
+    table, meta = edges_source.build(edges_file, source_col, target_col, weight_col, sep=sep, symmetric=symmetric,
+                                     duplicates=duplicates, min_weight=min_weight, top_pct=top_pct,
+                                     max_in_degree=max_in_degree or None, weight_scale=weight_scale)
+    flt = meta["filters"]
+    click.echo(f"read {meta['rows_read']:,} rows; {flt['self_loops_removed']:,} self-loops and "
+               f"{flt['duplicates_removed']:,} duplicates removed")
+    _write_layer(table, meta, layer_name, output, {}, "loosen --min-weight / --top-pct or check the columns")
+
+
+@main.command("export")
+@click.argument("graph", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["tsv", "graphml"]), default="tsv", show_default=True,
+              help="tsv: source, target, weight, layer per row; graphml: for Cytoscape, Gephi, networkx.")
+@click.option("--layer", "layers", multiple=True, metavar="NAME", help="Export only this layer (repeatable).")
+@output_option
+@user_errors(*INPUT_ERRORS)
+def export_command(graph: Path, fmt: str, layers: tuple[str, ...], output: Path) -> None:
+    """Write GRAPH as a TSV edge list or GraphML (atomically: never a half-written file).
+
+    \b
+    Examples:
+      kgbuild export multi.kg.npz --format tsv -o multi.tsv
+      kgbuild export multi.kg.npz --format graphml --layer string -o string.graphml
+    """
+    from kgbuild.export import export_graph
+
+    g = MultiGraph.load(graph)
+    if layers:
+        g = MultiGraph.merge([g.layer(name) for name in layers])
+    export_graph(g, output, fmt)
+    click.echo(f"wrote {output} ({g.num_edges:,} edges, {len(g.layers)} layer(s), {fmt})")
 
 
 if __name__ == "__main__":  # pragma: no cover
