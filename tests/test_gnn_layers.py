@@ -1,0 +1,120 @@
+"""Layers and primitives: our GAT / GATv2 equal PyG's given the same weights; attention is a softmax over
+each node's incoming edges; the primitives match a dense reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch_geometric.nn import GATConv as PyGGATConv
+from torch_geometric.nn import GATv2Conv as PyGGATv2Conv
+
+from gnn.backends import get_backend
+from gnn.layers import ExphormerAttention, GATConv, GATv2Conv
+
+
+def random_edges(n: int, e: int, seed: int, self_loops: bool = True):
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(0, n, (e,), generator=g)
+    dst = torch.randint(0, n, (e,), generator=g)
+    if self_loops:
+        src, dst = torch.cat([src, torch.arange(n)]), torch.cat([dst, torch.arange(n)])
+    return src, dst
+
+
+@pytest.mark.parametrize("edge_dim", [None, 1, 3])
+@pytest.mark.parametrize("concat", [True, False])
+def test_gatv2_equals_pyg_gatv2conv(edge_dim, concat):
+    torch.manual_seed(0)
+    n, heads, c = 15, 3, 5
+    src, dst = random_edges(n, 60, seed=1)  # includes repeated edges and self loops
+    x = torch.randn(n, 7, requires_grad=True)
+    ea = torch.rand(src.numel(), edge_dim) if edge_dim else None
+    ref = PyGGATv2Conv(7, c, heads=heads, edge_dim=edge_dim, concat=concat, add_self_loops=False)
+    torch.nn.init.normal_(ref.bias)  # make the bias matter
+    ours = GATv2Conv(7, c, heads=heads, edge_dim=edge_dim, concat=concat)
+    ours.load_state_dict(ref.state_dict())  # same parameter names and shapes
+    out_ref = ref(x, torch.stack([src, dst]), edge_attr=ea)
+    out = ours(x, get_backend("pyg").graph(src, dst, n), ea)
+    assert out.shape == out_ref.shape == (n, heads * c if concat else c)
+    torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-6)
+    g_ref = torch.autograd.grad(out_ref.square().sum(), x)[0]
+    g = torch.autograd.grad(out.square().sum(), x)[0]
+    torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_gatv2_with_pyg_self_loops_equals_ours_on_looped_edges():
+    """PyG's add_self_loops (fill 'mean' of incoming edge features) = our layer on explicitly looped edges."""
+    torch.manual_seed(3)
+    n = 12
+    src, dst = random_edges(n, 40, seed=4, self_loops=False)
+    keep = src != dst
+    src, dst = src[keep], dst[keep]
+    ea = torch.rand(src.numel(), 1)
+    ref = PyGGATv2Conv(6, 4, heads=2, edge_dim=1)  # add_self_loops=True, fill_value='mean'
+    ours = GATv2Conv(6, 4, heads=2, edge_dim=1)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(n, 6)
+    loop_attr = torch.zeros(n, 1).index_add_(0, dst, ea) / torch.bincount(dst, minlength=n).clamp(min=1).unsqueeze(1)
+    s2, d2 = torch.cat([src, torch.arange(n)]), torch.cat([dst, torch.arange(n)])
+    out = ours(x, get_backend("pyg").graph(s2, d2, n), torch.cat([ea, loop_attr]))
+    torch.testing.assert_close(out, ref(x, torch.stack([src, dst]), edge_attr=ea), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("edge_dim", [None, 2])
+def test_gat_equals_pyg_gatconv(edge_dim):
+    torch.manual_seed(1)
+    n = 10
+    src, dst = random_edges(n, 35, seed=2)
+    x = torch.randn(n, 6)
+    ea = torch.rand(src.numel(), edge_dim) if edge_dim else None
+    ref = PyGGATConv(6, 4, heads=2, edge_dim=edge_dim, add_self_loops=False)
+    torch.nn.init.normal_(ref.bias)
+    ours = GATConv(6, 4, heads=2, edge_dim=edge_dim)
+    ours.load_state_dict(ref.state_dict())
+    out = ours(x, get_backend("pyg").graph(src, dst, n), ea)
+    torch.testing.assert_close(out, ref(x, torch.stack([src, dst]), edge_attr=ea), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: GATConv(8, 4, heads=2, edge_dim=1),
+    lambda: GATv2Conv(8, 4, heads=2, edge_dim=1),
+    lambda: ExphormerAttention(8, 8, heads=2, edge_dim=1),
+])
+def test_attention_sums_to_one_over_incoming_edges(make):
+    torch.manual_seed(0)
+    n = 20
+    src, dst = random_edges(n, 70, seed=5, self_loops=False)
+    layer = make()
+    layer(torch.randn(n, 8), get_backend("pyg").graph(src, dst, n), torch.rand(src.numel(), 1))
+    alpha = layer.last_attention
+    assert alpha.shape == (src.numel(), 2) and (alpha >= 0).all()
+    sums = torch.zeros(n, 2).index_add_(0, dst, alpha)
+    has_in = torch.bincount(dst, minlength=n) > 0
+    assert (~has_in).any(), "the test graph should have a node without incoming edges"
+    torch.testing.assert_close(sums[has_in], torch.ones(int(has_in.sum()), 2))
+    assert (sums[~has_in] == 0).all()
+
+
+def test_pyg_primitives_match_dense_reference():
+    torch.manual_seed(0)
+    n, h, c = 6, 2, 3
+    src = torch.tensor([0, 1, 2, 2, 5, 3, 0])
+    dst = torch.tensor([1, 1, 1, 0, 0, 4, 4])
+    ops = get_backend("pyg").graph(src, dst, n)
+    x, y = torch.randn(n, h, c), torch.randn(n, h, c)
+    e = torch.randn(7, h, c)
+    s = torch.randn(7, h)
+    torch.testing.assert_close(ops.u_add_v(x, y), torch.stack([x[s_] + y[d_] for s_, d_ in zip(src.tolist(), dst.tolist())]))
+    torch.testing.assert_close(ops.e_dot_v(e, y), torch.stack([(e[k] * y[d_]).sum(-1) for k, d_ in enumerate(dst.tolist())]))
+    alpha = ops.edge_softmax(s)
+    for v in range(n):
+        m = dst == v
+        if m.any():
+            torch.testing.assert_close(alpha[m], torch.softmax(s[m], dim=0))
+    out = ops.u_mul_e_sum(x, alpha)
+    ref = torch.zeros(n, h, c)
+    for k, (s_, d_) in enumerate(zip(src.tolist(), dst.tolist())):
+        ref[d_] += alpha[k].unsqueeze(-1) * x[s_]
+    torch.testing.assert_close(out, ref)
+    assert (out[[2, 3, 5]] == 0).all()  # no incoming edges
+    torch.testing.assert_close(ops.aggregate(e), torch.zeros(n, h, c).index_add_(0, dst, e))
