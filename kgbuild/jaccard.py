@@ -98,7 +98,12 @@ def jaccard_edges(
             br, bc = np.nonzero(band & (jac > -0.5))
             above += int((inter[br, bc].astype(np.float64) / union[br, bc] > min_jaccard).sum())
         if k and k < n:
-            kth = np.partition(jac, n - k, axis=1)[:, n - k]
+            # k-th largest per row; partitioning the negated values at k-1 stays fast when a row holds
+            # many equal values (zeros), where partitioning at n-k degrades badly in numpy
+            neg = np.negative(jac)
+            neg.partition(k - 1, axis=1)
+            kth = -neg[:, k - 1]
+            del neg
             mask &= jac >= (kth - _EPS)[:, None]
         r, c = np.nonzero(mask)
         w = inter[r, c].astype(np.float64) / union[r, c].astype(np.float64)
