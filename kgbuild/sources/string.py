@@ -80,7 +80,7 @@ def read_info(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         )
     uniq, first_pos, counts = np.unique(ids, return_index=True, return_counts=True)
     if (counts > 1).any():
-        dup = uniq[counts > 1][0]
+        dup = str(uniq[counts > 1][0])
         rows = np.flatnonzero(ids == dup)
         raise KgbuildInputError(
             f"protein id {dup!r} is listed more than once (lines {', '.join(str(r + 2) for r in rows[:5])})",
