@@ -10,7 +10,7 @@ source         layout (as the real download)                signal and noise
 STRING         ``protein.links`` (space-separated,          true pairs kept with prob ``recall``; score
                ``protein1 protein2 combined_score``,        ``300 + 600 min(1, s/1.2) + N(0, 80)`` with
                ``9606.ENSP...`` ids, both orientations,     ``s = |W_ij| + |W_ji|``; false pairs (25 % of
-               sorted, gzip) + ``protein.info``             the true ones) scored ``N(350, 120)``; all
+               sorted, gzip) + ``protein.info``             the true ones) scored ``N(400, 150)``; all
                (``#string_protein_id preferred_name         clipped to 150..999
                protein_size annotation``, tab, gzip)
 GO             ``go-basic.obo`` (OBO 1.2, plain text:       BP: one term per module, two branch terms per
@@ -71,7 +71,7 @@ def write_string(net: GroundTruthNetwork, out_dir: Path, seed: int, coverage: fl
     candidates = np.flatnonzero(~true & cov[iu] & cov[ju])
     n_false = min(len(candidates), int(round(false_fraction * keep.sum())))
     false = rng.choice(candidates, size=n_false, replace=False)
-    scores[false] = rng.normal(350, 120, n_false)
+    scores[false] = rng.normal(400, 150, n_false)
     pairs = np.flatnonzero(scores >= 0)
     score_int = np.clip(np.round(scores[pairs]), 150, 999).astype(np.int64)
 
