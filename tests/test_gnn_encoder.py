@@ -55,7 +55,7 @@ def test_every_kind_embeds_every_gene_and_gradients_reach_inputs(graph, kind):
     z = enc()
     assert z.shape == (enc.num_nodes, 16) and torch.isfinite(z).all()
     # a loss that is not constant under LayerNorm (a plain sum would be)
-    target = torch.randn_like(z, generator=torch.Generator().manual_seed(1))
+    target = torch.randn(z.shape, generator=torch.Generator().manual_seed(1))
     ((z - target) ** 2).sum().backward()
     grad = enc.embedding.weight.grad
     assert grad is not None and torch.isfinite(grad).all()
