@@ -24,6 +24,7 @@ Steps:
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 import re
@@ -97,21 +98,36 @@ def read_gaf(path: str | os.PathLike) -> pd.DataFrame:
     ``line`` is the 1-based line number in the file. Rows with fewer than 15 columns, an empty symbol,
     a malformed GO id or an unknown aspect raise :class:`KgbuildInputError` naming the line.
     """
-    n_header = 0
-    with open_text(path) as fh:
-        for raw in fh:
-            if not raw.startswith("!"):
-                break
-            n_header += 1
+    try:
+        with open_text(path) as fh:
+            text = fh.buffer.read() if hasattr(fh, "buffer") else fh.read().encode()
+    except (OSError, EOFError) as err:
+        raise KgbuildInputError(f"cannot read the file ({err})", path=path) from None
+    # exact per-line field counts, vectorised over the raw bytes: line i spans starts[i]:ends[i]
+    raw = np.frombuffer(text, dtype=np.uint8)
+    ends = np.flatnonzero(raw == ord("\n"))
+    if len(raw) and raw[-1] != ord("\n"):
+        ends = np.r_[ends, len(raw)]
+    starts = np.r_[0, ends[:-1] + 1] if len(ends) else np.zeros(0, np.int64)
+    first = raw[np.minimum(starts, max(len(raw) - 1, 0))] if len(raw) else np.zeros(0, np.uint8)
+    comment = (first == ord("!")) & (starts < ends)
+    n_header = int(np.argmin(comment)) if len(comment) and not comment.all() else len(comment)
+    tabs = np.flatnonzero(raw == ord("\t"))
+    fields = np.searchsorted(tabs, ends) - np.searchsorted(tabs, starts) + 1
+    bad_count = (fields < 15) | (fields > len(GAF_COLUMNS))
+    bad_count[:n_header] = False
+    if bad_count.any():
+        i = int(np.flatnonzero(bad_count)[0])
+        line = text[starts[i]:ends[i]].decode("utf-8", "replace").rstrip("\r")
+        raise_bad_line(path, (i + 1, line, f"expected 15-17 tab-separated GAF columns, got {int(fields[i])}"))
     try:
         df = pd.read_csv(
-            path, sep="\t", header=None, names=list(range(len(GAF_COLUMNS))), usecols=[2, 3, 4, 6, 8],
-            dtype=str, keep_default_na=False, na_filter=False, quoting=csv.QUOTE_NONE, skiprows=n_header,
-            skip_blank_lines=False, engine="c", compression="gzip" if _gz(path) else None,
+            io.BytesIO(text), sep="\t", header=None, usecols=[2, 3, 4, 6, 8], dtype=str, keep_default_na=False,
+            na_filter=False, quoting=csv.QUOTE_NONE, skiprows=n_header, skip_blank_lines=False, engine="c",
         )
     except pd.errors.EmptyDataError:
         df = pd.DataFrame({c: [] for c in (2, 3, 4, 6, 8)}, dtype=str)
-    except (pd.errors.ParserError, ValueError, UnicodeDecodeError, OSError, EOFError) as err:
+    except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as err:
         _raise_gaf_problem(path, str(err))
     df.columns = ["symbol", "qualifier", "go_id", "evidence", "aspect"]
     df["line"] = np.arange(len(df)) + n_header + 1
