@@ -23,6 +23,11 @@ from txpert_head.simulate.command import simulate  # noqa: E402  (txpert simulat
 
 main.add_command(simulate)
 
+from txpert_head.commands import COMMANDS as _TRAIN_COMMANDS  # noqa: E402  (train, evaluate, predict, baseline)
+
+for _command in _TRAIN_COMMANDS:
+    main.add_command(_command)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

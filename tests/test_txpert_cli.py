@@ -1,0 +1,82 @@
+"""The txpert train / evaluate / predict / baseline commands end to end on small data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import anndata
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from txpert_head.cli import main
+from txpert_head.synthetic import synthetic_data, synthetic_graph
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    d = synthetic_data(n_cells=900, n_genes=30, n_perts=12, n_doubles=0, seed=2, normalize=False)
+    obs = pd.DataFrame({"gene": d.condition, "rep": d.batch}, index=[f"c{i}" for i in range(d.n_obs)])
+    anndata.AnnData(d.X, obs=obs, var=pd.DataFrame(index=d.genes)).write_h5ad(root / "d.h5ad")
+    synthetic_graph(30, seed=2).save(root / "g.kg.npz")
+    (root / "train.toml").write_text("[train]\nepochs = 2\nbatch_size = 64\nencoder_dim = 8\nhidden = 16\n"
+                                     "progress = false\nencoder_backend = \"pyg\"\n")
+    return root
+
+
+def _invoke(args):
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    return res
+
+
+def test_train_evaluate_predict_baseline(files, tmp_path):
+    run = tmp_path / "run"
+    common = ["--data", str(files / "d.h5ad"), "--perturbation-col", "gene", "--batch-col", "rep"]
+    res = _invoke(["train", *common, "--graph", str(files / "g.kg.npz"), "--config", str(files / "train.toml"),
+                   "--set", "target_term=true", "-o", str(run)])
+    assert res.exit_code == 0, res.output
+    assert "TxPert" in res.output and "general" in res.output
+    for name in ("config.json", "split.json", "metrics.json", "per_perturbation.csv", "plots/learning_curves.png",
+                 "plots/pearson_vs_general.png", "plots/predicted_vs_true.png", "checkpoints/best.pt"):
+        assert (run / name).exists(), name
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["train"]["epochs"] == 2 and cfg["train"]["target_term"] is True
+    metrics = json.loads((run / "metrics.json").read_text())
+    table = pd.read_csv(run / "per_perturbation.csv")
+    assert len(table) == metrics["model"]["n_perturbations"]
+    assert np.isclose(table["pearson_delta"].mean(), metrics["model"]["pearson_delta"])
+
+    res = _invoke(["evaluate", str(run)])
+    assert res.exit_code == 0, res.output
+    ev = json.loads((run / "evaluation_test.json").read_text())
+    assert ev["pearson_delta"] == pytest.approx(metrics["model"]["pearson_delta"], abs=1e-9)
+
+    out = tmp_path / "pred.h5ad"
+    # G3 is a trained or held-out gene, G25 a graph gene never perturbed, NOVEL is unknown everywhere
+    res = _invoke(["predict", str(run), "-p", "G3", "-p", "G25+G3", "-p", "NOVEL", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    pred = anndata.read_h5ad(out)
+    assert pred.obs["perturbation"].tolist() == ["G3", "G25+G3", "NOVEL"]
+    assert pred.shape == (3, 30) and "delta" in pred.layers
+    assert not np.allclose(pred.X[0], pred.X[1])
+
+    res = _invoke(["baseline", *common, "-o", str(tmp_path / "base")])
+    assert res.exit_code == 0, res.output
+    assert "split_half" in json.loads((tmp_path / "base" / "baselines.json").read_text())["baselines"]
+
+
+def test_bad_input_exits_nonzero_with_message(files, tmp_path):
+    res = CliRunner().invoke(main, ["train", "--data", str(files / "d.h5ad"), "--perturbation-col", "target",
+                                    "--graph", str(files / "g.kg.npz"), "-o", str(tmp_path / "r")])
+    assert res.exit_code == 1
+    assert "no obs column 'target'" in res.output and "columns present: gene, rep" in res.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_module_entry_point():
+    res = subprocess.run([sys.executable, "-m", "txpert_head.cli", "train", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and "--graph" in res.stdout

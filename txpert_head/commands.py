@@ -1,0 +1,177 @@
+"""``txpert train``, ``evaluate``, ``predict`` and ``baseline`` (registered on the ``txpert`` group)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from kgbuild.cli_common import user_errors
+from kgbuild.graph import GraphError, GraphFileError
+from txpert_head.data import DataError
+from txpert_head.splits import TASKS, SplitError
+
+ERRORS = (DataError, SplitError, GraphError, GraphFileError, FileNotFoundError, KeyError, ValueError)
+
+
+def data_options(fn):
+    """The options that say how to read the .h5ad."""
+    opts = [
+        click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
+                     help="Perturb-seq AnnData file (.h5ad): cells or pseudobulk rows x genes."),
+        click.option("--perturbation-col", default="perturbation", show_default=True,
+                     help="obs column with the perturbation (genes joined by '+')."),
+        click.option("--control", "control", multiple=True, default=("ctrl",), show_default=True,
+                     help="Label(s) of control rows, e.g. control or non-targeting (repeatable)."),
+        click.option("--cell-line-col", default=None, help="obs column with the cell line (default: one line)."),
+        click.option("--batch-col", default=None, help="obs column with the batch (default: one batch)."),
+        click.option("--normalize", type=click.Choice(["auto", "counts", "none"]), default="auto", show_default=True,
+                     help="auto: raw integer counts -> 4,000 per cell + log1p, anything else as is."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _data_opts(kw):
+    from txpert_head.run import DataOptions
+
+    return DataOptions(kw.pop("data_path"), kw.pop("perturbation_col"), list(kw.pop("control")),
+                       kw.pop("cell_line_col"), kw.pop("batch_col"), kw.pop("normalize"))
+
+
+task_option = click.option("--task", type=click.Choice(TASKS), default="unseen_single", show_default=True,
+                           help="unseen_single | double (combinations) | cross_cell_line (needs --holdout-line).")
+split_seed_option = click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the split.")
+holdout_option = click.option("--holdout-line", default=None, help="Cell line held out (cross_cell_line).")
+
+
+@click.command()
+@data_options
+@click.option("--graph", required=True, type=click.Path(dir_okay=False), help="Multigraph file from kgbuild (*.kg.npz).")
+@task_option
+@split_seed_option
+@holdout_option
+@click.option("--encoder", "encoder_kind", default=None, help="GNN kind: gat, gatv2, exphormer, exphormer-mg, gat-hybrid, gat-mlg, hybrid-bmp.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="TOML/JSON file of training options (keys of TrainConfig; flat or under [train]).")
+@click.option("--seed", type=int, default=None, help="Model seed (overrides the config file).")
+@click.option("--epochs", type=int, default=None, help="Maximum epochs (overrides the config file).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Any training option, e.g. --set basal=none --set target_term=true (JSON values).")
+@click.option("--no-resume", is_flag=True, help="Start over even if OUT holds a checkpoint.")
+@click.option("--no-baselines", is_flag=True, help="Skip the baselines.")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
+@user_errors(*ERRORS)
+def train(graph, task, split_seed, holdout_line, encoder_kind, config_file, seed, epochs, overrides, no_resume,
+          no_baselines, out, **kw):
+    """Train TxPert on a Perturb-seq file with a kgbuild graph and evaluate it on the held-out split.
+
+    Writes OUT/config.json, split.json, metrics.json, per_perturbation.csv, plots/*.png and checkpoints.
+    Re-running the same command after an interruption resumes from the last checkpoint.
+
+    \b
+    Examples:
+      txpert train --data papalexi.h5ad --perturbation-col target --control non-targeting \\
+          --batch-col bio_rep --graph multi.kg.npz --task unseen_single -o runs/papalexi
+      txpert train --data norman.h5ad --control control --batch-col batch --graph multi.kg.npz \\
+          --task double --config train.toml --seed 1 -o runs/norman_s1
+    """
+    from txpert_head.run import read_config_file, train_run
+    from txpert_head.train import TrainConfig
+
+    values = read_config_file(config_file) if config_file else {}
+    for item in overrides:
+        if "=" not in item:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+        k, v = item.split("=", 1)
+        try:
+            values[k] = json.loads(v)
+        except json.JSONDecodeError:
+            values[k] = v
+    for k, v in (("encoder_kind", encoder_kind), ("seed", seed), ("epochs", epochs)):
+        if v is not None:
+            values[k] = v
+    cfg = TrainConfig.from_dict(values)
+    report = train_run(_data_opts(kw), graph, task, cfg, out, split_seed, holdout_line, resume=not no_resume,
+                       baselines=not no_baselines)
+    _print_table(report)
+    click.echo(f"wrote {out}")
+
+
+def _print_table(report: dict) -> None:
+    rows = [("TxPert", report["model"])] + [(k, v) for k, v in report.get("baselines", {}).items()]
+    rows += [(f"TxPert {k}", v) for k, v in report.get("subgroups", {}).items()]
+    click.echo(f"{'model':<22}{'pearson_delta':>14}{'retrieval':>11}{'mse':>10}{'n':>5}")
+    for name, s in rows:
+        click.echo(f"{name:<22}{s['pearson_delta']:>14.4f}{s['retrieval']:>11.4f}{s['mse']:>10.4f}"
+                   f"{s.get('n_perturbations', 0):>5}")
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--part", type=click.Choice(["test", "val"]), default="test", show_default=True)
+@user_errors(*ERRORS)
+def evaluate(run_dir, part):
+    """Evaluate the best weights of RUN_DIR on its test (or validation) split; writes evaluation_<part>.json.
+
+    \b
+    Example:
+      txpert evaluate runs/papalexi
+    """
+    from txpert_head.run import evaluate_run, write_csv, write_json
+
+    table, summary = evaluate_run(run_dir, part)
+    write_json(summary, Path(run_dir) / f"evaluation_{part}.json")
+    write_csv(table, Path(run_dir) / f"evaluation_{part}.csv")
+    _print_table({"model": summary})
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("-p", "--perturbation", "perturbations", multiple=True, required=True,
+              help="Gene or combination (A+B); any gene of the graph, seen in training or not (repeatable).")
+@click.option("--cell-line", default=None, help="Cell line whose controls are the input (if the data has several).")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output .h5ad.")
+@user_errors(*ERRORS)
+def predict(run_dir, perturbations, cell_line, out):
+    """Predict mean expression for perturbations with a trained run; writes an .h5ad (X: prediction,
+    layers['delta']: change versus the control mean).
+
+    \b
+    Example:
+      txpert predict runs/norman -p KLF1 -p KLF1+TP53 -p CEBPA -o predictions.h5ad
+    """
+    from txpert_head.run import predict_run
+
+    path = predict_run(run_dir, perturbations, out, cell_line)
+    click.echo(f"wrote {path} ({len(perturbations)} perturbation(s))")
+
+
+@click.command()
+@data_options
+@task_option
+@split_seed_option
+@holdout_option
+@click.option("--split-half-seeds", type=int, default=5, show_default=True, help="Draws of the reproducibility baseline.")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Folder for baselines.json/csv.")
+@user_errors(*ERRORS)
+def baseline(task, split_seed, holdout_line, split_half_seeds, out, **kw):
+    """Baselines on a split: general, additive (combinations), nearest cell line (several lines) and
+    split-half experimental reproducibility.
+
+    \b
+    Example:
+      txpert baseline --data norman.h5ad --control control --batch-col batch --task double -o runs/base
+    """
+    from txpert_head.run import baseline_run
+
+    report = baseline_run(_data_opts(kw), task, out, split_seed, holdout_line, split_half_seeds)
+    click.echo(f"{'baseline':<22}{'pearson_delta':>14}{'retrieval':>11}{'mse':>10}")
+    for name, s in report["baselines"].items():
+        click.echo(f"{name:<22}{s['pearson_delta']:>14.4f}{s['retrieval']:>11.4f}{s['mse']:>10.4f}")
+    click.echo(f"wrote {out}")
+
+
+COMMANDS = (train, evaluate, predict, baseline)
