@@ -77,11 +77,16 @@ def read_edge_file(
         present = next(csv.reader([header], delimiter=sep)) if header else []
         _check_columns(path, wanted, present)
         try:
+            # all columns (no usecols): only then does the parser reject a line with too many fields
             df = pd.read_csv(
-                path, sep=sep, usecols=list(dict.fromkeys(wanted)), dtype=str, keep_default_na=False,
-                na_filter=False, skip_blank_lines=False, engine="c", compression="infer",
-            )
-        except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as err:
+                path, sep=sep, dtype=str, keep_default_na=False, na_filter=False, skip_blank_lines=False,
+                engine="c", compression="infer",
+            )[list(dict.fromkeys(wanted))]
+        except pd.errors.ParserError as err:
+            # pandas: "Error tokenizing data. C error: Expected 3 fields in line 3, saw 5" (file lines)
+            detail = str(err).split("C error: ")[-1].strip()
+            raise KgbuildInputError(f"malformed line: {detail}", path=path) from None
+        except (ValueError, UnicodeDecodeError) as err:
             raise KgbuildInputError(f"cannot parse the file: {err}", path=path) from None
         where = "line"
         first_row_number = 2  # the header is line 1
