@@ -5,8 +5,9 @@
 # DGL backend lives in a venv of its own (default .venv-dgl; override with DGL_VENV=path):
 #   torch 2.2.1, dgl 2.1.0, numpy 1.26, pandas 2.x, plus every other dependency of the project (read from
 #   setup.cfg so the whole toolkit works there too), and the project itself installed with --no-deps.
-# About 2.9 GB of wheels on the first build (pip's cache keeps them); later runs skip the build when the
-# venv imports dgl and setup.cfg / this script did not change.
+# About 2.9 GB of wheels on the first build, kept in a wheelhouse (DGL_WHEELHOUSE, default
+# ~/.cache/txpert-kg/dgl-wheels) for the next builds; later runs skip the build entirely when the venv
+# imports dgl and setup.cfg / pyproject.toml / this script did not change.
 #
 # Usage: bash .ci/dgl_env.sh            build (if needed) and run the tests
 #        bash .ci/dgl_env.sh --build    build only
@@ -14,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 VENV="${DGL_VENV:-.venv-dgl}"
+WHEELS="${DGL_WHEELHOUSE:-${XDG_CACHE_HOME:-$HOME/.cache}/txpert-kg/dgl-wheels}"
 export DGLBACKEND=pytorch
 export TXPERT_REQUIRE_DGL=1   # tests/test_gnn_backends.py fails instead of skipping when dgl does not import
 PIN_ARGS=(torch==2.2.1 dgl==2.1.0 "numpy<2" "torchdata<0.8" packaging "pandas>=2,<3" pyyaml pydantic)
@@ -41,7 +43,11 @@ for req in reqs:
         print(req)
 PY
 )
-    "$VENV/bin/python" -m pip install --quiet "${PIN_ARGS[@]}" "${DEPS[@]}"
+    # pip's own HTTP cache does not keep these wheels here, so keep a wheelhouse: the first build downloads
+    # about 2.9 GB into it, later builds (fresh clones under CI included) only check it against the index
+    mkdir -p "$WHEELS"
+    "$VENV/bin/python" -m pip download --quiet -d "$WHEELS" --find-links "$WHEELS" "${PIN_ARGS[@]}" "${DEPS[@]}"
+    "$VENV/bin/python" -m pip install --quiet --no-index --find-links "$WHEELS" "${PIN_ARGS[@]}" "${DEPS[@]}"
     "$VENV/bin/python" -m pip install --quiet --no-deps -e .
     "$VENV/bin/python" -c "import dgl, torch, numpy, pandas; print('dgl-env: dgl', dgl.__version__, 'torch', torch.__version__, 'numpy', numpy.__version__, 'pandas', pandas.__version__)"
     echo "$want" > "$stamp"
