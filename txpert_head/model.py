@@ -58,6 +58,10 @@ class TxPert(nn.Module):
         self.basal_kind = basal
         self.basal = mlp([n_genes, hidden, d], dropout) if basal == "mlp" else None
         self.decoder = mlp([d, hidden, n_genes], dropout)
+        # zero-initialised output layer: training starts from "no change" (delta variant) and moves away only
+        # as far as the data supports, which keeps predictions for unseen perturbations near the shared shift
+        nn.init.zeros_(self.decoder[-1].weight)
+        nn.init.zeros_(self.decoder[-1].bias)
         self.target_term = target_term
         if target_term:
             if row_to_col is None:

@@ -35,6 +35,7 @@ from txpert_head import metrics
 from txpert_head.controls import CONTROL_MODES, ControlIndex
 from txpert_head.data import PerturbData, constituents
 from txpert_head.model import TxPert
+from txpert_head.receptive import receptive_field
 from txpert_head.profiles import condition_name, retrieval_candidates, rows_by_condition, true_profiles
 from txpert_head.splits import Condition, Split
 
@@ -68,6 +69,9 @@ class TrainConfig:
     device: str = "auto"
     progress: bool = True
     max_steps_per_epoch: int | None = None
+    min_steps_per_epoch: int = 1
+    aggregate: bool = True
+    graph_hops: int | None = None
 
     def __post_init__(self) -> None:
         if self.control_mode not in CONTROL_MODES:
@@ -156,6 +160,8 @@ class Trainer:
         self.controls = controls or ControlIndex(data)
         self.rows = rows_by_condition(data)
         self.encoder_genes = data.perturbed_genes()
+        if cfg.graph_hops is not None:
+            graph = receptive_field(graph, self.encoder_genes, cfg.graph_hops)
         self.model = build_model(graph, data.genes, self.encoder_genes, cfg).to(self.device)
         self.encoder_index = {g: i for i, g in enumerate(self.model.encoder.vocab)}
         # condition id -> encoder rows (padded with -1)
@@ -171,32 +177,86 @@ class Trainer:
         self.train_rows = np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
         if not len(self.train_rows) or not train_set:
             raise ValueError("no training rows")
+        self.aggregated = cfg.aggregate and cfg.control_mode == "mean"
+        if self.aggregated:
+            self._aggregate()
+        self._init_at_mean_change()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.state: dict[str, Any] = {"epoch": 0, "step": 0, "best_val": -math.inf, "best_epoch": -1,
                                       "bad_epochs": 0, "history": [], "loss_sum": 0.0, "loss_n": 0}
         self._val_cache: dict[str, Any] = {}
 
+    @torch.no_grad()
+    def _init_at_mean_change(self) -> None:
+        """Start from the general baseline: the decoder's output bias is the mean training change
+        ``mean_q Δ_q`` (delta variant) or mean expression (MLP basal), and the target-gene term's bias is the
+        mean change of measured perturbed genes in their own perturbation."""
+        train = [c for c in self.split.train if c in self.rows]
+        mean, ref = true_profiles(self.data, self.controls, train, self.rows)
+        delta = mean - ref
+        last = self.model.decoder[-1]
+        init = delta.mean(0) if self.model.basal is None else mean.mean(0)
+        last.bias.copy_(torch.as_tensor(init, dtype=last.bias.dtype))
+        if self.model.target_term:
+            col = self.data.gene_index
+            own = [delta[k, col[g]] for k, (_, p) in enumerate(train) for g in constituents(p) if g in col]
+            if own:
+                self.model.target_head.bias.fill_(float(np.mean(own)) - float(init[[col[g] for _, p in train
+                                                  for g in constituents(p) if g in col]].mean()))
+
     # ------------------------------------------------------------------ batches
+    def _aggregate(self) -> None:
+        """With batch-averaged control input every cell of (condition, batch) has the same input, so the
+        cell-level MSE equals, up to a constant, the count-weighted MSE of the (condition, batch) means:
+        train on those means (one example per condition x batch, weight = cells)."""
+        rows = self.train_rows
+        groups = self.controls.group_of_row[rows]
+        key = self.data.cond_id[rows] * len(self.controls.groups) + groups
+        uniq, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
+        import scipy.sparse as sp
+
+        M = sp.csr_matrix((np.ones(len(rows), np.float32), (inv, np.arange(len(rows)))), shape=(len(uniq), len(rows)))
+        self.ex_y = (np.asarray((M @ self.data.X[rows]).todense()) / counts[:, None]).astype(np.float32)
+        self.ex_cond = (uniq // len(self.controls.groups)).astype(np.int64)
+        self.ex_group = (uniq % len(self.controls.groups)).astype(np.int64)
+        self.ex_weight = counts.astype(np.float32)
+        self.examples = np.arange(len(uniq))
+
+    @property
+    def n_examples(self) -> int:
+        return len(self.examples) if self.aggregated else len(self.train_rows)
+
     @property
     def steps_per_epoch(self) -> int:
-        n = int(math.ceil(len(self.train_rows) / self.cfg.batch_size))
+        n = max(int(math.ceil(self.n_examples / self.cfg.batch_size)), self.cfg.min_steps_per_epoch)
         return min(n, self.cfg.max_steps_per_epoch) if self.cfg.max_steps_per_epoch else n
 
     def epoch_order(self, epoch: int) -> np.ndarray:
-        return self.train_rows[np.random.default_rng([self.cfg.seed, epoch]).permutation(len(self.train_rows))]
+        """Example order of an epoch: as many seeded permutations as the epoch's steps need."""
+        items = self.examples if self.aggregated else self.train_rows
+        rng = np.random.default_rng([self.cfg.seed, epoch])
+        passes = int(math.ceil(self.steps_per_epoch * self.cfg.batch_size / len(items)))
+        return np.concatenate([items[rng.permutation(len(items))] for _ in range(max(passes, 1))])
 
-    def batch(self, rows: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(x_ctrl, pert_rows, y)`` tensors on the device for perturbed ``rows``; densified per batch."""
-        x = self.controls.inputs(rows, self.cfg.control_mode, rng)
-        y = self.data.X[rows].toarray()
-        p = self.cond_rows[torch.from_numpy(self.data.cond_id[rows])]
+    def batch(self, rows: np.ndarray, rng: np.random.Generator):
+        """``(x_ctrl, pert_rows, y, weight)`` tensors on the device; sparse rows are densified per batch."""
+        if self.aggregated:
+            x = self.controls.means[self.ex_group[rows]]
+            y = self.ex_y[rows]
+            p = self.cond_rows[torch.from_numpy(self.ex_cond[rows])]
+            w = torch.from_numpy(self.ex_weight[rows])
+        else:
+            x = self.controls.inputs(rows, self.cfg.control_mode, rng)
+            y = self.data.X[rows].toarray()
+            p = self.cond_rows[torch.from_numpy(self.data.cond_id[rows])]
+            w = torch.ones(len(rows))
         return (torch.from_numpy(np.ascontiguousarray(x)).to(self.device), p.to(self.device),
-                torch.from_numpy(y).to(self.device))
+                torch.from_numpy(np.ascontiguousarray(y)).to(self.device), w.to(self.device))
 
     def train_step(self, rows: np.ndarray, rng: np.random.Generator) -> float:
         self.model.train()
-        x, p, y = self.batch(rows, rng)
-        loss = torch.nn.functional.mse_loss(self.model(x, p), y)
+        x, p, y, w = self.batch(rows, rng)
+        loss = ((self.model(x, p) - y) ** 2).mean(1).mul(w).sum() / w.sum()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
