@@ -14,6 +14,10 @@ Every (encoder, backend, environment) cell runs in a subprocess of its own, so i
 * ``pyg`` and ``dgl`` in the DGL environment (``--dgl-python``, default ``.venv-dgl/bin/python``; built by
   ``.ci/dgl_env.sh``; torch 2.2.1), so the DGL-vs-PyG ratio compares kernels under one torch version.
 
+Then paired runs (two models in one process, steps alternated, so load from other processes hits both
+alike) give the two target ratios: our gatv2 on the PyG backend / the PyG GATv2Conv stack, and the PyG
+backend / the DGL backend for gatv2 (both in the DGL environment).
+
 The synthetic graph: ``--graph-layers`` layers of uniformly random distinct directed edges (``--edges`` in
 all), weights U(0.1, 1), seeded. Times are the median of ``--repeats`` steps after ``--warmup`` steps.
 """
@@ -99,28 +103,55 @@ def vm_rss_mb() -> float:
     return float("nan")
 
 
+def build_model(graph, kind: str, backend: str, args):
+    import torch
+
+    torch.manual_seed(0)
+    if kind == REFERENCE:
+        return reference_model(graph, args.dim, args.layers, args.heads)
+    from gnn import PerturbationEncoder
+
+    return PerturbationEncoder(graph, kind=kind, dim=args.dim, layers=args.layers, heads=args.heads, backend=backend)
+
+
+def step_seconds(model, target) -> float:
+    """One forward+backward step; wall seconds."""
+    model.zero_grad(set_to_none=True)
+    t0 = time.perf_counter()
+    loss = ((model() - target) ** 2).mean()
+    loss.backward()
+    return time.perf_counter() - t0
+
+
+def pair_worker(args) -> None:
+    """Two models in one process, steps alternated, so machine load hits both alike: median time of each."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    graph = synthetic_graph(args.nodes, args.edges, args.graph_layers, args.seed)
+    specs = [tuple(part.split(":")) for part in args.pair.split(",")]
+    models = [build_model(graph, kind, backend, args) for kind, backend in specs]
+    target = torch.randn(graph.num_nodes, args.dim, generator=torch.Generator().manual_seed(1))
+    times: list[list[float]] = [[] for _ in models]
+    for step in range(args.warmup + args.repeats):
+        for k, model in enumerate(models):
+            dt = step_seconds(model, target)
+            if step >= args.warmup:
+                times[k].append(dt)
+    print(json.dumps({"pair": args.pair, "seconds": [statistics.median(t) for t in times]}))
+
+
 def worker(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
     graph = synthetic_graph(args.nodes, args.edges, args.graph_layers, args.seed)
-    if args.kind == REFERENCE:
-        model = reference_model(graph, args.dim, args.layers, args.heads)
-    else:
-        from gnn import PerturbationEncoder
-
-        model = PerturbationEncoder(graph, kind=args.kind, dim=args.dim, layers=args.layers, heads=args.heads,
-                                    backend=args.backend)
+    model = build_model(graph, args.kind, args.backend, args)
     target = torch.randn(graph.num_nodes, args.dim, generator=torch.Generator().manual_seed(1))
     base_mb = vm_rss_mb()
     times = []
     for step in range(args.warmup + args.repeats):
-        model.zero_grad(set_to_none=True)
-        t0 = time.perf_counter()
-        loss = ((model() - target) ** 2).mean()
-        loss.backward()
-        dt = time.perf_counter() - t0
+        dt = step_seconds(model, target)
         if step >= args.warmup:
             times.append(dt)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -129,8 +160,9 @@ def worker(args) -> None:
                       "edges": int(graph.num_edges)}))
 
 
-def run_cell(python: str, kind: str, backend: str, args) -> dict | None:
-    cmd = [python, str(Path(__file__).resolve()), "--worker", "--kind", kind, "--backend", backend,
+def run_cell(python: str, kind: str, backend: str, args, pair: str | None = None) -> dict | None:
+    what = ["--pair", pair] if pair else ["--kind", kind, "--backend", backend]
+    cmd = [python, str(Path(__file__).resolve()), "--worker", *what,
            "--nodes", str(args.nodes), "--edges", str(args.edges), "--layers", str(args.layers),
            "--dim", str(args.dim), "--heads", str(args.heads), "--graph-layers", str(args.graph_layers),
            "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--threads", str(args.threads),
@@ -138,7 +170,7 @@ def run_cell(python: str, kind: str, backend: str, args) -> dict | None:
     env = dict(os.environ, DGLBACKEND="pytorch", PYTHONPATH=str(REPO), OMP_NUM_THREADS=str(args.threads))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        print(f"  {kind}/{backend} with {python} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+        print(f"  {pair or kind + '/' + backend} with {python} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
         return None
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -161,9 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--kind", help=argparse.SUPPRESS)
     p.add_argument("--backend", default="pyg", help=argparse.SUPPRESS)
+    p.add_argument("--pair", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        worker(args)
+        pair_worker(args) if args.pair else worker(args)
         return 0
 
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
@@ -194,9 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     heads = [f"{b} ({e}, torch {next((r['torch'] for (k, e2, b2), r in results.items() if r and e2 == e), '?')})"
              for e, _, b in columns]
     print()
-    print(f"{'encoder':<15}" + "".join(f"{h:>26}" for h in heads) + "   ratios")
+    w = max(26, *(len(h) + 2 for h in heads))
+    print(f"{'encoder':<15}" + "".join(f"{h:>{w}}" for h in heads) + "   ratios (separate processes)")
     for kind in rows:
-        line = f"{kind:<15}" + "".join(f"{cell(kind, e, b):>26}" for e, _, b in columns)
+        line = f"{kind:<15}" + "".join(f"{cell(kind, e, b):>{w}}" for e, _, b in columns)
         notes = []
         ref = results.get((REFERENCE, "main", "pyg"))
         mine = results.get((kind, "main", "pyg"))
@@ -209,6 +243,23 @@ def main(argv: list[str] | None = None) -> int:
         if pyg2 and dgl2:
             notes.append(f"pyg/dgl speed-up = {pyg2['seconds'] / dgl2['seconds']:.2f}x")
         print(line + "   " + "; ".join(notes))
+    # paired runs: both models in one process, steps alternated (robust to load from other processes)
+    pairs = [("main", sys.executable, f"{REFERENCE}:pyg,gatv2:pyg",
+              "our gatv2 (pyg backend) / PyG GATv2Conv stack, main env")]
+    if have_dgl:
+        pairs += [("dgl-env", args.dgl_python, f"{REFERENCE}:pyg,gatv2:pyg",
+                   "our gatv2 (pyg backend) / PyG GATv2Conv stack, dgl env"),
+                  ("dgl-env", args.dgl_python, "gatv2:pyg,gatv2:dgl", "gatv2 pyg backend / dgl backend = DGL speed-up")]
+    print()
+    print("paired (alternating steps in one process):")
+    for env, python, pair, label in pairs:
+        print(f"  running pair {pair} in {env} ...", file=sys.stderr, flush=True)
+        r = run_cell(python, "", "", args, pair=pair)
+        results[("pair", env, pair)] = r
+        if r:
+            a, b = r["seconds"]
+            print(f"  {label}: {b:.3f} s / {a:.3f} s = {b / a:.2f}" if "speed-up" not in label
+                  else f"  {label}: {a:.3f} s / {b:.3f} s = {a / b:.2f}x")
     failed = [k for k, r in results.items() if r is None]
     if failed:
         print(f"failed cells: {failed}")
