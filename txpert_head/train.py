@@ -201,8 +201,8 @@ class Trainer:
             col = self.data.gene_index
             own = [delta[k, col[g]] for k, (_, p) in enumerate(train) for g in constituents(p) if g in col]
             if own:
-                self.model.target_head.bias.fill_(float(np.mean(own)) - float(init[[col[g] for _, p in train
-                                                  for g in constituents(p) if g in col]].mean()))
+                cols = [col[g] for _, p in train for g in constituents(p) if g in col]
+                self.model.target_head.bias.fill_(float(np.mean(own)) - float(delta.mean(0)[cols].mean()))
 
     # ------------------------------------------------------------------ batches
     def _aggregate(self) -> None:

@@ -1,0 +1,130 @@
+"""Training throughput and peak memory for one epoch on a K562-scale synthetic dataset.
+
+Data: 160,000 cells x 5,000 genes, sparse CSR (about 8 % non-zero, integer counts normalised to 4,000 per
+cell + log1p), 2,000 single-gene perturbations + 10 % control cells over 48 batches; graph: 10,000 genes,
+about 10 incoming edges each. Expression stays sparse; every mini-batch is densified on its own.
+
+Two settings, each in its own process (so peak memory is its own), side by side:
+
+* ``cells``: cell-level training, a random batch-matched control cell as input, MLP basal encoder;
+* ``aggregated``: batch-averaged control input, which trains on (perturbation x batch) means.
+
+Targets (issue 5): one epoch < 10 minutes on 2 cores, peak memory < 8 GB.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_train.py            # both settings, prints a table
+    .venv/bin/python benchmarks/bench_train.py --cells 20000   # quicker look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+SETTINGS = {
+    "cells": dict(control_mode="batch", basal="mlp", aggregate=False),
+    "aggregated": dict(control_mode="mean", basal="none", aggregate=True, min_steps_per_epoch=1),
+}
+
+
+def make_data(n_cells: int, n_genes: int, n_perts: int, seed: int = 0):
+    """Sparse synthetic counts built directly in CSR (no dense n x G matrix at any point)."""
+    from txpert_head.data import PerturbData, normalize_counts
+
+    rng = np.random.default_rng(seed)
+    k = max(1, int(0.085 * n_genes))
+    labels = np.where(rng.random(n_cells) < 0.1, "ctrl", np.char.add("G", rng.integers(0, n_perts, n_cells).astype(str)))
+    batch = np.char.add("b", rng.integers(0, 48, n_cells).astype(str))
+    popularity = rng.dirichlet(np.full(n_genes, 0.3))
+    chunks = []
+    for lo in range(0, n_cells, 20_000):
+        m = min(20_000, n_cells - lo)
+        cols = rng.choice(n_genes, size=(m, k), p=popularity)
+        data = (rng.poisson(1.5, size=(m, k)) + 1).astype(np.float32)
+        X = sp.csr_matrix((data.ravel(), cols.ravel(), np.arange(0, m * k + 1, k)), shape=(m, n_genes))
+        X.sum_duplicates()
+        chunks.append(X)
+    X = normalize_counts(sp.vstack(chunks, format="csr"))
+    return PerturbData(X, [f"G{i}" for i in range(n_genes)], labels, np.full(n_cells, "k562"), batch,
+                       source="<bench>", normalized_here=True)
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: KiB
+
+
+def child(args) -> dict:
+    import torch
+
+    from txpert_head.splits import make_split
+    from txpert_head.synthetic import synthetic_graph
+    from txpert_head.train import TrainConfig, Trainer
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    data = make_data(args.cells, args.genes, args.perts)
+    graph = synthetic_graph(args.graph_nodes, degree=10, seed=0)
+    t_data = time.perf_counter() - t0
+    mem_data = peak_rss_gb()
+    split = make_split(data, "unseen_single", seed=0)
+    cfg = TrainConfig(epochs=1, batch_size=256, progress=args.progress, encoder_dim=64, hidden=256,
+                      checkpoint_every=0, eval_cells=64, **SETTINGS[args.setting])
+    trainer = Trainer(data, graph, split, cfg, None)
+    stamps: list[float] = []
+    t1 = time.perf_counter()
+    trainer.fit(resume=False, on_step=lambda e, s: stamps.append(time.perf_counter()))
+    t_epoch = time.perf_counter() - t1
+    steps = len(stamps)
+    train_s = (stamps[-1] - stamps[0]) * steps / max(steps - 1, 1) if steps > 1 else t_epoch
+    return {"setting": args.setting, "cells": int(len(trainer.train_rows)), "nnz": int(data.X.nnz),
+            "steps": steps, "data_s": t_data, "train_s": train_s, "epoch_s": t_epoch,
+            "cells_per_s": len(trainer.train_rows) / train_s, "peak_gb_data": mem_data, "peak_gb": peak_rss_gb()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cells", type=int, default=160_000)
+    ap.add_argument("--genes", type=int, default=5_000)
+    ap.add_argument("--perts", type=int, default=2_000)
+    ap.add_argument("--graph-nodes", type=int, default=10_000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--settings", nargs="+", default=list(SETTINGS))
+    ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--setting", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.setting:
+        print(json.dumps(child(args)))
+        return 0
+    results = []
+    for setting in args.settings:
+        cmd = [sys.executable, __file__, "--setting", setting, "--cells", str(args.cells), "--genes", str(args.genes),
+               "--perts", str(args.perts), "--graph-nodes", str(args.graph_nodes), "--threads", str(args.threads)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    print(f"{args.cells:,} cells x {args.genes:,} genes (sparse), {args.perts:,} perturbations, "
+          f"graph {args.graph_nodes:,} nodes, {args.threads} thread(s)")
+    print(f"{'setting':<12}{'train cells':>12}{'steps':>7}{'train s':>9}{'epoch s (+eval)':>17}{'cells/s':>10}"
+          f"{'peak GB':>9}{'  (data only)':>13}")
+    for r in results:
+        print(f"{r['setting']:<12}{r['cells']:>12,}{r['steps']:>7}{r['train_s']:>9.1f}{r['epoch_s']:>17.1f}"
+              f"{r['cells_per_s']:>10.0f}{r['peak_gb']:>9.2f}{r['peak_gb_data']:>13.2f}")
+    if len(results) == 2:
+        print(f"epoch time ratio cells / aggregated: {results[0]['epoch_s'] / results[1]['epoch_s']:.1f}x")
+    print("targets: one epoch < 600 s, peak memory < 8 GB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
