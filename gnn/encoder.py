@@ -11,6 +11,7 @@ Kinds (see each body's docstring for equations): ``gat``, ``gatv2``, ``exphormer
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Callable, Sequence
 
 import torch
@@ -90,6 +91,22 @@ class PerturbationEncoder(nn.Module):
         self.embedding = nn.Embedding(len(self.vocab), dim)
         nn.init.normal_(self.embedding.weight)
         self.body = body_cls(spec, **fixed, **kind_options)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, genes: Sequence[str] | None = None, restrict: bool = False,
+                  **kwargs) -> "PerturbationEncoder":
+        """Load a ``.kg.npz`` multigraph and build the encoder on it.
+
+        With ``restrict=True`` the graph is first cut to the subgraph induced on ``genes`` (genes absent from
+        the file still get isolated rows); by default the whole graph is kept, so messages can also pass
+        through genes that are not perturbed. Unreadable files raise :class:`kgbuild.graph.GraphFileError`.
+        """
+        graph = MultiGraph.load(path)
+        if restrict:
+            if genes is None:
+                raise ValueError("restrict=True needs the genes to restrict the graph to")
+            graph = graph.restrict(genes)
+        return cls(graph, genes=genes, **kwargs)
 
     @property
     def num_nodes(self) -> int:

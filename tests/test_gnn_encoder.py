@@ -148,3 +148,15 @@ def test_edge_weights_matter_only_when_used(graph):
         z1 = build(graph, "gatv2", use_edge_weight=use)()
         z2 = build(heavier, "gatv2", use_edge_weight=use)()
         assert torch.allclose(z1, z2) is (not use)
+
+
+def test_from_file_whole_or_restricted(graph, tmp_path):
+    path = graph.save(tmp_path / "g.kg.npz")
+    torch.manual_seed(0)
+    whole = PerturbationEncoder.from_file(path, genes=["G1", "NEW"], kind="gatv2", dim=8, heads=2, backend="pyg")
+    assert whole.vocab == graph.nodes.tolist() + ["NEW"]
+    cut = PerturbationEncoder.from_file(path, genes=["G2", "G1", "NEW"], restrict=True, kind="gat-mlg", dim=8,
+                                        heads=2, backend="pyg")
+    assert cut.vocab == ["G2", "G1", "NEW"] and cut().shape == (3, 8)
+    with pytest.raises(ValueError, match="restrict=True needs"):
+        PerturbationEncoder.from_file(path, restrict=True)
