@@ -82,3 +82,13 @@ def test_general_and_additive_baselines():
     np.testing.assert_allclose(got, [[1, 2, 0], [1, 0, 0]])
     got = general(deltas, [("all", "A+Z")], ref[:1])
     np.testing.assert_allclose(got, [[1 + 1 / 3, 2 / 3, 1]])
+
+
+def test_constant_prediction_scores_as_uninformative():
+    true = np.random.default_rng(0).normal(size=(3, 5))
+    ref = np.zeros((3, 5))
+    pred = true.copy()
+    pred[1] = 0.0  # "no change" for the second perturbation
+    table, summary = metrics.evaluate(["a", "b", "c"], pred, true, ref)
+    assert table["pearson_delta"].tolist()[1] == 0.0 and table["retrieval"].tolist()[1] == 0.5
+    assert summary["pearson_delta"] == pytest.approx(2 / 3)

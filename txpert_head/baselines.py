@@ -30,6 +30,13 @@ from txpert_head.splits import Condition, Split
 BASELINES = ("general", "additive", "nearest_cell_line", "split_half")
 
 
+def _nan_stat(fn, values) -> float:
+    """``fn`` over the finite values; NaN when there are none (e.g. no measured target genes)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(fn(v)) if len(v) else float("nan")
+
+
 def training_changes(data: PerturbData, controls: ControlIndex, train: Sequence[Condition],
                      rows: dict[Condition, np.ndarray]) -> dict[Condition, np.ndarray]:
     """``Δ_q`` (G,) for every training condition."""
@@ -153,8 +160,9 @@ def run_baselines(data: PerturbData, split: Split, which: Sequence[str] = BASELI
                 draws.append(metrics.evaluate(names, p, t, r, gene_index, cand, self_index, seed=seed))
             table = pd.concat([d[0] for d in draws]).groupby("condition", sort=False).mean().reset_index()
             keys = [k for k in draws[0][1] if k != "n_perturbations"]
-            summary = {k: float(np.nanmean([d[1][k] for d in draws])) for k in keys}
-            sd = {k: float(np.nanstd([d[1][k] for d in draws], ddof=1)) if len(draws) > 1 else 0.0 for k in keys}
+            summary = {k: _nan_stat(np.mean, [d[1][k] for d in draws]) for k in keys}
+            sd = {k: _nan_stat(lambda v: np.std(v, ddof=1) if len(v) > 1 else 0.0, [d[1][k] for d in draws])
+                  for k in keys}
             summary["n_perturbations"] = len(test)
             out[name] = {"summary": summary, "summary_sd": sd, "table": table, "seeds": split_half_seeds}
             continue

@@ -115,11 +115,15 @@ def evaluate(
     pred_delta = np.asarray(pred_mean, np.float64) - reference
     true_delta = np.asarray(true_mean, np.float64) - reference
     table = pd.DataFrame({"condition": list(names)})
-    table["pearson_delta"] = pearson_delta(pred_delta, true_delta)
+    # a prediction of "no change" (constant δ̂) carries no information: Pearson 0 and retrieval 0.5 (chance),
+    # so that baselines which abstain (e.g. additive with unseen constituents) are not averaged over fewer cases
+    flat = np.ptp(pred_delta, axis=1) == 0
+    table["pearson_delta"] = np.where(flat, 0.0, pearson_delta(pred_delta, true_delta))
     table["mse"] = mse(pred_mean, true_mean)
     table["retrieval"] = retrieval(pred_delta, true_delta, candidates, self_index)
     table["retrieval_fast"] = retrieval(pred_delta, true_delta, candidates, self_index,
                                         n_reference=FAST_REFERENCE, seed=seed)
+    table.loc[flat, ["retrieval", "retrieval_fast"]] = 0.5
     if gene_index is not None:
         perts = [n.split("|", 1)[-1] for n in names]
         table["target_error"] = target_gene_error(pred_delta, true_delta, perts, gene_index)
