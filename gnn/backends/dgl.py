@@ -34,6 +34,8 @@ def dgl_available() -> bool:
 
 
 class DGLGraph(GraphOps):
+    """DGL's kernels write into dense buffers: every input is made contiguous first (a no-op when it is)."""
+
     backend_name = "dgl"
 
     def __init__(self, src: Tensor, dst: Tensor, num_nodes: int):
@@ -44,19 +46,19 @@ class DGLGraph(GraphOps):
         self.g = dgl.graph((src, dst), num_nodes=self.num_nodes, device=src.device)
 
     def u_add_v(self, xs: Tensor, xd: Tensor) -> Tensor:
-        return self._dgl.ops.u_add_v(self.g, xs, xd)
+        return self._dgl.ops.u_add_v(self.g, xs.contiguous(), xd.contiguous())
 
     def e_dot_v(self, e: Tensor, x: Tensor) -> Tensor:
-        return self._dgl.ops.e_dot_v(self.g, e, x).squeeze(-1)
+        return self._dgl.ops.e_dot_v(self.g, e.contiguous(), x.contiguous()).squeeze(-1)
 
     def edge_softmax(self, score: Tensor) -> Tensor:
-        return self._dgl.ops.edge_softmax(self.g, score)
+        return self._dgl.ops.edge_softmax(self.g, score.contiguous())
 
     def aggregate(self, msg: Tensor) -> Tensor:
-        return self._dgl.ops.copy_e_sum(self.g, msg)
+        return self._dgl.ops.copy_e_sum(self.g, msg.contiguous())
 
     def u_mul_e_sum(self, x: Tensor, a: Tensor) -> Tensor:
-        return self._dgl.ops.u_mul_e_sum(self.g, x, a.unsqueeze(-1))
+        return self._dgl.ops.u_mul_e_sum(self.g, x.contiguous(), a.unsqueeze(-1).contiguous())
 
 
 class DGLBackend(Backend):

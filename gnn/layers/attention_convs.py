@@ -133,12 +133,15 @@ class GATv2Conv(_AttentionConv):
         xl = self.lin_l(x).view(-1, H, C)
         xr = self.lin_r(x).view(-1, H, C)
         z = ops.u_add_v(xl, xr)                        # (E, H, C)
+        # the (E, H, C) tensors dominate time and memory: update z in place (add and LeakyReLU with a
+        # positive slope need neither input for their gradients) and contract with `att` without
+        # materialising z * att
         if self.lin_edge is not None:
             if edge_attr is None:
                 raise ValueError("this layer was built with edge_dim; pass edge_attr")
-            z = z + self.lin_edge(edge_attr).view(-1, H, C)
-        z = F.leaky_relu(z, self.negative_slope)
-        score = (z * self.att).sum(-1)                 # (E, H)
+            z = z.add_(self.lin_edge(edge_attr).view(-1, H, C))
+        z = F.leaky_relu(z, self.negative_slope, inplace=self.negative_slope > 0)
+        score = torch.einsum("ehc,hc->eh", z, self.att[0])   # (E, H)
         alpha = ops.edge_softmax(score)
         self.last_attention = alpha.detach()
         alpha = F.dropout(alpha, p=self.dropout, training=self.training)
