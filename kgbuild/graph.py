@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from kgbuild._version import __version__
+from kgbuild.atomic import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
     import networkx
@@ -272,18 +272,7 @@ class MultiGraph:
 
         A failure at any point leaves no file at ``path`` and no temporary file behind.
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez_compressed(fh, **self.to_arrays())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        path = atomic_write(path, lambda fh: np.savez_compressed(fh, **self.to_arrays()))
         log.info("wrote %s (%d nodes, %d edges, %d layers)", path, self.num_nodes, self.num_edges, len(self.layers))
         return path
 

@@ -16,7 +16,6 @@ import dataclasses
 import json
 import logging
 import os
-import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from kgbuild.atomic import atomic_path, atomic_write
 from kgbuild.graph import MultiGraph
 from txpert_head import plots
 from txpert_head.baselines import run_baselines
@@ -68,18 +68,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 def write_json(obj: Any, path: Path) -> None:
     """Atomic JSON write (NaN written as null)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(_clean(obj), fh, indent=2, sort_keys=False)
-    os.replace(tmp, path)
+    text = json.dumps(_clean(obj), indent=2, sort_keys=False)
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
 
 
 def _clean(obj: Any) -> Any:

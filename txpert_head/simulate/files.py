@@ -10,32 +10,13 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import tempfile
 from pathlib import Path
-from typing import Callable, IO
+from typing import Callable
+
+from kgbuild.atomic import atomic_path, atomic_write
 
 
-def _umask_mode() -> int:
-    """``0o666`` minus the process umask: the mode ``open()`` would give a new file (mkstemp gives 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write(fh)`` on a temporary binary file beside ``path``, then rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+write_atomic = atomic_write
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -51,15 +32,6 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 def write_via_tempfile(path: str | os.PathLike, write_to: Callable[[Path], None]) -> Path:
     """For libraries that want a path (parquet, h5ad): ``write_to(tmp_path)`` then rename to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        write_to(Path(tmp))
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path) as tmp:
+        write_to(tmp)
+    return Path(path)
