@@ -56,8 +56,11 @@ def main(verbose: int) -> None:
     \b
     Typical session:
       kgbuild string --min-score 700 -o string.kg.npz
+      kgbuild go -o go.kg.npz
+      kgbuild reactome -o reactome.kg.npz
       kgbuild screen --embeddings depmap.parquet --top-pct 1 -o depmap.kg.npz
-      kgbuild merge string.kg.npz depmap.kg.npz -o multi.kg.npz
+      kgbuild edges --edges my_map.tsv --source-col a --target-col b --weight-col w -o mymap.kg.npz
+      kgbuild merge string.kg.npz go.kg.npz reactome.kg.npz depmap.kg.npz mymap.kg.npz -o multi.kg.npz
       kgbuild info multi.kg.npz
     """
     setup_logging(verbose)

@@ -490,13 +490,14 @@ class MultiGraph:
         """A one-screen text summary (what ``kgbuild info`` prints)."""
         s = self.summary()
         lines = [f"{s['nodes']:,} nodes, {s['edges']:,} edges, {len(s['layers'])} layer(s), {s['isolated_nodes']:,} isolated nodes"]
-        header = f"{'layer':<14}{'edges':>12}{'nodes':>9}  {'in-degree min/median/mean/max':<32}{'weight min/mean/max'}"
+        width = max([14] + [len(name) + 2 for name in s["layers"]])
+        header = f"{'layer':<{width}}{'edges':>12}{'nodes':>9}  {'in-degree min/median/mean/max':<32}{'weight min/mean/max'}"
         lines.append(header)
         for name, e in s["layers"].items():
             d, w = e["in_degree"], e["weight"]
             deg = f"{d['min']:g}/{d['median']:g}/{d['mean']:.2f}/{d['max']:g}" if d["n"] else "-"
             wt = f"{w['min']:.3g}/{w['mean']:.3g}/{w['max']:.3g}" if w["n"] else "-"
-            lines.append(f"{name:<14}{e['edges']:>12,}{e['nodes_with_edges']:>9,}  {deg:<32}{wt}")
+            lines.append(f"{name:<{width}}{e['edges']:>12,}{e['nodes_with_edges']:>9,}  {deg:<32}{wt}")
         return "\n".join(lines)
 
 

@@ -274,3 +274,18 @@ def test_cli_help_and_version() -> None:
     assert res.exit_code == 0 and "merge" in res.output and "info" in res.output
     res = runner.invoke(kgbuild_cli, ["--version"])
     assert res.exit_code == 0 and "kgbuild" in res.output
+
+
+def test_format_summary_aligns_long_layer_names():
+    """Columns stay aligned when a layer name is longer than the default column width."""
+    g = MultiGraph.merge([
+        MultiGraph.from_edges("a_rather_long_layer_name_x", ["A", "B"], ["B", "A"], [1.0, 0.5], {}),
+        MultiGraph.from_edges("s", ["A"], ["C"], [0.2], {}),
+    ])
+    lines = g.format_summary().splitlines()[1:]
+    header_end = lines[0].index("edges") + len("edges")
+    for line in lines[1:]:
+        name, rest = line.split(maxsplit=1)
+        # the edge count is right-aligned under the header's "edges"
+        count = rest.split()[0]
+        assert line.index(count, len(name)) + len(count) == header_end, line
