@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,10 +195,8 @@ def predict_run(run_dir: str | Path, perturbations: Sequence[str], out: str | Pa
     adata.layers["delta"] = (pred - ctrl).astype(np.float32)
     adata.uns["txpert_run"] = str(run_dir)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.part.h5ad")
-    adata.write_h5ad(tmp)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        adata.write_h5ad(tmp)
     return out
 
 
