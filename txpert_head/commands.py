@@ -174,4 +174,59 @@ def baseline(task, split_seed, holdout_line, split_half_seeds, out, **kw):
     click.echo(f"wrote {out}")
 
 
-COMMANDS = (train, evaluate, predict, baseline)
+@click.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@data_options
+@click.option("--group", "groups", multiple=True,
+              help="Only this group (a label of --perturbation-col, or LINE|label); repeatable. Default: all.")
+@click.option("--candidates", "candidates_file", type=click.Path(dir_okay=False), default=None,
+              help="File of candidate genes, one per line. Default: every gene of the run's graph.")
+@click.option("--score", type=click.Choice(["pearson", "cosine", "neg_l2"]), default="pearson", show_default=True,
+              help="Match of predicted and observed Δ: Pearson correlation, cosine, or minus the L2 distance.")
+@click.option("--scope", type=click.Choice(["graph", "trained"]), default="graph", show_default=True,
+              help="graph: all nodes of the run's graph file; trained: only the trained encoder's genes.")
+@click.option("--top", type=int, default=None, help="Write only the best N genes per group (default: all).")
+@click.option("--control-cells", type=int, default=16, show_default=True,
+              help="Control cells drawn per batch (only for basal=mlp with control_mode batch/random).")
+@click.option("--evaluate", "evaluate_labels", is_flag=True,
+              help="The group labels are the true targets: also report MRR, hit@k and recall@k.")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
+              help="Ranked table (.tsv, or .csv); a summary goes to <name>.summary.json beside it.")
+@user_errors(*ERRORS)
+def identify(run_dir, groups, candidates_file, score, scope, top, control_cells, evaluate_labels, out, **kw):
+    """Which gene was perturbed? Rank candidate genes for each group of cells of an .h5ad by how well
+    the trained model's predicted change for that gene matches the group's observed change.
+
+    The groups are the labels of --perturbation-col (any label; rows with a --control label are the
+    matched controls, per --batch-col batch). For every candidate gene -- every gene of the run's graph,
+    including genes never perturbed in training -- the model predicts the single-gene change from the
+    group's own controls; candidates are ranked by the Pearson correlation (--score) of predicted and
+    observed change (group mean minus batch-matched control mean). Writes OUT with columns
+    group, rank, gene, score and OUT's .summary.json (top genes per group).
+
+    \b
+    Examples:
+      txpert identify runs/papalexi --data screen.h5ad --perturbation-col guide_group \\
+          --control non-targeting --batch-col bio_rep -o ranked.tsv
+      txpert identify runs/norman --data norman.h5ad --control control --batch-col batch \\
+          --group KLF1 --group CEBPE+RUNX1T1 --top 50 --evaluate -o ranked.csv
+    """
+    from txpert_head.identify import identify_run
+
+    summary = identify_run(run_dir, _data_opts(kw), out, list(groups) or None, candidates_file, score, scope, top,
+                           control_cells, evaluate_labels)
+    click.echo(f"{summary['n_candidates']} candidate genes, score {score}")
+    for g in summary["groups"]:
+        best = ", ".join(f"{gene} ({s:.3f})" for gene, s in g["top"][:5])
+        click.echo(f"{g['group']} ({g['cells']} cells): {best}")
+    if "evaluation" in summary:
+        ev = summary["evaluation"]
+        click.echo(f"{'':<10}{'MRR':>8}" + "".join(f"{f'hit@{k}':>9}{f'recall@{k}':>11}" for k in (10, 20, 40)))
+        for name in ("model", "random"):
+            m = ev[name]
+            click.echo(f"{name:<10}{m['mrr']:>8.4f}" + "".join(f"{m[f'hit@{k}']:>9.3f}{m[f'recall@{k}']:>11.3f}"
+                                                               for k in (10, 20, 40)))
+    click.echo(f"wrote {out}")
+
+
+COMMANDS = (train, evaluate, predict, baseline, identify)
