@@ -41,6 +41,19 @@ def _data_opts(kw):
                        kw.pop("cell_line_col"), kw.pop("batch_col"), kw.pop("normalize"))
 
 
+def _check_loss(ctx, param, value):
+    """Validate ``--loss`` before any data is read."""
+    if value is None:
+        return None
+    from txpert_head.losses import LossSpecError, parse_loss_spec
+
+    try:
+        parse_loss_spec(value)
+    except LossSpecError as err:
+        raise click.BadParameter(str(err), ctx=ctx, param=param) from None
+    return value
+
+
 task_option = click.option("--task", type=click.Choice(TASKS), default="unseen_single", show_default=True,
                            help="unseen_single | double (combinations) | cross_cell_line (needs --holdout-line).")
 split_seed_option = click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the split.")
@@ -58,13 +71,18 @@ holdout_option = click.option("--holdout-line", default=None, help="Cell line he
               help="TOML/JSON file of training options (keys of TrainConfig; flat or under [train]).")
 @click.option("--seed", type=int, default=None, help="Model seed (overrides the config file).")
 @click.option("--epochs", type=int, default=None, help="Maximum epochs (overrides the config file).")
+@click.option("--loss", default=None, callback=_check_loss, metavar="SPEC",
+              help="Training loss: mse (default), mmd, sw1 or a weighted sum such as mse+mmd or mse+0.5*sw1. "
+                   "mmd/sw1 compare predicted and true cells of each perturbation: batches become "
+                   "perturbations x cells_per_group cells (--set cells_per_group=32) and need "
+                   "control_mode batch or random (overrides the config file).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Any training option, e.g. --set basal=none --set target_term=true (JSON values).")
 @click.option("--no-resume", is_flag=True, help="Start over even if OUT holds a checkpoint.")
 @click.option("--no-baselines", is_flag=True, help="Skip the baselines.")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
 @user_errors(*ERRORS)
-def train(graph, task, split_seed, holdout_line, encoder_kind, config_file, seed, epochs, overrides, no_resume,
+def train(graph, task, split_seed, holdout_line, encoder_kind, config_file, seed, epochs, loss, overrides, no_resume,
           no_baselines, out, **kw):
     """Train TxPert on a Perturb-seq file with a kgbuild graph and evaluate it on the held-out split.
 
@@ -77,6 +95,8 @@ def train(graph, task, split_seed, holdout_line, encoder_kind, config_file, seed
           --batch-col bio_rep --graph multi.kg.npz --task unseen_single -o runs/papalexi
       txpert train --data norman.h5ad --control control --batch-col batch --graph multi.kg.npz \\
           --task double --config train.toml --seed 1 -o runs/norman_s1
+      txpert train ... --loss mse+0.5*mmd -o runs/norman_mmd        # distributional loss
+      torchrun --standalone --nproc_per_node 2 -m txpert_head.cli train ... -o runs/ddp   # 2 processes (DDP)
     """
     from txpert_head.run import read_config_file, train_run
     from txpert_head.train import TrainConfig
@@ -90,14 +110,17 @@ def train(graph, task, split_seed, holdout_line, encoder_kind, config_file, seed
             values[k] = json.loads(v)
         except json.JSONDecodeError:
             values[k] = v
-    for k, v in (("encoder_kind", encoder_kind), ("seed", seed), ("epochs", epochs)):
+    for k, v in (("encoder_kind", encoder_kind), ("seed", seed), ("epochs", epochs), ("loss", loss)):
         if v is not None:
             values[k] = v
     cfg = TrainConfig.from_dict(values)
     report = train_run(_data_opts(kw), graph, task, cfg, out, split_seed, holdout_line, resume=not no_resume,
                        baselines=not no_baselines)
-    _print_table(report)
-    click.echo(f"wrote {out}")
+    from txpert_head.distributed import is_main_process
+
+    if is_main_process():  # under torchrun, print once
+        _print_table(report)
+        click.echo(f"wrote {out}")
 
 
 def _print_table(report: dict) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = [
+    "DISTRIBUTIONAL_TERMS",
     "LOSS_TERMS",
     "LossSpecError",
     "build_loss",
@@ -172,7 +173,8 @@ def _random_directions(n_genes: int, n_projections: int, generator: torch.Genera
 
 
 def sliced_wasserstein1(x: torch.Tensor, y: torch.Tensor, n_projections: int = DEFAULT_PROJECTIONS,
-                        seed: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
+                        seed: int = 0, generator: torch.Generator | None = None,
+                        directions: torch.Tensor | None = None) -> torch.Tensor:
     """Sliced Wasserstein-1 distance between cell sets ``x`` (n, G) and ``y`` (m, G).
 
     ``SW1(x, y) = (1/P) Σ_{p=1..P} W1(x·θ_p, y·θ_p)`` with P = ``n_projections`` directions θ_p
@@ -181,9 +183,16 @@ def sliced_wasserstein1(x: torch.Tensor, y: torch.Tensor, n_projections: int = D
     distance; it is symmetric, >= 0, and 0 for equal sets. For G = 1 every direction is ±1, so SW1
     is the exact 1-D W1. Directions come from ``generator`` if given (its state advances, so a
     training loop gets fresh directions each step, reproducibly), else from a new generator seeded
-    with ``seed`` (the same directions on every call).
+    with ``seed`` (the same directions on every call). ``directions`` (G, P), unit columns, replaces the
+    draw (``n_projections``, ``seed`` and ``generator`` are then ignored): a training step uses one set of
+    directions for all perturbations of the batch (see :meth:`CombinedLoss.fix_directions`).
     """
     _check_sets(x, y, "sw1")
+    if directions is not None:
+        if directions.dim() != 2 or directions.shape[0] != x.shape[1] or directions.shape[1] < 1:
+            raise ValueError(f"sw1: directions must be (n_genes={x.shape[1]}, P >= 1); got {tuple(directions.shape)}")
+        theta = directions.to(dtype=x.dtype, device=x.device)
+        return wasserstein1_1d(x @ theta, y @ theta).mean()
     if n_projections < 1:
         raise ValueError(f"sw1: n_projections must be >= 1, got {n_projections}")
     if generator is None:
@@ -196,6 +205,7 @@ def sliced_wasserstein1(x: torch.Tensor, y: torch.Tensor, n_projections: int = D
 # the --loss spec
 # ----------------------------------------------------------------------------------------------
 LOSS_TERMS = ("mse", "mmd", "sw1")
+DISTRIBUTIONAL_TERMS = ("mmd", "sw1")
 
 
 class LossSpecError(ValueError):
@@ -248,11 +258,31 @@ class CombinedLoss:
 
     def __post_init__(self) -> None:
         self._generator = torch.Generator().manual_seed(self.seed)
+        self._directions: torch.Tensor | None = None
         self.last_terms: dict[str, float] = {}
 
     @property
     def spec(self) -> str:
         return "+".join(name if w == 1.0 else f"{w:g}*{name}" for w, name in self.terms)
+
+    @property
+    def distributional(self) -> bool:
+        """True when a term compares cell sets (``mmd`` or ``sw1``), i.e. needs several cells per perturbation."""
+        return any(name in DISTRIBUTIONAL_TERMS for _, name in self.terms)
+
+    def fix_directions(self, n_genes: int, seed: int) -> None:
+        """Draw the ``sw1`` directions (G, P) once from a generator seeded with ``seed`` and use them on every
+        call until the next ``fix_directions`` (instead of fresh directions per call).
+
+        Training calls this once per step with a seed derived from (run seed, epoch, step): every perturbation
+        of the step is compared along the same directions, the draw does not depend on how many perturbations
+        came before (so data-parallel ranks holding different perturbations agree with one process), and a
+        resumed run redraws the same directions. No-op without an ``sw1`` term.
+        """
+        if not any(name == "sw1" for _, name in self.terms):
+            return
+        gen = torch.Generator().manual_seed(int(seed))
+        self._directions = _random_directions(n_genes, self.n_projections, gen, torch.float64, torch.device("cpu"))
 
     def __call__(self, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
         total = None
@@ -262,7 +292,8 @@ class CombinedLoss:
             elif name == "mmd":
                 value = mmd2_rbf(pred, true, scales=self.mmd_scales)
             else:  # sw1
-                value = sliced_wasserstein1(pred, true, self.n_projections, generator=self._generator)
+                value = sliced_wasserstein1(pred, true, self.n_projections, generator=self._generator,
+                                            directions=self._directions)
             self.last_terms[name] = float(value.detach())
             total = weight * value if total is None else total + weight * value
         return total

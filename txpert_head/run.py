@@ -25,7 +25,7 @@ import pandas as pd
 
 from kgbuild.atomic import atomic_path, atomic_write
 from kgbuild.graph import MultiGraph
-from txpert_head import plots
+from txpert_head import distributed, plots
 from txpert_head.baselines import run_baselines
 from txpert_head.data import CONTROL, PerturbData, canonical_conditions, graph_overlap, load_h5ad
 from txpert_head.profiles import condition_name, true_profiles
@@ -97,8 +97,12 @@ def load_graph_for(data: PerturbData, graph_path: str | Path) -> MultiGraph:
 def train_run(data_opts: DataOptions, graph_path: str | Path, task: str, cfg: TrainConfig, out: str | Path,
               split_seed: int = 0, holdout_line: str | None = None, resume: bool = True,
               baselines: bool = True) -> dict[str, Any]:
-    """Train, evaluate on the test split, compare with baselines and write the run folder; returns metrics."""
+    """Train, evaluate on the test split, compare with baselines and write the run folder; returns metrics.
+
+    Under torchrun every rank trains its shard (see :mod:`txpert_head.distributed`); only rank 0 writes files,
+    and every rank returns rank 0's report."""
     out = Path(out)
+    ctx = distributed.setup(cfg.device)
     data = data_opts.load()
     graph = load_graph_for(data, graph_path)
     split = make_split(data, task, seed=split_seed, holdout_line=holdout_line)
@@ -109,10 +113,13 @@ def train_run(data_opts: DataOptions, graph_path: str | Path, task: str, cfg: Tr
         old = json.loads(previous.read_text())
         if {k: v for k, v in old.items() if k != "train"} != json.loads(json.dumps({k: v for k, v in config.items() if k != "train"})):
             raise ValueError(f"{out} holds a run on other data, graph or task; choose a new output folder")
-    write_json(config, out / "config.json")
-    write_json(split.to_json(), out / "split.json")
-    trainer = Trainer(data, graph, split, cfg, out)
+    if ctx.is_main:
+        write_json(config, out / "config.json")
+        write_json(split.to_json(), out / "split.json")
+    trainer = Trainer(data, graph, split, cfg, out, dist=ctx)
     result = trainer.fit(resume=resume)
+    if not ctx.is_main:  # torchrun: rank 0 writes the run folder below and sends its report
+        return distributed.finish(ctx, None)
     table = result.test_table.copy()
     report: dict[str, Any] = {"model": result.test_summary, "subgroups": result.subgroup_summary,
                               "best_epoch": result.best_epoch, "best_val_pearson_delta": result.best_val,
@@ -135,7 +142,7 @@ def train_run(data_opts: DataOptions, graph_path: str | Path, task: str, cfg: Tr
     pred = trainer.predict_means(shown)
     plots.predicted_vs_true([condition_name(c) for c in shown], pred - ref, true_mean - ref,
                             out / "plots" / "predicted_vs_true.png")
-    return report
+    return distributed.finish(ctx, report)
 
 
 def load_run(run_dir: str | Path, data_path: str | None = None) -> tuple[Trainer, dict[str, Any]]:

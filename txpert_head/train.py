@@ -5,11 +5,30 @@ step s from ``default_rng([seed, epoch, s])`` and the torch RNG (dropout) state 
 checkpoint, so a run interrupted mid-epoch and resumed from its last checkpoint ends with the same weights
 and metrics as an uninterrupted one (same machine, same thread count).
 
+Losses (``TrainConfig.loss``, parsed by :func:`txpert_head.losses.build_loss`): ``mse`` (the TxPert loss,
+the default) trains on batches of rows (cells, or (perturbation x batch) means in aggregated mode). A spec
+with a distributional term (``mmd``, ``sw1``, e.g. ``mse+0.5*mmd``) compares the predicted cells of a
+perturbation with its true cells, so batches are built *by perturbation*: each step takes
+``k = max(1, batch_size // m)`` training perturbations (walking through seeded permutations of them,
+``default_rng([seed, epoch])``) and up to ``m = cells_per_group`` of each one's cells (without replacement;
+all of them when it has fewer), drawn from ``default_rng([seed, epoch, s])``; the loss is the mean over the
+k perturbations of ``loss(predicted cells, true cells)`` (:func:`txpert_head.losses.per_group_loss`, the
+cells paired row by row, so ``mse`` terms stay paired). An epoch has as many steps as in row mode. Setting
+``cells_per_group`` with ``mse`` builds the same perturbation batches for MSE (for like-for-like
+comparisons). Distributional terms need cell-level inputs: ``control_mode="mean"`` (every cell of a
+perturbation and batch gets the same input, so the predicted set is a point mass) is rejected with an error.
+
+Data parallel (``torchrun``, see :mod:`txpert_head.distributed`): every rank builds the same batch and the
+same random draws, keeps its block of rows (whole perturbations in perturbation batches) and scales its
+loss so that DDP's averaged gradient equals the single-process one. Only rank 0 writes checkpoints and
+evaluates; its early-stopping decision is broadcast. Dropout masks are drawn per rank, so with dropout > 0 a
+distributed run matches a single-process run in distribution, not bit for bit.
+
 Checkpoints (``<run>/checkpoints/last.pt``, ``best.pt``) hold only tensors and plain Python values, are
 written atomically, and are read with ``torch.load(..., weights_only=True)``.
 
-The per-step work (:meth:`Trainer.train_step`) takes a batch of row indices, so a data-parallel wrapper
-can shard the epoch order by rank; nothing here assumes one process except the file writes.
+The per-step work (:meth:`Trainer.train_step`) takes the whole batch's items on every rank and keeps this
+rank's shard (see "Data parallel" below).
 """
 
 from __future__ import annotations
@@ -22,7 +41,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -32,6 +51,8 @@ from kgbuild.atomic import atomic_path
 from kgbuild.graph import MultiGraph
 from txpert_head import metrics
 from txpert_head.controls import CONTROL_MODES, ControlIndex
+from txpert_head.distributed import DistContext, setup as setup_distributed
+from txpert_head.losses import DISTRIBUTIONAL_TERMS, LossSpecError, build_loss, parse_loss_spec, per_group_loss
 from txpert_head.data import PerturbData, constituents
 from txpert_head.model import TxPert
 from txpert_head.receptive import receptive_field
@@ -39,6 +60,9 @@ from txpert_head.profiles import condition_name, retrieval_candidates, rows_by_c
 from txpert_head.splits import Condition, Split
 
 log = logging.getLogger(__name__)
+
+DEFAULT_CELLS_PER_GROUP = 32
+_NEW_OPTION_DEFAULTS = {"loss": "mse", "cells_per_group": None}  # left out of the fingerprint at these values
 
 
 @dataclass
@@ -71,12 +95,41 @@ class TrainConfig:
     min_steps_per_epoch: int = 1
     aggregate: bool = True
     graph_hops: int | None = None
+    loss: str = "mse"
+    cells_per_group: int | None = None
 
     def __post_init__(self) -> None:
         if self.control_mode not in CONTROL_MODES:
             raise ValueError(f"control_mode must be one of {CONTROL_MODES}, got {self.control_mode!r}")
         if self.batch_size < 1 or self.epochs < 0:
             raise ValueError("batch_size must be >= 1 and epochs >= 0")
+        try:
+            terms = parse_loss_spec(self.loss)
+        except LossSpecError as err:
+            raise LossSpecError(f"loss: {err}") from None
+        if self.cells_per_group is not None and (not isinstance(self.cells_per_group, int) or self.cells_per_group < 1):
+            raise ValueError(f"cells_per_group must be a positive integer, got {self.cells_per_group!r}")
+        dist_terms = [n for _, n in terms if n in DISTRIBUTIONAL_TERMS]
+        if dist_terms and self.control_mode == "mean":
+            raise ValueError(
+                f"loss {self.loss!r}: the term(s) {', '.join(dist_terms)} compare a perturbation's predicted and true "
+                "cell sets, but control_mode 'mean' gives every cell of a perturbation and batch the same input (the "
+                "predicted set is one point); use control_mode 'batch' or 'random' (cell-level training)")
+
+    @property
+    def distributional(self) -> bool:
+        """True when the loss has an ``mmd`` or ``sw1`` term."""
+        return any(n in DISTRIBUTIONAL_TERMS for _, n in parse_loss_spec(self.loss))
+
+    @property
+    def group_batches(self) -> bool:
+        """Batches of k perturbations x m cells (distributional loss, or ``cells_per_group`` set)."""
+        return self.distributional or self.cells_per_group is not None
+
+    @property
+    def group_cells(self) -> int:
+        """m: cells per perturbation in a perturbation batch."""
+        return self.cells_per_group if self.cells_per_group is not None else DEFAULT_CELLS_PER_GROUP
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
@@ -90,8 +143,11 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def fingerprint(self) -> str:
-        """Hash of the options that change the result (not progress/device/checkpoint cadence)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in ("progress", "device", "checkpoint_every")}
+        """Hash of the options that change the result (not progress/device/checkpoint cadence).
+
+        Options added later are left out while at their defaults, so older checkpoints stay resumable."""
+        d = {k: v for k, v in self.to_dict().items() if k not in ("progress", "device", "checkpoint_every")
+             and not (k in _NEW_OPTION_DEFAULTS and v == _NEW_OPTION_DEFAULTS[k])}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -142,13 +198,19 @@ class FitResult:
 
 
 class Trainer:
-    """Trains a :class:`TxPert` on ``data`` with ``split``; checkpoints go to ``run_dir/checkpoints``."""
+    """Trains a :class:`TxPert` on ``data`` with ``split``; checkpoints go to ``run_dir/checkpoints``.
+
+    ``dist``: the data-parallel context; by default :func:`txpert_head.distributed.setup` (a single process
+    unless started by torchrun).
+    """
 
     def __init__(self, data: PerturbData, graph: MultiGraph, split: Split, cfg: TrainConfig,
-                 run_dir: str | Path | None = None, controls: ControlIndex | None = None):
+                 run_dir: str | Path | None = None, controls: ControlIndex | None = None,
+                 dist: DistContext | None = None):
         self.data, self.split, self.cfg = data, split, cfg
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.device = resolve_device(cfg.device)
+        self.dist = dist if dist is not None else setup_distributed(cfg.device)
+        self.device = self.dist.device(resolve_device(cfg.device))
         self.controls = controls or ControlIndex(data)
         self.rows = rows_by_condition(data)
         self.encoder_genes = data.perturbed_genes()
@@ -169,10 +231,18 @@ class Trainer:
         self.train_rows = np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
         if not len(self.train_rows) or not train_set:
             raise ValueError("no training rows")
-        self.aggregated = cfg.aggregate and cfg.control_mode == "mean"
+        self.grouped = cfg.group_batches
+        self.aggregated = cfg.aggregate and cfg.control_mode == "mean" and not self.grouped
         if self.aggregated:
             self._aggregate()
+        self.loss_fn = build_loss(cfg.loss, seed=cfg.seed) if self.grouped else None
+        if self.grouped:
+            self.group_rows = keep  # rows of each training condition (split order)
+            self.groups = np.arange(len(keep))
+            self.groups_per_step = max(1, cfg.batch_size // cfg.group_cells)
         self._init_at_mean_change()
+        # DistributedDataParallel under torchrun; the target-gene head can miss a rank's shard
+        self.net = self.dist.wrap(self.model, self.device, find_unused=cfg.target_term)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.state: dict[str, Any] = {"epoch": 0, "step": 0, "best_val": -math.inf, "best_epoch": -1,
                                       "bad_epochs": 0, "history": [], "loss_sum": 0.0, "loss_n": 0}
@@ -223,53 +293,118 @@ class Trainer:
         n = max(int(math.ceil(self.n_examples / self.cfg.batch_size)), self.cfg.min_steps_per_epoch)
         return min(n, self.cfg.max_steps_per_epoch) if self.cfg.max_steps_per_epoch else n
 
+    @property
+    def items_per_step(self) -> int:
+        """Items a step takes from the epoch order: rows/examples, or perturbations in perturbation batches."""
+        return self.groups_per_step if self.grouped else self.cfg.batch_size
+
     def epoch_order(self, epoch: int) -> np.ndarray:
-        """Example order of an epoch: as many seeded permutations as the epoch's steps need."""
-        items = self.examples if self.aggregated else self.train_rows
+        """Item order of an epoch (rows, aggregated examples, or training perturbations in perturbation
+        batches): as many seeded permutations as the epoch's steps need."""
+        items = self.groups if self.grouped else self.examples if self.aggregated else self.train_rows
         rng = np.random.default_rng([self.cfg.seed, epoch])
-        passes = int(math.ceil(self.steps_per_epoch * self.cfg.batch_size / len(items)))
+        passes = int(math.ceil(self.steps_per_epoch * self.items_per_step / len(items)))
         return np.concatenate([items[rng.permutation(len(items))] for _ in range(max(passes, 1))])
 
-    def batch(self, rows: np.ndarray, rng: np.random.Generator):
-        """``(x_ctrl, pert_rows, y, weight)`` tensors on the device; sparse rows are densified per batch."""
+    def step_items(self, order: np.ndarray, step: int) -> np.ndarray:
+        """The items of step ``step`` of an epoch order."""
+        n = self.items_per_step
+        return order[step * n:(step + 1) * n]
+
+    def batch(self, rows: np.ndarray, rng: np.random.Generator, part: slice | None = None):
+        """``(x_ctrl, pert_rows, y, weight)`` tensors on the device for ``rows[part]`` (all rows by default);
+        sparse rows are densified per batch. Random control inputs are drawn for the whole of ``rows`` and
+        then sliced, so a rank's shard gets the draws a single process would give those rows."""
+        part = slice(None) if part is None else part
         if self.aggregated:
+            rows = rows[part]
             x = self.controls.means[self.ex_group[rows]]
             y = self.ex_y[rows]
             p = self.cond_rows[torch.from_numpy(self.ex_cond[rows])]
             w = torch.from_numpy(self.ex_weight[rows])
         else:
-            x = self.controls.inputs(rows, self.cfg.control_mode, rng)
+            if self.cfg.control_mode == "mean":
+                x = self.controls.inputs(rows[part], "mean", rng)
+            else:
+                picked = self.controls.sample(rows, self.cfg.control_mode, rng)[part]
+                x = np.asarray(self.controls.X[picked].toarray(), dtype=np.float32)
+            rows = rows[part]
             y = self.data.X[rows].toarray()
             p = self.cond_rows[torch.from_numpy(self.data.cond_id[rows])]
             w = torch.ones(len(rows))
         return (torch.from_numpy(np.ascontiguousarray(x)).to(self.device), p.to(self.device),
                 torch.from_numpy(np.ascontiguousarray(y)).to(self.device), w.to(self.device))
 
-    def train_step(self, rows: np.ndarray, rng: np.random.Generator) -> float:
-        self.model.train()
-        x, p, y, w = self.batch(rows, rng)
-        loss = ((self.model(x, p) - y) ** 2).mean(1).mul(w).sum() / w.sum()
+    def train_step(self, items: np.ndarray, rng: np.random.Generator) -> float:
+        """One optimizer step on the batch ``items`` (rows / examples, or perturbation indices in perturbation
+        batches); returns the whole batch's loss (the same on every rank).
+
+        Row batches: ``loss = Σ_i w_i·mean_g (ŷ_ig − y_ig)² / Σ_i w_i`` (w = 1 per cell, or the cell count of an
+        aggregated example). Under DDP each rank computes the numerator over its shard with the whole batch's
+        denominator, times the world size (DDP averages gradients), so the gradient is the single-process one.
+        """
+        self.net.train()
+        world = self.dist.world_size
+        if self.grouped:
+            local = self._group_loss(items, rng)
+        else:
+            total = float(self.ex_weight[items].sum()) if self.aggregated else float(len(items))
+            x, p, y, w = self.batch(items, rng, self.dist.shard(len(items)) if self.dist.enabled else None)
+            local = ((self.net(x, p) - y) ** 2).mean(1).mul(w).sum() / (w.sum() if world == 1 else total)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (local if world == 1 else local * world).backward()
         self.optimizer.step()
-        return float(loss.detach())
+        return self.dist.sum(float(local.detach()))
+
+    def draw_group_rows(self, groups: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+        """Up to ``cells_per_group`` rows of each training perturbation in ``groups`` (sorted; all of a
+        perturbation's rows when it has fewer), drawn without replacement from ``rng``."""
+        m, out = self.cfg.group_cells, []
+        for g in groups:
+            rows = self.group_rows[int(g)]
+            out.append(rows if len(rows) <= m else np.sort(rng.choice(rows, m, replace=False)))
+        return out
+
+    def _group_loss(self, groups: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        """This rank's share of ``(1/k) Σ_{q in batch} loss(ŷ_q, y_q)`` over the k perturbations of the batch.
+
+        The direction seed (sw1), the cells of every perturbation and their control inputs are drawn for the
+        whole batch on every rank (same draws as one process); a rank keeps whole perturbations.
+        """
+        direction_seed = int(rng.integers(0, 2**62))
+        cells = self.draw_group_rows(groups, rng)
+        rows = np.concatenate(cells)
+        label = np.repeat(np.arange(len(groups)), [len(c) for c in cells])
+        offsets = np.r_[0, np.cumsum([len(c) for c in cells])]
+        mine = self.dist.shard(len(groups))
+        part = slice(int(offsets[mine.start]), int(offsets[mine.stop]))
+        x, p, y, _ = self.batch(rows, rng, part)
+        pred = self.net(x, p)
+        n_local = mine.stop - mine.start
+        if n_local == 0:  # more ranks than perturbations in this step: contribute a zero gradient
+            return pred.sum() * 0.0
+        self.loss_fn.fix_directions(self.data.n_genes, direction_seed)
+        lab = torch.from_numpy(label[part]).to(self.device)
+        loss = per_group_loss(self.loss_fn, pred, y, lab)
+        return loss if n_local == len(groups) else loss * (n_local / len(groups))
 
     # ------------------------------------------------------------------ prediction & evaluation
     @torch.no_grad()
-    def predict_means(self, conditions: Sequence[Condition], rows_for: dict[Condition, np.ndarray] | None = None,
-                      seed: int | None = None) -> np.ndarray:
-        """Predicted mean expression (P, G) of each condition, averaged over control inputs.
+    def _predicted_batches(self, conditions: Sequence[Condition], rows_for: dict[Condition, np.ndarray] | None,
+                           seed: int | None) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """The one prediction loop behind :meth:`predict_means` and :meth:`predict_cells`.
 
-        For a condition with data rows, inputs are matched to those rows' cell line and batch (up to
-        ``eval_cells`` rows, deterministic); a condition without rows (``predict``) uses the controls of its
-        cell line, one input per batch (mode ``mean``) or ``eval_cells`` sampled control rows.
+        Yields, per condition, ``(rows, y)``: ``rows`` (n,) the data rows whose matched control inputs were
+        used and ``y`` (n, G) the model's output for each (one predicted cell per input). For a condition
+        with data rows, inputs are matched to those rows' cell line and batch (up to ``eval_cells`` rows,
+        deterministic given ``seed``); a condition without rows (``predict``) uses the control rows of its
+        cell line (up to ``eval_cells``) as inputs.
         """
         self.model.eval()
         Z = self.model.encoder()
         rng = np.random.default_rng([self.cfg.seed if seed is None else seed, 999_983])
         rows_for = self.rows if rows_for is None else rows_for
-        out = np.zeros((len(conditions), self.data.n_genes), dtype=np.float64)
-        for k, (line, pert) in enumerate(conditions):
+        for line, pert in conditions:
             idx = rows_for.get((line, pert))
             if idx is None or not len(idx):
                 idx = self.controls.by_line.get(line)
@@ -279,9 +414,31 @@ class Trainer:
                 idx = np.sort(rng.choice(idx, self.cfg.eval_cells, replace=False))
             x = torch.from_numpy(np.ascontiguousarray(self.controls.inputs(idx, self.cfg.control_mode, rng)))
             rows = self.pert_rows_for(pert).unsqueeze(0).expand(len(idx), -1)
-            y = self.model(x.to(self.device), rows.to(self.device), Z=Z)
+            yield idx, self.model(x.to(self.device), rows.to(self.device), Z=Z)
+
+    def predict_means(self, conditions: Sequence[Condition], rows_for: dict[Condition, np.ndarray] | None = None,
+                      seed: int | None = None) -> np.ndarray:
+        """Predicted mean expression (P, G) of each condition: the mean of its :meth:`predict_cells`."""
+        out = np.zeros((len(conditions), self.data.n_genes), dtype=np.float64)
+        for k, (_, y) in enumerate(self._predicted_batches(conditions, rows_for, seed)):
             out[k] = y.double().mean(0).cpu().numpy()
         return out
+
+    def predict_cells(self, conditions: Sequence[Condition], rows_for: dict[Condition, np.ndarray] | None = None,
+                      seed: int | None = None, return_rows: bool = False):
+        """Predicted cells of each condition: a list of (n_k, G) float64 arrays, one row per control input.
+
+        The inputs are those of :meth:`predict_means` (same rows, same draws), so the mean of each array is
+        that method's row. With ``control_mode="mean"`` every input of a batch is the batch's control mean, so
+        a condition's predicted cells are one point per batch (a point mass), not a cell distribution.
+        ``return_rows=True`` returns ``(rows, cells)``: also the data rows whose matched controls were the
+        inputs (the true cells the predictions stand for).
+        """
+        rows, cells = [], []
+        for idx, y in self._predicted_batches(conditions, rows_for, seed):
+            rows.append(np.asarray(idx))
+            cells.append(y.double().cpu().numpy())
+        return (rows, cells) if return_rows else cells
 
     def pert_rows_for(self, pert: str) -> torch.Tensor:
         """Encoder rows of a perturbation's genes; genes unknown to the encoder contribute nothing (-1)."""
@@ -310,11 +467,15 @@ class Trainer:
         return None if self.run_dir is None else self.run_dir / "checkpoints" / name
 
     def save_checkpoint(self) -> None:
+        """Write ``last.pt`` (rank 0; every rank must call it, as the torch RNG states of all ranks are gathered)."""
         path = self._ckpt("last.pt")
         if path is None:
             return
+        rng_states = self.dist.all_gather(torch.get_rng_state())
+        if not self.dist.is_main:
+            return
         atomic_torch_save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                           "torch_rng": torch.get_rng_state(), "state": self.state,
+                           "torch_rng": rng_states[0], "torch_rng_ranks": rng_states, "state": self.state,
                            "fingerprint": self.cfg.fingerprint()}, path)
 
     def try_resume(self) -> bool:
@@ -327,7 +488,9 @@ class Trainer:
                              f"or delete the checkpoint to start over")
         self.model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
-        torch.set_rng_state(ck["torch_rng"])
+        ranks = ck.get("torch_rng_ranks")
+        same_world = isinstance(ranks, list) and len(ranks) == self.dist.world_size
+        torch.set_rng_state((ranks[self.dist.rank] if same_world else ck["torch_rng"]).cpu())
         self.state = ck["state"]
         log.info("resumed from %s at epoch %d step %d", path, self.state["epoch"], self.state["step"])
         return True
@@ -335,9 +498,9 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self, resume: bool = True, on_step: Callable[[int, int], None] | None = None) -> FitResult:
         """Train until ``epochs`` or early stopping; then load the best weights and evaluate the test split."""
-        cfg = self.cfg
+        cfg, main = self.cfg, self.dist.is_main
         if not (resume and self.try_resume()):
-            torch.manual_seed(cfg.seed + 1)
+            torch.manual_seed(cfg.seed + 1 + 7919 * self.dist.rank)  # rank 0 (and one process): seed + 1
         st = self.state
         start = time.perf_counter()
         best_path = self._ckpt("best.pt")
@@ -349,15 +512,15 @@ class Trainer:
             order = self.epoch_order(epoch)
             n_steps = self.steps_per_epoch
             bar = tqdm(total=n_steps, initial=st["step"], desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                       disable=not cfg.progress, leave=False)
+                       disable=not (cfg.progress and main), leave=False)
             while st["step"] < n_steps:
                 s = st["step"]
                 if on_step is not None:
                     on_step(epoch, s)
-                rows = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-                loss = self.train_step(rows, np.random.default_rng([cfg.seed, epoch, s]))
-                st["loss_sum"] += loss * len(rows)
-                st["loss_n"] += len(rows)
+                items = self.step_items(order, s)
+                loss = self.train_step(items, np.random.default_rng([cfg.seed, epoch, s]))
+                st["loss_sum"] += loss * len(items)
+                st["loss_n"] += len(items)
                 st["step"] = s + 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{st['loss_sum'] / max(st['loss_n'], 1):.4f}")
@@ -365,17 +528,20 @@ class Trainer:
                     self.save_checkpoint()
             bar.close()
             record = {"epoch": epoch + 1, "train_loss": st["loss_sum"] / max(st["loss_n"], 1)}
-            if self.split.val:
-                _, val = self.evaluate(self.split.val)
-                record.update({f"val_{k}": v for k, v in val.items() if k != "n_perturbations"})
-                score = val["pearson_delta"]
-            else:
-                score = -record["train_loss"]
+            score = None
+            if main:  # rank 0 evaluates; its record and score decide for every rank (same step counts)
+                if self.split.val:
+                    _, val = self.evaluate(self.split.val)
+                    record.update({f"val_{k}": v for k, v in val.items() if k != "n_perturbations"})
+                    score = val["pearson_delta"]
+                else:
+                    score = -record["train_loss"]
+            record, score = self.dist.broadcast((record, score))
             st["history"].append(record)
             if score > st["best_val"] + 1e-6 or st["best_epoch"] < 0:
                 st["best_val"], st["best_epoch"], st["bad_epochs"] = float(score), epoch + 1, 0
                 best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                if best_path is not None:
+                if best_path is not None and main:
                     atomic_torch_save({"model": best_state, "epoch": epoch + 1}, best_path)
             else:
                 st["bad_epochs"] += 1
@@ -386,7 +552,10 @@ class Trainer:
             self.model.load_state_dict(best_state)
         result = FitResult(history=list(st["history"]), best_epoch=st["best_epoch"], best_val=st["best_val"],
                            seconds=time.perf_counter() - start)
-        result.test_table, result.test_summary = self.evaluate(self.split.test)
-        for name, conds in self.split.subgroups.items():
-            result.subgroup_summary[name] = self.evaluate(conds)[1]
+        if main:
+            result.test_table, result.test_summary = self.evaluate(self.split.test)
+            for name, conds in self.split.subgroups.items():
+                result.subgroup_summary[name] = self.evaluate(conds)[1]
+        result.test_table, result.test_summary, result.subgroup_summary = self.dist.broadcast(
+            (result.test_table, result.test_summary, result.subgroup_summary))
         return result
