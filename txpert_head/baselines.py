@@ -130,7 +130,10 @@ def split_half(data: PerturbData, controls: ControlIndex, conditions: Sequence[C
 
 def run_baselines(data: PerturbData, split: Split, which: Sequence[str] = BASELINES, split_half_seeds: int = 5,
                   controls: ControlIndex | None = None, seed: int = 0) -> dict[str, dict]:
-    """Evaluate baselines on ``split.test``; returns ``{name: {"summary", "table", ["summary_sd"]}}``.
+    """Evaluate baselines on ``split.test``; returns ``{name: {"summary", "table", ["summary_sd"], ["pred"]}}``.
+
+    ``pred`` (P, G): the predicted mean expression of each test condition (in ``split.test`` order), for
+    every baseline but ``split_half`` (whose prediction is a different half of the data per seed).
 
     ``additive`` is only run for splits with combinations, ``nearest_cell_line`` only with several cell
     lines, ``split_half`` only when conditions have at least two rows.
@@ -169,5 +172,5 @@ def run_baselines(data: PerturbData, split: Split, which: Sequence[str] = BASELI
         else:
             continue
         table, summary = metrics.evaluate(names, pred, true_mean, ref, gene_index, cand, self_index, seed=seed)
-        out[name] = {"summary": summary, "table": table}
+        out[name] = {"summary": summary, "table": table, "pred": pred}
     return out

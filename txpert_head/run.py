@@ -4,8 +4,9 @@
 
     <run>/config.json              resolved options: data, graph, task, split seed, training config
     <run>/split.json               the conditions of each part
-    <run>/metrics.json             test metrics of the model (+ subgroups), baselines, history, best epoch
-    <run>/per_perturbation.csv     one row per test condition: model and baseline metrics
+    <run>/metrics.json             test metrics of the model (+ subgroups), baselines, history, best epoch,
+                                   and the VCC block ("vcc": DES / PDS / MAE / S, model and baselines)
+    <run>/per_perturbation.csv     one row per test condition: model and baseline metrics (+ VCC columns)
     <run>/plots/*.png              learning curves, model vs general baseline, predicted vs true Δ
     <run>/checkpoints/{last,best}.pt
 """
@@ -27,10 +28,12 @@ from kgbuild.atomic import atomic_path, atomic_write
 from kgbuild.graph import MultiGraph
 from txpert_head import distributed, plots
 from txpert_head.baselines import run_baselines
+from txpert_head.controls import ControlIndex
 from txpert_head.data import CONTROL, PerturbData, canonical_conditions, graph_overlap, load_h5ad
 from txpert_head.profiles import condition_name, true_profiles
 from txpert_head.splits import Split, make_split
 from txpert_head.train import TrainConfig, Trainer, load_checkpoint
+from txpert_head.vcc_eval import VCC_BASELINES, baselines_vcc, model_vcc
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +99,7 @@ def load_graph_for(data: PerturbData, graph_path: str | Path) -> MultiGraph:
 
 def train_run(data_opts: DataOptions, graph_path: str | Path, task: str, cfg: TrainConfig, out: str | Path,
               split_seed: int = 0, holdout_line: str | None = None, resume: bool = True,
-              baselines: bool = True) -> dict[str, Any]:
+              baselines: bool = True, vcc: bool = True) -> dict[str, Any]:
     """Train, evaluate on the test split, compare with baselines and write the run folder; returns metrics.
 
     Under torchrun every rank trains its shard (see :mod:`txpert_head.distributed`); only rank 0 writes files,
@@ -129,11 +132,10 @@ def train_run(data_opts: DataOptions, graph_path: str | Path, task: str, cfg: Tr
         report["baselines"] = {k: v["summary"] for k, v in base.items()}
         if "split_half" in base:
             report["baselines_sd"] = {"split_half": base["split_half"]["summary_sd"]}
-        for name, res in base.items():
-            t = res["table"].set_index("condition")
-            for col in ("pearson_delta", "retrieval", "mse"):
-                table[f"{name}_{col}"] = table["condition"].map(t[col])
+        table = _add_baseline_columns(table, base)
         plots.model_vs_baseline(result.test_table, base["general"]["table"], out / "plots" / "pearson_vs_general.png")
+    if vcc:  # Virtual Cell Challenge metrics of the model and the baselines (txpert_head.vcc_eval)
+        report["vcc"], table = _vcc_section(trainer, split.test, base if baselines else None, table, split_seed)
     write_csv(table, out / "per_perturbation.csv")
     write_json(report, out / "metrics.json")
     plots.learning_curves(result.history, out / "plots" / "learning_curves.png")
@@ -143,6 +145,27 @@ def train_run(data_opts: DataOptions, graph_path: str | Path, task: str, cfg: Tr
     plots.predicted_vs_true([condition_name(c) for c in shown], pred - ref, true_mean - ref,
                             out / "plots" / "predicted_vs_true.png")
     return distributed.finish(ctx, report)
+
+
+def _add_baseline_columns(table: pd.DataFrame, base: dict[str, dict]) -> pd.DataFrame:
+    """``<baseline>_<metric>`` columns (Pearson Δ, retrieval, MSE) beside the model's, matched by condition."""
+    table = table.copy()
+    for name, res in base.items():
+        t = res["table"].set_index("condition")
+        for col in ("pearson_delta", "retrieval", "mse"):
+            table[f"{name}_{col}"] = table["condition"].map(t[col])
+    return table
+
+
+def _vcc_section(trainer: Trainer, conditions: Sequence, base: dict[str, dict] | None, table: pd.DataFrame,
+                 seed: int) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The VCC block of the model and the baselines (:func:`txpert_head.vcc_eval.model_vcc`) and ``table``
+    with its per-condition columns (``vcc_des``, ``vcc_pds``, ``vcc_mae``, ``<baseline>_vcc_*``,
+    ``cell_mean_vcc_*``). Pseudobulk data has no cells to test: the block is ``{"skipped": reason}``."""
+    if trainer.data.pseudobulk:
+        return {"skipped": "pseudobulk data: DES needs single cells"}, table
+    block, vcc_table = model_vcc(trainer, list(conditions), base, seed=seed)
+    return block, table.merge(vcc_table, on="condition", how="left")
 
 
 def load_run(run_dir: str | Path, data_path: str | None = None) -> tuple[Trainer, dict[str, Any]]:
@@ -167,13 +190,32 @@ def load_run(run_dir: str | Path, data_path: str | None = None) -> tuple[Trainer
     return trainer, config
 
 
-def evaluate_run(run_dir: str | Path, part: str = "test") -> tuple[pd.DataFrame, dict[str, float]]:
-    """Metrics of a run's best weights on one split part (``test`` or ``val``)."""
-    trainer, _ = load_run(run_dir)
-    conds = getattr(trainer.split, part)
+def evaluate_run(run_dir: str | Path, part: str = "test", baselines: bool = True,
+                 vcc: bool = True) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Metrics of a run's best weights on one split part (``test`` or ``val``), recomputed from the checkpoint
+    (so run folders written before the VCC metrics existed are evaluated the same way).
+
+    Returns ``(table, summary)``: ``table`` has one row per condition (the model's metrics, the baselines'
+    ``<baseline>_<metric>`` and the VCC columns); ``summary`` holds the model's mean metrics at the top level,
+    plus ``"baselines"`` ``{name: means}`` (general, and additive / nearest_cell_line where they apply,
+    computed on the same part) and ``"vcc"`` (see :func:`txpert_head.vcc_eval.model_vcc`).
+    """
+    trainer, config = load_run(run_dir)
+    conds = list(getattr(trainer.split, part))
     if not conds:
         raise ValueError(f"the {part} split of {run_dir} is empty")
-    return trainer.evaluate(conds)
+    table, summary = trainer.evaluate(conds)
+    summary = dict(summary)
+    seed = int(config.get("split_seed", 0))
+    base = None
+    if baselines:
+        part_split = dataclasses.replace(trainer.split, test=conds, subgroups={})
+        base = run_baselines(trainer.data, part_split, which=VCC_BASELINES, controls=trainer.controls, seed=seed)
+        summary["baselines"] = {k: v["summary"] for k, v in base.items()}
+        table = _add_baseline_columns(table, base)
+    if vcc:
+        summary["vcc"], table = _vcc_section(trainer, conds, base, table, seed)
+    return table, summary
 
 
 def predict_run(run_dir: str | Path, perturbations: Sequence[str], out: str | Path, cell_line: str | None = None,
@@ -208,8 +250,11 @@ def predict_run(run_dir: str | Path, perturbations: Sequence[str], out: str | Pa
 
 
 def baseline_run(data_opts: DataOptions, task: str, out: str | Path, split_seed: int = 0,
-                 holdout_line: str | None = None, split_half_seeds: int = 5) -> dict[str, Any]:
-    """Baselines only: writes ``baselines.json`` and ``baselines_per_perturbation.csv`` into ``out``."""
+                 holdout_line: str | None = None, split_half_seeds: int = 5, vcc: bool = True) -> dict[str, Any]:
+    """Baselines only: writes ``baselines.json`` and ``baselines_per_perturbation.csv`` into ``out``.
+
+    ``vcc``: also the VCC block of the baselines (``report["vcc"]``, :func:`txpert_head.vcc_eval.baselines_vcc`,
+    true cells capped at 256 per condition) and its per-condition table ``baselines_vcc_per_perturbation.csv``."""
     out = Path(out)
     data = data_opts.load()
     split = make_split(data, task, seed=split_seed, holdout_line=holdout_line)
@@ -220,5 +265,10 @@ def baseline_run(data_opts: DataOptions, task: str, out: str | Path, split_seed:
     frames = [v["table"].assign(baseline=k) for k, v in res.items()]
     out.mkdir(parents=True, exist_ok=True)
     write_csv(pd.concat(frames), out / "baselines_per_perturbation.csv")
+    if vcc and data.pseudobulk:
+        report["vcc"] = {"skipped": "pseudobulk data: DES needs single cells"}
+    elif vcc:
+        report["vcc"], vcc_table = baselines_vcc(data, ControlIndex(data), split.test, split.train, res, seed=split_seed)
+        write_csv(vcc_table, out / "baselines_vcc_per_perturbation.csv")
     write_json(report, out / "baselines.json")
     return report
