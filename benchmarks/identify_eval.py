@@ -7,6 +7,7 @@ For each dataset and seed s (split seed = model seed = s):
 2. identify every test single -- and, for Norman, every combination (``unseen_single`` trains on no
    combination, so all of them are held out) -- among all genes of the graph (``txpert identify``'s default
    candidates, scope ``graph``);
+   (plain Pearson, and "centred": the candidates' mean prediction removed from both sides first);
 3. rank the same candidates with the baselines of :mod:`txpert_head.identify_baselines`: PCA-kNN (nearest
    training perturbation by Δ correlation in PCA space; can only name genes perturbed in training, every
    other gene follows in a fixed random order -- so it cannot find a held-out single), the own-gene
@@ -92,15 +93,16 @@ def evaluate_seed(name: str, spec: dict, seed: int, data_root: Path, graph: Path
         for qtype, labels in types.items():
             if not labels:
                 continue
-            res = identify(trainer, data, groups=labels, model=model, seed=seed, progress=False)
-            genes, C = res.genes, len(res.genes)
-            truth = [list(constituents(p)) for _, p in res.queries.conditions]
             block = out.setdefault(qtype, {})
+            for suffix, center in (("", False), (" (centred)", True)):
+                res = identify(trainer, data, groups=labels, model=model, seed=seed, progress=False, center=center)
+                genes, C = res.genes, len(res.genes)
+                truth = [list(constituents(p)) for _, p in res.queries.conditions]
+                block[variant + suffix] = [query_metrics(ranks_of(res.order[q], genes, t)) for q, t in enumerate(truth)]
+                block.setdefault("_ranks", {})[variant + suffix] = [ranks_of(res.order[q], genes, t).tolist()
+                                                                   for q, t in enumerate(truth)]
             block["_queries"] = [p for _, p in res.queries.conditions]
             block.setdefault("_n_candidates", C)
-            block[variant] = [query_metrics(ranks_of(res.order[q], genes, t)) for q, t in enumerate(truth)]
-            block.setdefault("_ranks", {})[variant] = [ranks_of(res.order[q], genes, t).tolist()
-                                                      for q, t in enumerate(truth)]
             if baselines_done:
                 continue
             tie = tiebreak_key(C, seed)
@@ -142,17 +144,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nseeds {args.seeds} (split seed = model seed); task unseen_single; candidates = all genes of {graph}; "
           f"score = Pearson of predicted vs observed Δ; training options: {json.dumps(TRAIN)}")
     print("values: mean over seeds of the per-seed mean ± sd over seeds; n = queries pooled over seeds")
-    methods = list(VARIANTS) + ["PCA-kNN", "own-gene heuristic", "random (expected)"]
+    methods = [v + s for v in VARIANTS for s in ("", " (centred)")] + ["PCA-kNN", "own-gene heuristic", "random (expected)"]
     for name, by_seed in results.items():
         qtypes = list(dict.fromkeys(q for s in by_seed.values() for q in s))
         for qtype in qtypes:
             n_cand = sorted({by_seed[s][qtype]["_n_candidates"] for s in by_seed if qtype in by_seed[s]})
             print(f"\n{name}: {qtype} ({'/'.join(map(str, n_cand))} candidates)")
-            print(f"{'method':<22}" + "".join(f"{m:>15}" for m in METRICS) + f"{'n':>5}")
+            print(f"{'method':<32}" + "".join(f"{m:>15}" for m in METRICS) + f"{'n':>5}")
             for method in methods:
                 per_seed = [mean_metrics(by_seed[s][qtype][method]) for s in by_seed if qtype in by_seed[s]]
                 n = sum(p["n"] for p in per_seed)
-                print(f"{method:<22}" + "".join(f"{fmt([p[m] for p in per_seed]):>15}" for m in METRICS) + f"{n:>5}")
+                print(f"{method:<32}" + "".join(f"{fmt([p[m] for p in per_seed]):>15}" for m in METRICS) + f"{n:>5}")
             median = {m: float(np.median([min(r) for s in by_seed if qtype in by_seed[s]
                                           for r in by_seed[s][qtype]["_ranks"][m]]))
                       for m in methods if m != "random (expected)"}

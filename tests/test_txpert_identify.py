@@ -96,29 +96,34 @@ def test_group_made_of_a_models_prediction_ranks_that_gene_first(small, basal, m
     assert res.genes[res.order[0, 0]] == gene and res.scores[0, res.order[0, 0]] == pytest.approx(0.0, abs=1e-4)
 
 
+@pytest.mark.parametrize("center", [False, True])
 @pytest.mark.parametrize("score", ["pearson", "cosine", "neg_l2"])
 @pytest.mark.parametrize("basal,mode,target_term", [("mlp", "batch", True), ("none", "mean", True)])
-def test_vectorised_scores_equal_a_loop_over_candidates(small, score, basal, mode, target_term):
+def test_vectorised_scores_equal_a_loop_over_candidates(small, score, basal, mode, target_term, center):
     tr = _trainer(small, basal, mode, target_term)
     data = tr.data
     conds = select_groups(data)[:4]
     queries = build_queries(data, conds, mode, basal, control_cells=5, seed=0)
     rows = np.arange(len(tr.model.encoder.vocab))
-    fast = score_candidates(tr.model, rows, queries, score, batch_rows=7, progress=False)  # many small batches
-    with torch.no_grad():
+    fast = score_candidates(tr.model, rows, queries, score, batch_rows=7, progress=False, center=center)
+    with torch.no_grad():  # one candidate at a time, predictions materialised
         X = torch.from_numpy(queries.inputs)
-        for c in rows:
-            y = tr.model(X, torch.full((len(X), 1), int(c), dtype=torch.long)).double().numpy()
-            pred = queries.weights @ (y - queries.input_ref)  # (Q, G)
-            for q in range(len(conds)):
-                a, b = pred[q], queries.observed[q]
-                if score == "pearson":
-                    want = np.corrcoef(a, b)[0, 1]
-                elif score == "cosine":
-                    want = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
-                else:
-                    want = -np.linalg.norm(a - b)
-                assert fast[q, c] == pytest.approx(want, rel=1e-4, abs=1e-5)  # float32 forward
+        preds = np.stack([queries.weights @ (tr.model(X, torch.full((len(X), 1), int(c), dtype=torch.long))
+                                             .double().numpy() - queries.input_ref) for c in rows])  # (C, Q, G)
+    obs = queries.observed
+    if center:
+        background = preds.mean(0)  # (Q, G)
+        preds, obs = preds - background, obs - background
+    for c in rows:
+        for q in range(len(conds)):
+            a, b = preds[c, q], obs[q]
+            if score == "pearson":
+                want = np.corrcoef(a, b)[0, 1]
+            elif score == "cosine":
+                want = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+            else:
+                want = -np.linalg.norm(a - b)
+            assert fast[q, c] == pytest.approx(want, rel=1e-4, abs=1e-5)  # float32 forward
 
 
 def test_queries_weight_batches_by_the_groups_cells(small):
@@ -275,13 +280,14 @@ def test_cli_top_candidates_groups_and_evaluation(run, tmp_path):
     out = tmp_path / "ranked.csv"
     res = _identify(run, "--data", str(run / "d.h5ad"), "--perturbation-col", "gene", "--batch-col", "rep",
                     "--group", "G1", "--group", "G3", "--candidates", str(tmp_path / "cands.txt"), "--top", "2",
-                    "--score", "cosine", "--evaluate", "-o", str(out))
+                    "--score", "cosine", "--center", "--evaluate", "-o", str(out))
     assert res.exit_code == 0, res.output
     table = pd.read_csv(out)
     assert sorted(table["group"].unique()) == ["G1", "G3"] and len(table) == 4
     assert set(table["gene"]) <= {"G1", "G3", "G5", "G30"}
     summary = json.loads((tmp_path / "ranked.summary.json").read_text())
     assert summary["unknown_candidates"] == ["NOTAGENE"] and summary["n_candidates"] == 4
+    assert summary["center"] is True and "(centred)" in res.output
     ev = summary["evaluation"]
     assert ev["random"]["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 3 + 1 / 4) / 4)
     assert ev["model"]["n"] == 2 and "MRR" in res.output

@@ -41,6 +41,13 @@ gene, and genes outside the field keep their seeded initial embedding -- exactly
 run trained on the whole graph, where they receive no gradient (for the message-passing kinds; the
 Exphormer kinds draw expander edges over the whole graph, so their rows are not identical).
 ``scope="trained"``: only the trained encoder's vocabulary.
+
+Background removal (``center=True``, off by default). Over ~20k candidates most predicted changes share a
+generic component (the decoder starts at, and stays near, the mean training change), so a plain match
+rewards candidates whose prediction is *typical* rather than specific. With ``center`` the candidates' mean
+prediction ``μ_q = mean_c δ̂_qc = Σ_i W_qi M_i`` (``M_i = mean_c D_ic``, one extra pass) is subtracted from
+both sides: the score is ``s(δ̂_qc − μ_q, δ_q − μ_q)``, i.e. it compares what is specific to candidate c with
+how the group departs from the model's generic response.
 """
 
 from __future__ import annotations
@@ -248,12 +255,27 @@ def candidate_rows(vocab: Sequence[str], wanted: Sequence[str] | None = None,
 
 # ---------------------------------------------------------------------------------------------- scoring
 @torch.no_grad()
+def _changes(model: TxPert, Z: torch.Tensor, X: torch.Tensor, ref: torch.Tensor, rows: np.ndarray,
+             batch_rows: int, progress: bool, desc: str):
+    """Yield ``(lo, D)`` per candidate batch: ``D`` (k, n_in, G) float64 = model(x_i, c) − ρ_i."""
+    n_in = X.shape[0]
+    m = max(1, batch_rows // n_in)
+    for lo in tqdm(range(0, len(rows), m), desc=desc, unit="batch", disable=not progress, leave=False):
+        r = torch.as_tensor(rows[lo:lo + m], device=X.device)
+        k = len(r)
+        x = X.unsqueeze(0).expand(k, -1, -1).reshape(k * n_in, -1)
+        p = r.view(k, 1, 1).expand(k, n_in, 1).reshape(k * n_in, 1)
+        yield lo, model(x, p, Z=Z).view(k, n_in, -1).double() - ref.unsqueeze(0)
+
+
+@torch.no_grad()
 def score_candidates(model: TxPert, rows: np.ndarray, queries: Queries, score: str = "pearson",
-                     batch_rows: int = 8192, progress: bool = True) -> np.ndarray:
+                     batch_rows: int = 8192, progress: bool = True, center: bool = False) -> np.ndarray:
     """Scores (Q, C) of candidate encoder ``rows`` (C,) for every query group (higher = more likely).
 
     One encoder pass; then for each batch of ``m`` candidates one forward of ``n_in * m`` rows gives
     ``D`` (n_in, m, G) and the scores follow from the quadratic forms in the module docstring.
+    ``center``: subtract the candidates' mean prediction first (background removal, one extra pass).
     """
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
@@ -264,19 +286,21 @@ def score_candidates(model: TxPert, rows: np.ndarray, queries: Queries, score: s
     ref = torch.from_numpy(queries.input_ref).to(device)  # (n_in, G) float64
     W = torch.from_numpy(queries.weights).to(device)  # (Q, n_in)
     obs = torch.from_numpy(queries.observed).to(device)  # (Q, G)
+    M = None
+    if center:
+        M = torch.zeros_like(ref)
+        for _, D in _changes(model, Z, X, ref, rows, batch_rows, progress, "background"):
+            M += D.sum(0)
+        M /= len(rows)
+        obs = obs - W @ M
     if score == "pearson":
         obs = obs - obs.mean(1, keepdim=True)
     obs_sq = (obs * obs).sum(1)  # (Q,)
-    n_in = X.shape[0]
-    m = max(1, batch_rows // n_in)
     out = np.empty((len(queries.names), len(rows)), dtype=np.float64)
-    starts = range(0, len(rows), m)
-    for lo in tqdm(starts, desc="candidates", unit="batch", disable=not progress, leave=False):
-        r = torch.as_tensor(rows[lo:lo + m], device=device)
-        k = len(r)
-        x = X.unsqueeze(0).expand(k, -1, -1).reshape(k * n_in, -1)
-        p = r.view(k, 1, 1).expand(k, n_in, 1).reshape(k * n_in, 1)
-        D = model(x, p, Z=Z).view(k, n_in, -1).double() - ref.unsqueeze(0)  # (k, n_in, G)
+    for lo, D in _changes(model, Z, X, ref, rows, batch_rows, progress, "candidates"):  # D: (k, n_in, G)
+        k = D.shape[0]
+        if M is not None:
+            D = D - M.unsqueeze(0)
         if score == "pearson":
             D = D - D.mean(2, keepdim=True)
         inner = torch.einsum("kig,qg->qki", D, obs)  # (Q, k, n_in)
@@ -345,6 +369,7 @@ class Identification:
     unknown_candidates: list[str]
     score: str
     scope: str
+    center: bool = False
 
     def table(self, top: int | None = None) -> pd.DataFrame:
         return rank_table(self.queries.names, self.genes, self.scores, self.order, top)
@@ -353,7 +378,7 @@ class Identification:
 def identify(trainer, query: PerturbData, groups: Sequence[str] | None = None, candidates: Sequence[str] | None = None,
              score: str = "pearson", scope: str = "graph", graph_path: str | Path | None = None,
              control_cells: int = 16, batch_rows: int = 8192, seed: int = 0, progress: bool = True,
-             model: TxPert | None = None) -> Identification:
+             model: TxPert | None = None, center: bool = False) -> Identification:
     """Rank candidate genes for each group of ``query`` with the trained model of ``trainer``.
 
     ``model`` may pass a model from :func:`candidate_model` to reuse it across calls.
@@ -364,9 +389,9 @@ def identify(trainer, query: PerturbData, groups: Sequence[str] | None = None, c
     queries = build_queries(query, conds, cfg.control_mode, cfg.basal, control_cells, seed)
     model = candidate_model(trainer, scope, graph_path) if model is None else model
     genes, rows, unknown = candidate_rows(model.encoder.vocab, candidates)
-    scores = score_candidates(model, rows, queries, score, batch_rows, progress)
+    scores = score_candidates(model, rows, queries, score, batch_rows, progress, center)
     order = ranking(scores, tiebreak_key(len(genes), seed))
-    return Identification(queries, genes, scores, order, unknown, score, scope)
+    return Identification(queries, genes, scores, order, unknown, score, scope, center)
 
 
 # ---------------------------------------------------------------------------------------------- run folder
@@ -399,7 +424,7 @@ def evaluate_labels(result: Identification, ks: Sequence[int] | None = None) -> 
 def identify_run(run_dir: str | Path, data_opts, out: str | Path, groups: Sequence[str] | None = None,
                  candidates_file: str | Path | None = None, score: str = "pearson", scope: str = "graph",
                  top: int | None = None, control_cells: int = 16, evaluate: bool = False,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, center: bool = False) -> dict:
     """``txpert identify``: load the run's best weights and the query file, rank candidates, write the
     ranked table (``out``) and ``<out stem>.summary.json``; returns the summary."""
     from txpert_head.run import load_run, write_json
@@ -413,11 +438,11 @@ def identify_run(run_dir: str | Path, data_opts, out: str | Path, groups: Sequen
     wanted = read_candidates(candidates_file) if candidates_file else None
     trainer, config = load_run(run_dir)
     result = identify(trainer, query, groups, wanted, score, scope, config.get("graph"), control_cells,
-                      seed=trainer.cfg.seed, progress=progress)
+                      seed=trainer.cfg.seed, progress=progress, center=center)
     table = result.table(top)
     shown = 10 if top is None else min(10, top)
     summary = {
-        "run": str(run_dir), "data": str(data_opts.path), "score": score, "scope": scope,
+        "run": str(run_dir), "data": str(data_opts.path), "score": score, "scope": scope, "center": center,
         "n_candidates": len(result.genes), "candidates_file": None if candidates_file is None else str(candidates_file),
         "unknown_candidates": result.unknown_candidates, "control_inputs": result.queries.notes,
         "table": str(out), "rows_per_group": int(len(table) // max(len(result.queries.names), 1)),
