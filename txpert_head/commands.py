@@ -41,6 +41,19 @@ def _data_opts(kw):
                        kw.pop("cell_line_col"), kw.pop("batch_col"), kw.pop("normalize"))
 
 
+def _check_loss(ctx, param, value):
+    """Validate ``--loss`` before any data is read."""
+    if value is None:
+        return None
+    from txpert_head.losses import LossSpecError, parse_loss_spec
+
+    try:
+        parse_loss_spec(value)
+    except LossSpecError as err:
+        raise click.BadParameter(str(err), ctx=ctx, param=param) from None
+    return value
+
+
 task_option = click.option("--task", type=click.Choice(TASKS), default="unseen_single", show_default=True,
                            help="unseen_single | double (combinations) | cross_cell_line (needs --holdout-line).")
 split_seed_option = click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the split.")
@@ -58,14 +71,20 @@ holdout_option = click.option("--holdout-line", default=None, help="Cell line he
               help="TOML/JSON file of training options (keys of TrainConfig; flat or under [train]).")
 @click.option("--seed", type=int, default=None, help="Model seed (overrides the config file).")
 @click.option("--epochs", type=int, default=None, help="Maximum epochs (overrides the config file).")
+@click.option("--loss", default=None, callback=_check_loss, metavar="SPEC",
+              help="Training loss: mse (default), mmd, sw1 or a weighted sum such as mse+mmd or mse+0.5*sw1. "
+                   "mmd/sw1 compare predicted and true cells of each perturbation: batches become "
+                   "perturbations x cells_per_group cells (--set cells_per_group=32) and need "
+                   "control_mode batch or random (overrides the config file).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Any training option, e.g. --set basal=none --set target_term=true (JSON values).")
 @click.option("--no-resume", is_flag=True, help="Start over even if OUT holds a checkpoint.")
 @click.option("--no-baselines", is_flag=True, help="Skip the baselines.")
+@click.option("--no-vcc", is_flag=True, help="Skip the Virtual Cell Challenge metrics (DES, PDS, MAE, S).")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
 @user_errors(*ERRORS)
-def train(graph, task, split_seed, holdout_line, encoder_kind, config_file, seed, epochs, overrides, no_resume,
-          no_baselines, out, **kw):
+def train(graph, task, split_seed, holdout_line, encoder_kind, config_file, seed, epochs, loss, overrides, no_resume,
+          no_baselines, no_vcc, out, **kw):
     """Train TxPert on a Perturb-seq file with a kgbuild graph and evaluate it on the held-out split.
 
     Writes OUT/config.json, split.json, metrics.json, per_perturbation.csv, plots/*.png and checkpoints.
@@ -77,6 +96,8 @@ def train(graph, task, split_seed, holdout_line, encoder_kind, config_file, seed
           --batch-col bio_rep --graph multi.kg.npz --task unseen_single -o runs/papalexi
       txpert train --data norman.h5ad --control control --batch-col batch --graph multi.kg.npz \\
           --task double --config train.toml --seed 1 -o runs/norman_s1
+      txpert train ... --loss mse+0.5*mmd -o runs/norman_mmd        # distributional loss
+      torchrun --standalone --nproc_per_node 2 -m txpert_head.cli train ... -o runs/ddp   # 2 processes (DDP)
     """
     from txpert_head.run import read_config_file, train_run
     from txpert_head.train import TrainConfig
@@ -90,14 +111,18 @@ def train(graph, task, split_seed, holdout_line, encoder_kind, config_file, seed
             values[k] = json.loads(v)
         except json.JSONDecodeError:
             values[k] = v
-    for k, v in (("encoder_kind", encoder_kind), ("seed", seed), ("epochs", epochs)):
+    for k, v in (("encoder_kind", encoder_kind), ("seed", seed), ("epochs", epochs), ("loss", loss)):
         if v is not None:
             values[k] = v
     cfg = TrainConfig.from_dict(values)
     report = train_run(_data_opts(kw), graph, task, cfg, out, split_seed, holdout_line, resume=not no_resume,
-                       baselines=not no_baselines)
-    _print_table(report)
-    click.echo(f"wrote {out}")
+                       baselines=not no_baselines, vcc=not no_vcc)
+    from txpert_head.distributed import is_main_process
+
+    if is_main_process():  # under torchrun, print once
+        _print_table(report)
+        _print_vcc(report.get('vcc'))
+        click.echo(f"wrote {out}")
 
 
 def _print_table(report: dict) -> None:
@@ -109,23 +134,59 @@ def _print_table(report: dict) -> None:
                    f"{s.get('n_perturbations', 0):>5}")
 
 
+def _print_vcc(block: dict | None) -> None:
+    """The VCC block (see txpert_head.vcc_eval): raw DES / PDS / MAE, their values scaled against the cell-mean
+    baseline (0 = cell mean, 1 = perfect) and S = 100 x mean(scaled), for the model and each baseline."""
+    if not block:
+        return
+    if "skipped" in block:
+        click.echo(f"VCC metrics skipped: {block['skipped']}")
+        return
+    ctrl = ", ".join(f"{n}" for n in block["control_cells"].values())
+    click.echo(f"\nVirtual Cell Challenge metrics ({block['test']} at alpha {block['alpha']}; "
+               f"{ctrl} control cells; <= {block['max_cells_per_condition']} cells per condition; "
+               f"MAE over the top {block['top_genes']} changed genes)")
+    if "model" in block:
+        click.echo(f"TxPert prediction scored as: {block['prediction']}")
+    click.echo("baselines: mean profiles, replicated to the true cell count; scaled values: 0 = cell-mean "
+               "baseline, 1 = perfect; S = 100 x mean(scaled)")
+    rows = ([("TxPert", block["model"])] if "model" in block else []) + list(block["baselines"].items())
+    rows.append(("cell_mean (reference)", block["cell_mean"]))
+    click.echo(f"{'model':<22}{'DES':>8}{'PDS':>8}{'MAE':>9}{'sDES':>7}{'sPDS':>7}{'sMAE':>7}{'S':>8}{'n':>5}")
+    fmt = lambda v, spec: format(v, spec) if v is not None and v == v else "nan"  # noqa: E731
+    for name, s in rows:
+        sc = s["scaled"]
+        click.echo(f"{name:<22}{fmt(s['des'], '.4f'):>8}{fmt(s['pds'], '.4f'):>8}{fmt(s['mae'], '.5f'):>9}"
+                   f"{fmt(sc['des'], '.3f'):>7}{fmt(sc['pds'], '.3f'):>7}{fmt(sc['mae'], '.3f'):>7}"
+                   f"{fmt(s['score'], '.2f'):>8}{s['n_perturbations']:>5}")
+    click.echo(f"VCC block computed in {block['seconds']:.1f}s")
+
+
 @click.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
 @click.option("--part", type=click.Choice(["test", "val"]), default="test", show_default=True)
+@click.option("--no-baselines", is_flag=True, help="Skip the baselines (general, additive, nearest cell line).")
+@click.option("--no-vcc", is_flag=True, help="Skip the Virtual Cell Challenge metrics (DES, PDS, MAE, S).")
 @user_errors(*ERRORS)
-def evaluate(run_dir, part):
-    """Evaluate the best weights of RUN_DIR on its test (or validation) split; writes evaluation_<part>.json.
+def evaluate(run_dir, part, no_baselines, no_vcc):
+    """Evaluate the best weights of RUN_DIR on its test (or validation) split, beside the baselines on the
+    same conditions; prints the TxPert block (Pearson Δ, retrieval, MSE) and the Virtual Cell Challenge
+    block (DES, PDS, MAE, scaled values and S against the cell-mean baseline). Writes
+    evaluation_<part>.json and evaluation_<part>.csv (one row per condition, VCC columns included).
+    Works on run folders of older versions too (everything is recomputed from the checkpoint).
 
     \b
     Example:
       txpert evaluate runs/papalexi
+      txpert evaluate runs/norman --part val --no-vcc
     """
     from txpert_head.run import evaluate_run, write_csv, write_json
 
-    table, summary = evaluate_run(run_dir, part)
+    table, summary = evaluate_run(run_dir, part, baselines=not no_baselines, vcc=not no_vcc)
     write_json(summary, Path(run_dir) / f"evaluation_{part}.json")
     write_csv(table, Path(run_dir) / f"evaluation_{part}.csv")
-    _print_table({"model": summary})
+    _print_table({"model": summary, "baselines": summary.get("baselines", {})})
+    _print_vcc(summary.get("vcc"))
 
 
 @click.command()
@@ -155,9 +216,10 @@ def predict(run_dir, perturbations, cell_line, out):
 @split_seed_option
 @holdout_option
 @click.option("--split-half-seeds", type=int, default=5, show_default=True, help="Draws of the reproducibility baseline.")
+@click.option("--no-vcc", is_flag=True, help="Skip the Virtual Cell Challenge metrics (DES, PDS, MAE, S).")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Folder for baselines.json/csv.")
 @user_errors(*ERRORS)
-def baseline(task, split_seed, holdout_line, split_half_seeds, out, **kw):
+def baseline(task, split_seed, holdout_line, split_half_seeds, no_vcc, out, **kw):
     """Baselines on a split: general, additive (combinations), nearest cell line (several lines) and
     split-half experimental reproducibility.
 
@@ -167,10 +229,12 @@ def baseline(task, split_seed, holdout_line, split_half_seeds, out, **kw):
     """
     from txpert_head.run import baseline_run
 
-    report = baseline_run(_data_opts(kw), task, out, split_seed, holdout_line, split_half_seeds)
+    report = baseline_run(_data_opts(kw), task, out, split_seed, holdout_line, split_half_seeds,
+                          vcc=not no_vcc)
     click.echo(f"{'baseline':<22}{'pearson_delta':>14}{'retrieval':>11}{'mse':>10}")
     for name, s in report["baselines"].items():
         click.echo(f"{name:<22}{s['pearson_delta']:>14.4f}{s['retrieval']:>11.4f}{s['mse']:>10.4f}")
+    _print_vcc(report.get("vcc"))
     click.echo(f"wrote {out}")
 
 
