@@ -18,8 +18,9 @@ collects, for every evaluated condition ``p = (cell line L, perturbation)``, the
   :func:`vcc_metrics.vcc_scores` replicates it to as many identical cells as the truth has.
   ``split_half`` is not scored (its "prediction" is the other half of the same cells).
 * **cell-mean baseline**: the VCC reference every scaled value is measured against. For line L it is the
-  mean of the perturbed training cells of L (:func:`vcc_metrics.cell_mean_baseline`, every cell equal to
-  that mean). When L has no perturbed training cells (the held-out line of ``cross_cell_line``) it is L's
+  mean of the perturbed training cells of L, every cell equal to that mean (what
+  :func:`vcc_metrics.cell_mean_baseline` builds; passed as the (G,) mean, which ``vcc_scores`` replicates
+  to the true set size, so it costs no memory per cell). When L has no perturbed training cells (the held-out line of ``cross_cell_line``) it is L's
   control mean plus the mean training change ``mean_i (x_i − c_{b(i)})`` over the perturbed training
   cells of the other lines (``c_b``: control mean of the cell's batch).
 
@@ -33,6 +34,10 @@ per-condition values (PDS: over the conditions whose line has at least two), and
     scaled_MAE = max(0, (MAE_cm − MAE) / MAE_cm),        S = 100 · mean(scaled values)
 
 With one cell line this equals :func:`vcc_metrics.vcc_scores` with the cell-mean baseline, exactly.
+
+Cost: the true cells are tested once per scored prediction set (model, each baseline, cell mean), i.e.
+(K + 1) · 2 Wilcoxon calls per condition for K sets; memory holds the dense true and predicted cells,
+about P · eval_cells · G · 8 bytes each (P conditions, G genes).
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from txpert_head.controls import ControlIndex
 from txpert_head.data import PerturbData
 from txpert_head.profiles import condition_name, rows_by_condition
 from txpert_head.splits import Condition
-from txpert_head.vcc_metrics import (DEFAULT_ALPHA, DEFAULT_TOP_K, cell_mean_baseline, scale_against_baseline,
+from txpert_head.vcc_metrics import (DEFAULT_ALPHA, DEFAULT_TOP_K, scale_against_baseline,
                                      target_indices_from_names, vcc_scores)
 
 __all__ = ["CELL_MEAN", "VCC_BASELINES", "baselines_vcc", "line_cell_mean", "model_vcc", "prediction_kind",
@@ -149,7 +154,9 @@ def score_predictions(data: PerturbData, controls: ControlIndex, conditions: Seq
         exclude = dict(zip(names, target_indices_from_names([c[1] for c in conds], data.genes)))
         mean = line_cell_mean(data, controls, train, rows, line)
         sets = {lab: {n: predictions[lab][c] for c, n in zip(conds, names)} for lab in predictions}
-        sets[CELL_MEAN] = cell_mean_baseline(mean[None, :], {n: len(true[n]) for n in names})
+        # the (G,) mean is replicated by vcc_scores to the true set sizes without copying: the same cells as
+        # cell_mean_baseline(training cells, sizes) gives, in O(G) memory
+        sets[CELL_MEAN] = {n: mean for n in names}
         for lab in labels:
             res = vcc_scores(sets[lab], true, control, alpha=alpha, top_k=top_k, exclude_genes=exclude)
             for n, v in res["per_perturbation"].items():
