@@ -309,3 +309,17 @@ def test_cli_clear_errors(run, tmp_path):
     res = _identify(run, *common, "--perturbation-col", "group", "--candidates", str(tmp_path / "bad.txt"))
     assert res.exit_code == 1 and "none of 2 candidate genes" in res.output
     assert not out.exists() and not (tmp_path / "r.summary.json").exists()
+
+
+@pytest.mark.parametrize("basal,target_term", [("none", True), ("mlp", False)])
+def test_true_gene_score_equals_the_training_metric_pearson_delta(small, basal, target_term):
+    """An independent path: Trainer.evaluate (predict_means + metrics) gives each test perturbation's
+    Pearson Δ; identifying that perturbation's cells must score its own gene with the same number."""
+    tr = _trainer(small, basal, "mean", target_term)
+    tr.cfg.eval_cells = 10_000  # every row of a condition is an input, as in identify
+    conds = list(tr.split.test)
+    table, _ = tr.evaluate(conds)
+    res = identify(tr, tr.data, groups=[p for _, p in conds], progress=False)
+    for q, (_, pert) in enumerate(res.queries.conditions):
+        want = table.set_index("condition").loc[pert, "pearson_delta"]
+        assert res.scores[q, res.genes.index(pert)] == pytest.approx(want, abs=1e-5)
