@@ -9,10 +9,10 @@ Losses (``TrainConfig.loss``, parsed by :func:`txpert_head.losses.build_loss`): 
 the default) trains on batches of rows (cells, or (perturbation x batch) means in aggregated mode). A spec
 with a distributional term (``mmd``, ``sw1``, e.g. ``mse+0.5*mmd``) compares the predicted cells of a
 perturbation with its true cells, so batches are built *by perturbation*: each step takes
-``k = max(1, batch_size // m)`` training perturbations (walking through seeded permutations of them,
-``default_rng([seed, epoch])``) and up to ``m = cells_per_group`` of each one's cells (without replacement;
-all of them when it has fewer), drawn from ``default_rng([seed, epoch, s])``; the loss is the mean over the
-k perturbations of ``loss(predicted cells, true cells)`` (:func:`txpert_head.losses.per_group_loss`, the
+``k = max(1, batch_size // m)`` distinct training perturbations (each pass over them is a seeded
+permutation, ``default_rng([seed, epoch])``, cut into ``ceil(n/k)`` steps) and up to ``m = cells_per_group``
+of each one's cells (without replacement; all of them when it has fewer), drawn from
+``default_rng([seed, epoch, s])``; the loss is the mean over the step's perturbations of ``loss(predicted cells, true cells)`` (:func:`txpert_head.losses.per_group_loss`, the
 cells paired row by row, so ``mse`` terms stay paired). An epoch has as many steps as in row mode. Setting
 ``cells_per_group`` with ``mse`` builds the same perturbation batches for MSE (for like-for-like
 comparisons). Distributional terms need cell-level inputs: ``control_mode="mean"`` (every cell of a
@@ -299,15 +299,31 @@ class Trainer:
         return self.groups_per_step if self.grouped else self.cfg.batch_size
 
     def epoch_order(self, epoch: int) -> np.ndarray:
-        """Item order of an epoch (rows, aggregated examples, or training perturbations in perturbation
-        batches): as many seeded permutations as the epoch's steps need."""
-        items = self.groups if self.grouped else self.examples if self.aggregated else self.train_rows
+        """Item order of an epoch: as many seeded permutations as the epoch's steps need.
+
+        Rows or aggregated examples: a flat array, step s takes ``[s·B, (s+1)·B)``. Perturbation batches: an
+        array (steps, k) padded with -1, one row per step; each pass over the n training perturbations is a
+        permutation split into ``ceil(n / k)`` nearly equal steps (``np.array_split``), so a step holds
+        distinct perturbations (k or a few fewer) and every perturbation comes once per pass.
+        """
         rng = np.random.default_rng([self.cfg.seed, epoch])
+        if self.grouped:
+            n, k, need = len(self.groups), self.groups_per_step, self.steps_per_epoch
+            steps: list[np.ndarray] = []
+            while len(steps) < need:
+                steps.extend(np.array_split(self.groups[rng.permutation(n)], int(math.ceil(n / k))))
+            table = np.full((len(steps), k), -1, dtype=np.int64)
+            for i, chunk in enumerate(steps):
+                table[i, :len(chunk)] = chunk
+            return table
+        items = self.examples if self.aggregated else self.train_rows
         passes = int(math.ceil(self.steps_per_epoch * self.items_per_step / len(items)))
         return np.concatenate([items[rng.permutation(len(items))] for _ in range(max(passes, 1))])
 
     def step_items(self, order: np.ndarray, step: int) -> np.ndarray:
-        """The items of step ``step`` of an epoch order."""
+        """The items of step ``step`` of an epoch order (see :meth:`epoch_order`)."""
+        if self.grouped:
+            return order[step][order[step] >= 0]
         n = self.items_per_step
         return order[step * n:(step + 1) * n]
 
