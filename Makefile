@@ -1,5 +1,6 @@
 # Two commands set everything up on a fresh machine with Python 3.11 and make:
-#   make demo   - create .venv if missing, install, run the end-to-end demo
+#   make demo   - create .venv if missing, install, run the end-to-end demo on simulated data (demo_out/)
+#   make demo DATA=../shared/data   - the same pipeline on real source files and .h5ad data
 #   make test   - same bootstrap, then the test suite
 # Both are idempotent: the install step reruns only when setup.cfg or pyproject.toml change.
 

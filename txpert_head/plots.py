@@ -61,3 +61,32 @@ def predicted_vs_true(names: Sequence[str], pred_delta: np.ndarray, true_delta: 
         ax.plot([-lim, lim], [-lim, lim], "k--", lw=0.8)
         ax.set(title=names[k], xlabel="true Δ", ylabel="predicted Δ" if k == 0 else None)
     return _save(fig, path)
+
+
+def degree_distribution(graph, path: Path, max_panels: int = 8) -> Path:
+    """In-degree histogram of each layer of a :class:`kgbuild.graph.MultiGraph`, one panel per layer.
+
+    Counts nodes with at least one edge in the layer (in either direction) by their number of incoming
+    edges ``deg_l(v) = |{(u, v) in E_l}|``; the title gives the layer's edge count and median in-degree.
+    """
+    names = list(graph.layer_names)[:max_panels]
+    n = max(len(names), 1)
+    cols = min(n, 4)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
+    for k, ax in enumerate(axes.ravel()):
+        if k >= len(names):
+            ax.axis("off")
+            continue
+        name = names[k]
+        mask = graph.edge_layer == k
+        deg = np.bincount(graph.edge_index[1, mask], minlength=graph.num_nodes)
+        touched = np.union1d(graph.edge_index[0, mask], graph.edge_index[1, mask])
+        deg = deg[touched]
+        top = int(deg.max()) if len(deg) else 0
+        ax.hist(deg, bins=np.arange(-0.5, top + 1.5, max(1, (top + 1) // 30)), color=f"C{k % 10}")
+        med = float(np.median(deg)) if len(deg) else 0.0
+        ax.set(title=f"{name}: {int(mask.sum()):,} edges, median {med:g}", xlabel="in-degree",
+               ylabel="nodes" if k % cols == 0 else None)
+        ax.title.set_fontsize(9)
+    return _save(fig, path)

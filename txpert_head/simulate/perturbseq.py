@@ -57,7 +57,7 @@ class PerturbSeqConfig:
     knockdown_max: float = 2.5
     beta: float = 0.8
     steps: int = 3
-    gain: float = 4.0
+    gain: float = 8.0
     interaction: float = 0.3
 
     def validate(self, n_genes: int) -> None:

@@ -1,0 +1,199 @@
+"""``make demo`` (txpert_head.demo) and its report writer (txpert_head.report)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import anndata
+import numpy as np
+import pandas as pd
+import pytest
+
+from txpert_head import demo
+from txpert_head.report import build_blocks, mean_sd, to_html, to_markdown, write_report
+
+
+def tiny_png(path: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(1, 1))
+    ax.plot([0, 1], [0, 1])
+    fig.savefig(path)
+    plt.close(fig)
+    return path.name if path.parent.name == "" else str(path.relative_to(path.parents[1]))
+
+
+def fake_result(out: Path) -> dict:
+    for name in ("degree.png", "lc.png", "pvg.png", "pvt.png", "ab.png"):
+        tiny_png(out / "figs" / name)
+    return {
+        "title": "demo | test", "mode": "simulated", "data": "`sim`", "started": "2026-01-01 00:00:00 UTC",
+        "wall_seconds": 123.4,
+        "commands": [{"step": "simulate", "command": "txpert simulate -o sim", "seconds": 1.5},
+                     {"step": "train", "command": "txpert train --graph g.kg.npz -o runs/a", "seconds": 60.0}],
+        "graph": {"path": "graphs/multi.kg.npz", "summary_text": "10 nodes, 20 edges", "degree_plot": "figs/degree.png"},
+        "runs": [{"name": "unseen_single", "dataset": "sim", "task": "unseen_single", "run_dir": "runs/a",
+                  "model": {"pearson_delta": 0.41, "retrieval": 0.8, "mse": 0.01, "n_perturbations": 38},
+                  "baselines": {"general": {"pearson_delta": 0.13, "retrieval": 0.5, "mse": 0.02,
+                                            "n_perturbations": 38},
+                                "split_half": {"pearson_delta": float("nan"), "retrieval": None, "mse": 0.003}},
+                  "subgroups": {}, "best_epoch": 7, "train_seconds": 50.0,
+                  "plots": {"learning_curves": "figs/lc.png", "pearson_vs_general": "figs/pvg.png",
+                            "predicted_vs_true": "figs/pvt.png"}}],
+        "ablation": {"task": "unseen_single", "seeds": [0, 1], "general": [0.12, 0.14], "plot": "figs/ab.png",
+                     "graphs": [{"name": "original", "path": "graphs/multi.kg.npz", "pearson_delta": [0.40, 0.42]},
+                                {"name": "rewire 1.0", "path": "graphs/rw.kg.npz", "pearson_delta": [0.30, 0.34]}]},
+        "checks": [{"name": "model above general", "passed": True, "detail": "0.41 vs 0.13"},
+                   {"name": "rewired below original", "passed": False, "detail": "x"}],
+    }
+
+
+def test_report_writer_renders_every_section_in_markdown_and_html(tmp_path):
+    result = fake_result(tmp_path)
+    paths = write_report(result, tmp_path)
+    assert sorted(p.name for p in paths) == ["report.html", "report.md"]
+    md = (tmp_path / "report.md").read_text()
+    for heading in ("# demo | test", "## Commands run", "## Graph", "## TxPert on sim: unseen_single",
+                    "## Graph ablation", "## Timings"):
+        assert heading in md
+    assert "txpert simulate -o sim    # 1.5 s" in md
+    assert "| TxPert (this run) | 0.410 | 0.800 | 0.010 | 38 |" in md
+    assert "| general baseline | 0.130 | 0.500 | 0.020 | 38 |" in md
+    assert "| split-half (experimental ceiling) | - | - | 0.003 | - |" in md  # NaN / None shown as '-'
+    assert "| original | `graphs/multi.kg.npz` | 0.410 ± 0.014 | 0.400 / 0.420 |" in md
+    assert "- PASS: model above general" in md and "- FAIL: rewired below original" in md
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert len(images) == 5 and all((tmp_path / p).is_file() for p in images)
+    html = (tmp_path / "report.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and "<title>demo | test</title>" in html
+    assert sorted(re.findall(r'<img src="([^"]+)"', html)) == sorted(images)
+    assert "<strong>simulated</strong>" in html and "<code>sim</code>" in html
+    assert "demo \\| test" not in html
+
+
+def test_report_writer_refuses_missing_images_and_writes_nothing(tmp_path):
+    result = fake_result(tmp_path)
+    result["runs"][0]["plots"]["learning_curves"] = "figs/nope.png"
+    with pytest.raises(FileNotFoundError, match="figs/nope.png"):
+        write_report(result, tmp_path)
+    assert not (tmp_path / "report.md").exists() and not (tmp_path / "report.html").exists()
+    assert not list(tmp_path.glob(".report*"))
+
+
+def test_report_helpers():
+    assert mean_sd([0.4, 0.42]) == "0.410 ± 0.014"
+    assert mean_sd([0.5]) == "0.500" and mean_sd([]) == "-" and mean_sd([float("nan")]) == "-"
+    blocks = [("h", 1, "a <b>"), ("table", ["x|y"], [["1"]]), ("code", "<pre>")]
+    assert "| x\\|y |" in to_markdown(blocks)
+    html = to_html(blocks, "t")
+    assert "a &lt;b&gt;" in html and "&lt;pre&gt;" in html
+    with pytest.raises(ValueError, match="unknown report block"):
+        to_markdown([("video", "x")])
+
+
+def test_build_blocks_without_ablation_or_checks(tmp_path):
+    result = fake_result(tmp_path)
+    result.update(ablation=None, checks=[], notes=["a note"])
+    md = to_markdown(build_blocks(result))
+    assert "## Graph ablation" not in md and "PASS" not in md and "a note" in md
+
+
+# ---------------------------------------------------------------------- --data layout
+def make_layout(root: Path, string: str = "edges") -> None:
+    files = ["go/go-basic.obo", "go/goa_human.gaf.gz", "reactome/ReactomePathways.gmt",
+             "depmap/depmap_pca_gene_embeddings.parquet", "depmap/depmap_vae_gene_embeddings.parquet",
+             "perturbseq/b.h5ad", "perturbseq/a.h5ad"]
+    files += (["string/string_v12_dmfind_edges.tsv.gz"] if string == "edges" else
+              ["string/9606.protein.links.v12.0.subset.txt.gz", "string/9606.protein.info.v12.0.subset.txt.gz"])
+    for f in files:
+        (root / f).parent.mkdir(parents=True, exist_ok=True)
+        (root / f).write_bytes(b"")
+
+
+def test_find_inputs_follows_the_layout(tmp_path):
+    make_layout(tmp_path)
+    found = demo.find_inputs(tmp_path)
+    assert found["string_edges"].name == "string_v12_dmfind_edges.tsv.gz"
+    assert found["screen"].name == "depmap_vae_gene_embeddings.parquet"
+    assert [p.name for p in found["datasets"]] == ["a.h5ad", "b.h5ad"]
+    other = tmp_path / "other"
+    make_layout(other, string="official")
+    found = demo.find_inputs(other)
+    assert found["string_edges"] is None and found["string_links"].name.startswith("9606.protein.links")
+
+
+def test_find_inputs_names_every_missing_file(tmp_path):
+    make_layout(tmp_path)
+    (tmp_path / "go/goa_human.gaf.gz").unlink()
+    (tmp_path / "string/string_v12_dmfind_edges.tsv.gz").unlink()
+    with pytest.raises(demo.DemoError) as err:
+        demo.find_inputs(tmp_path)
+    msg = str(err.value)
+    assert "GO annotations: go/*.gaf.gz or go/*.gaf" in msg and "string/*protein.links*" in msg
+    assert "reactome" not in msg
+    with pytest.raises(demo.DemoError, match="not a folder"):
+        demo.find_inputs(tmp_path / "nope")
+
+
+def test_demo_command_reports_a_missing_file_cleanly(tmp_path, capsys):
+    make_layout(tmp_path / "data")
+    (tmp_path / "data/reactome/ReactomePathways.gmt").unlink()
+    assert demo.main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out")]) == 1
+    assert "Reactome GMT: reactome/*.gmt" in capsys.readouterr().err
+    assert not (tmp_path / "out/report.md").exists()
+
+
+def test_find_inputs_on_the_shared_data_folder(shared_data):
+    found = demo.find_inputs(shared_data)
+    assert found["string_edges"] is not None and found["go_gaf"] is not None and found["screen"] is not None
+    assert {p.name for p in found["datasets"]} >= {"papalexi2021_thp1_subset.h5ad", "norman2019_k562_subset.h5ad"}
+
+
+def write_h5ad(path: Path, obs: dict) -> Path:
+    n = len(next(iter(obs.values())))
+    adata = anndata.AnnData(np.ones((n, 3), dtype=np.float32), obs=pd.DataFrame(obs, index=[f"c{i}" for i in range(n)]))
+    adata.write_h5ad(path)
+    return path
+
+
+def test_describe_dataset_finds_columns_labels_and_task(tmp_path):
+    ds = demo.describe_dataset(write_h5ad(tmp_path / "pap.h5ad", {
+        "target": ["A", "B", "non-targeting", "A"], "bio_rep": ["r1", "r2", "r1", "r2"]}))
+    assert (ds.perturbation_col, ds.control, ds.batch_col, ds.cell_line_col, ds.task) == (
+        "target", ["non-targeting"], "bio_rep", None, "unseen_single")
+    ds = demo.describe_dataset(write_h5ad(tmp_path / "nor.h5ad", {
+        "perturbation": ["A+B", "A", "control", "B"], "batch": ["1", "1", "1", "1"],
+        "cell_type": ["k562", "k562", "hek", "hek"]}))
+    assert (ds.control, ds.batch_col, ds.cell_line_col, ds.task) == (["control"], None, "cell_type", "double")
+    with pytest.raises(demo.DemoError, match="no control label"):
+        demo.describe_dataset(write_h5ad(tmp_path / "x.h5ad", {"perturbation": ["A", "B"]}))
+    with pytest.raises(demo.DemoError, match="no perturbation column.*obs has guide"):
+        demo.describe_dataset(write_h5ad(tmp_path / "y.h5ad", {"guide": ["A", "B"]}))
+
+
+# ---------------------------------------------------------------------- end to end
+@pytest.mark.slow
+def test_quick_demo_runs_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert demo.main(["--quick", "--no-doubles", "--out", "out"]) == 0
+    out = tmp_path / "out"
+    md = (out / "report.md").read_text()
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert len(images) >= 5 and all((out / p).is_file() for p in images)
+    assert (out / "report.html").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    steps = [c["step"] for c in summary["commands"]]
+    assert steps[:8] == ["simulate", "string graph", "go graph", "reactome graph", "screen graph", "merge",
+                         "rewire 0.5", "rewire 1.0"]
+    assert "kgbuild merge graphs/string.kg.npz graphs/go.kg.npz" in md
+    run = summary["runs"][0]
+    assert run["task"] == "unseen_single" and np.isfinite(run["model"]["pearson_delta"])
+    assert [g["name"] for g in summary["ablation"]["graphs"]] == ["original", "rewire 0.5", "rewire 1.0"]
+    assert "| TxPert (this run) |" in md and "| general baseline |" in md
+    assert len(summary["checks"]) == 4
