@@ -191,7 +191,7 @@ def test_quick_demo_runs_end_to_end(tmp_path, monkeypatch):
     steps = [c["step"] for c in summary["commands"]]
     assert steps[:8] == ["simulate", "string graph", "go graph", "reactome graph", "screen graph", "merge",
                          "rewire 0.5", "rewire 1.0"]
-    assert "kgbuild merge graphs/string.kg.npz graphs/go.kg.npz" in md
+    assert "kgbuild merge out/graphs/string.kg.npz out/graphs/go.kg.npz" in md  # paths as typed from the cwd
     run = summary["runs"][0]
     assert run["task"] == "unseen_single" and np.isfinite(run["model"]["pearson_delta"])
     assert [g["name"] for g in summary["ablation"]["graphs"]] == ["original", "rewire 0.5", "rewire 1.0"]

@@ -114,7 +114,7 @@ def build_blocks(result: dict) -> list[Block]:
         b.append(("p", note))
 
     b.append(("h", 2, "Commands run"))
-    b.append(("p", "In order, from the repository root (the demo runs the same command-line tools a user types; "
+    b.append(("p", "In order, from the folder the demo was started in (the demo runs the same command-line tools a user types; "
                    "training runs in-process through `txpert_head.run.train_run`, the function behind "
                    "`txpert train`, with the options file shown):"))
     b.append(("code", "\n".join(f"{c['command']}    # {seconds(c['seconds'])}" for c in result["commands"])))
