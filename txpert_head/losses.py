@@ -11,6 +11,10 @@ differentiable torch functions on the input's device and dtype:
   ``loss(pred_cells, true_cells) -> scalar``; :func:`per_group_loss` averages any such loss over the
   perturbations of a batch.
 
+Training (``txpert train --loss SPEC``, :mod:`txpert_head.train`) builds batches of k perturbations x m
+cells for specs with ``mmd`` or ``sw1`` and fixes the sw1 directions once per step
+(:meth:`CombinedLoss.fix_directions`), so a data-parallel run draws what a single process draws.
+
 Shapes: a cell set is ``(n, G)`` (n cells, G genes); the predicted set ``(n, G)`` and the true set
 ``(m, G)`` may differ in size for MMD and SW1. Every loss returns a 0-d tensor.
 
