@@ -323,3 +323,13 @@ def test_true_gene_score_equals_the_training_metric_pearson_delta(small, basal, 
     for q, (_, pert) in enumerate(res.queries.conditions):
         want = table.set_index("condition").loc[pert, "pearson_delta"]
         assert res.scores[q, res.genes.index(pert)] == pytest.approx(want, abs=1e-5)
+
+
+def test_groups_are_chosen_by_label_in_any_gene_order():
+    data = synthetic_data(n_cells=300, n_genes=20, n_perts=6, n_doubles=3, seed=4)
+    double = next(c for c in data.perturbations() if "+" in c)
+    a, b = double.split("+")
+    assert select_groups(data, [f"{b}+{a}"]) == [("all", double)]
+    assert select_groups(data, [f"all|{a}", a]) == [("all", a)]
+    with pytest.raises(ValueError, match="no group 'other|"):
+        select_groups(data, [f"other|{a}"])

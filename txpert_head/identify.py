@@ -65,7 +65,7 @@ from tqdm.auto import tqdm
 from kgbuild.atomic import atomic_path
 from kgbuild.graph import MultiGraph
 from txpert_head.controls import ControlIndex
-from txpert_head.data import CONTROL, DataError, PerturbData
+from txpert_head.data import CONTROL, DataError, PerturbData, parse_label
 from txpert_head.model import TxPert
 from txpert_head.profiles import condition_name, rows_by_condition, true_profiles
 from txpert_head.splits import Condition
@@ -129,7 +129,12 @@ def select_groups(query: PerturbData, groups: Sequence[str] | None = None) -> li
         return everything
     chosen: list[Condition] = []
     for want in groups:
-        hit = [c for c in everything if want in (c[1], condition_name(c), f"{c[0]}|{c[1]}")]
+        line, _, label = want.rpartition("|")
+        try:  # labels are stored canonically: "SET+KLF1" is "KLF1+SET"
+            label = parse_label(label, [])
+        except DataError:
+            pass
+        hit = [c for c in everything if c[1] == label and line in ("", c[0])]
         if not hit:
             labels = sorted({c[1] for c in everything})
             raise IdentifyError(f"{query.source}: no group {want!r}; groups: {', '.join(labels[:20])}"
