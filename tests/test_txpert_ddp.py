@@ -94,11 +94,17 @@ def _single(files: Path, out: Path, *extra: str) -> Path:
     return out
 
 
-def _torchrun(files: Path, out: Path, *extra: str, crash_after: int = 0) -> subprocess.CompletedProcess:
-    logs = out.parent / f"{out.name}_writes"
-    logs.mkdir(parents=True, exist_ok=True)
-    cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(files / "wrapper.py"), str(logs),
-           str(crash_after), *_args(files, out, *extra)]
+def _torchrun(files: Path, out: Path, *extra: str, crash_after: int = 0, wrapper: bool = True
+              ) -> subprocess.CompletedProcess:
+    """2 processes; ``wrapper=False`` runs the documented ``torchrun -m txpert_head.cli train ...`` as is."""
+    cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2"]
+    if wrapper:
+        logs = out.parent / f"{out.name}_writes"
+        logs.mkdir(parents=True, exist_ok=True)
+        cmd += [str(files / "wrapper.py"), str(logs), str(crash_after)]
+    else:
+        cmd += ["-m", "txpert_head.cli"]
+    cmd += _args(files, out, *extra)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
@@ -171,7 +177,7 @@ def ddp_groups(files, tmp_path_factory):
     root = tmp_path_factory.mktemp("groups")
     loss = ["--loss", "mse+mmd+0.5*sw1", "--set", "cells_per_group=16"]
     single = _single(files, root / "single", *loss)
-    res = _torchrun(files, root / "ddp", *loss)
+    res = _torchrun(files, root / "ddp", *loss, wrapper=False)
     _ok(res)
     return single, root / "ddp", loss
 
