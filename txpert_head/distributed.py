@@ -17,6 +17,7 @@ decision is taken on rank 0 and broadcast, so every rank runs the same number of
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
+COLLECTIVE_TIMEOUT_S = 3 * 3600
 _OWNED = False  # True when setup() created the process group (so teardown() may destroy it)
 
 
@@ -161,7 +163,9 @@ def setup(device: str = "auto") -> DistContext:
     backend = "nccl" if cuda else "gloo"
     if cuda:
         torch.cuda.set_device(ctx.local_rank)
-    dist.init_process_group(backend=backend)
+    # generous timeout: the other ranks wait in a broadcast while rank 0 evaluates, runs the baselines and
+    # writes the run folder, which on a large dataset can outlast torch's default of 30 minutes
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
     _OWNED = True
     log.info("rank %d/%d joined the %s process group", ctx.rank, ctx.world_size, backend)
     return ctx
@@ -172,7 +176,8 @@ def teardown() -> None:
     global _OWNED
     if _OWNED and torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
-    _OWNED = False
+    COLLECTIVE_TIMEOUT_S = 3 * 3600
+_OWNED = False
 
 
 def finish(ctx: DistContext, value: Any) -> Any:
