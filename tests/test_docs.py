@@ -154,3 +154,93 @@ def test_check_mode_detects_a_stale_reference(tmp_path, capsys):
     assert gen.main(["--check", "--output", str(out)]) == 0
     out.write_text(out.read_text(encoding="utf-8").replace("## kgbuild merge", "## kgbuild mrege"), encoding="utf-8")
     assert gen.main(["--check", "--output", str(out)]) == 1
+
+
+# ---------------------------------------------------------------------- commands quoted in the docs
+def shell_commands(text: str) -> list[tuple[int, list[str]]]:
+    """``(line, argv)`` of every kgbuild / txpert call in the ```bash blocks of a page (continuations joined,
+    comments dropped); ``torchrun ... -m txpert_head.cli`` counts as ``txpert``."""
+    out, block, lang = [], None, ""
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if FENCE.match(line.lstrip()):
+            if block is None:
+                block, lang = [], line.strip().strip("`~").strip()
+            else:
+                if lang in ("bash", "sh", "shell"):
+                    out.extend(_calls(block))
+                block = None
+            i += 1
+            continue
+        if block is not None:
+            block.append((i + 1, line))
+        i += 1
+    return out
+
+
+def _calls(block: list[tuple[int, str]]) -> list[tuple[int, list[str]]]:
+    import shlex
+
+    calls, buf, first = [], "", 0
+    for no, line in block:
+        if not buf:
+            first = no
+        stripped = line.rstrip()
+        if stripped.endswith("\\"):
+            buf += stripped[:-1] + " "
+            continue
+        buf += stripped
+        try:
+            tokens = shlex.split(buf, comments=True)
+        except ValueError:
+            tokens = buf.split()
+        buf = ""
+        for k, tok in enumerate(tokens):
+            name = tok.rsplit("/", 1)[-1]
+            if name in ("kgbuild", "txpert") and (k == 0 or tokens[k - 1] in ("do", "then", ";", "&&", "time")):
+                calls.append((first, [name] + tokens[k + 1:]))
+                break
+            if tok == "-m" and k + 1 < len(tokens) and tokens[k + 1] in ("txpert_head.cli", "kgbuild.cli"):
+                calls.append((first, ["txpert" if tokens[k + 1] == "txpert_head.cli" else "kgbuild"] + tokens[k + 2:]))
+                break
+    return calls
+
+
+def test_command_extraction():
+    text = ("```bash\nkgbuild string --min-score 700 \\\n   -o s.kg.npz   # comment --nope\n"
+            "for g in a b; do\n  txpert train --data x.h5ad --graph $g -o runs/$g\ndone\n"
+            "torchrun --nproc_per_node 2 -m txpert_head.cli train --loss mmd -o r\n```\n"
+            "```text\nkgbuild --not-a-command\n```\n")
+    got = shell_commands(text)
+    assert [argv for _, argv in got] == [
+        ["kgbuild", "string", "--min-score", "700", "-o", "s.kg.npz"],
+        ["txpert", "train", "--data", "x.h5ad", "--graph", "$g", "-o", "runs/$g"],
+        ["txpert", "train", "--loss", "mmd", "-o", "r"]]
+
+
+def test_commands_in_the_docs_exist_with_their_options():
+    """Every kgbuild / txpert example in a ```bash block names a real subcommand and only real options."""
+    gen = _gen()
+    groups = dict(gen.cli_groups())
+    problems, checked = [], 0
+    for page in PAGES:
+        for no, argv in shell_commands(page.read_text(encoding="utf-8")):
+            checked += 1
+            group = groups[argv[0]]
+            words = [a for a in argv[1:] if not a.startswith("-")]
+            if not words:
+                continue
+            command = group.commands.get(words[0])  # the first bare word is the subcommand
+            if command is None:
+                problems.append(f"{page.name}:{no}: {argv[0]} has no command {words[0]!r}")
+                continue
+            known = {o for p in command.params for o in (*p.opts, *p.secondary_opts)} | {"-h", "--help"}
+            for arg in argv[1:]:
+                if arg.startswith("-") and arg not in ("-", "--") and not arg.lstrip("-")[:1].isdigit():
+                    opt = arg.split("=", 1)[0]
+                    if opt not in known:
+                        problems.append(f"{page.name}:{no}: `{argv[0]} {words[0]}` has no option {opt}")
+    assert checked >= 40, f"only {checked} example commands found: is the extraction broken?"
+    assert problems == []
