@@ -221,9 +221,15 @@ def test_command_extraction():
 
 
 def test_commands_in_the_docs_exist_with_their_options():
-    """Every kgbuild / txpert example in a ```bash block names a real subcommand and only real options."""
+    """Every kgbuild / txpert example in a ```bash block names a real subcommand, only real options, and
+    only real training options after --set."""
+    import dataclasses
+
+    from txpert_head.train import TrainConfig
+
     gen = _gen()
     groups = dict(gen.cli_groups())
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
     problems, checked = [], 0
     for page in PAGES:
         for no, argv in shell_commands(page.read_text(encoding="utf-8")):
@@ -237,10 +243,26 @@ def test_commands_in_the_docs_exist_with_their_options():
                 problems.append(f"{page.name}:{no}: {argv[0]} has no command {words[0]!r}")
                 continue
             known = {o for p in command.params for o in (*p.opts, *p.secondary_opts)} | {"-h", "--help"}
-            for arg in argv[1:]:
+            for arg, value in zip(argv[1:], argv[2:] + [""]):
+                if arg == "--set" and value.split("=", 1)[0] not in train_keys:
+                    problems.append(f"{page.name}:{no}: --set {value}: no training option {value.split('=', 1)[0]!r}")
                 if arg.startswith("-") and arg not in ("-", "--") and not arg.lstrip("-")[:1].isdigit():
                     opt = arg.split("=", 1)[0]
                     if opt not in known:
                         problems.append(f"{page.name}:{no}: `{argv[0]} {words[0]}` has no option {opt}")
     assert checked >= 40, f"only {checked} example commands found: is the extraction broken?"
     assert problems == []
+
+
+def test_training_config_examples_are_valid(tmp_path):
+    """Every ```toml block of the training page is a valid `txpert train --config` file."""
+    from txpert_head.run import read_config_file
+    from txpert_head.train import TrainConfig
+
+    text = (DOCS / "training-and-evaluation.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
+    assert blocks
+    for k, block in enumerate(blocks):
+        path = tmp_path / f"config_{k}.toml"
+        path.write_text(block, encoding="utf-8")
+        TrainConfig.from_dict(read_config_file(path))
