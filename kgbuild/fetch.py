@@ -546,7 +546,7 @@ def fetch(
             raise OfflineError(
                 f"offline: {source}/{spec.key} ({spec.download_name}) is not in the cache {root / source / manifest.version}; "
                 f"run `kgbuild fetch {source} --file {spec.key}` with network access"
-                + (f" (or set KGBUILD_CACHE_DIR to the cache that has it)" if cache_dir is None else "")
+                + (" (or set KGBUILD_CACHE_DIR to the cache that has it)" if cache_dir is None else "")
                 + ", or give the builder an input path"
             )
         url = resolve_url(manifest, spec)

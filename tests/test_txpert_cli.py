@@ -13,18 +13,13 @@ import pytest
 from click.testing import CliRunner
 
 from txpert_head.cli import main
-from txpert_head.synthetic import synthetic_data, synthetic_graph
+from txpert_files import write_cli_inputs
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    d = synthetic_data(n_cells=900, n_genes=30, n_perts=12, n_doubles=0, seed=2, normalize=False)
-    obs = pd.DataFrame({"gene": d.condition, "rep": d.batch}, index=[f"c{i}" for i in range(d.n_obs)])
-    anndata.AnnData(d.X, obs=obs, var=pd.DataFrame(index=d.genes)).write_h5ad(root / "d.h5ad")
-    synthetic_graph(30, seed=2).save(root / "g.kg.npz")
-    (root / "train.toml").write_text("[train]\nepochs = 2\nbatch_size = 64\nencoder_dim = 8\nhidden = 16\n"
-                                     "progress = false\nencoder_backend = \"pyg\"\n")
+    write_cli_inputs(root, epochs=2)
     return root
 
 

@@ -18,14 +18,12 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import anndata
-import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
 
 from txpert_head.cli import main
-from txpert_head.synthetic import synthetic_data, synthetic_graph
+from txpert_files import write_cli_inputs
 
 pytestmark = pytest.mark.slow
 
@@ -70,13 +68,7 @@ main(sys.argv[3:], prog_name="txpert")
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    d = synthetic_data(n_cells=900, n_genes=30, n_perts=12, seed=2, normalize=False)
-    obs = pd.DataFrame({"gene": d.condition, "rep": d.batch}, index=[f"c{i}" for i in range(d.n_obs)])
-    anndata.AnnData(d.X, obs=obs, var=pd.DataFrame(index=d.genes)).write_h5ad(root / "d.h5ad")
-    synthetic_graph(30, seed=2).save(root / "g.kg.npz")
-    (root / "train.toml").write_text(
-        "[train]\nepochs = 3\nbatch_size = 64\nencoder_dim = 8\nhidden = 16\nprogress = false\n"
-        "encoder_backend = \"pyg\"\ndropout = 0.0\neval_cells = 64\npatience = 10\ncheckpoint_every = 3\n")
+    write_cli_inputs(root, epochs=3, dropout=0.0, eval_cells=64, patience=10, checkpoint_every=3)
     (root / "wrapper.py").write_text(WRAPPER)
     return root
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import anndata
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,8 +11,9 @@ import torch
 from click.testing import CliRunner
 
 from txpert_head.cli import main
+from txpert_files import write_cli_inputs, write_h5ad
 from txpert_head.data import PerturbData
-from txpert_head.identify import (Queries, build_queries, candidate_model, identify, ranking, score_candidates,
+from txpert_head.identify import (build_queries, candidate_model, identify, ranking, score_candidates,
                                   select_groups)
 from txpert_head.identify_baselines import own_gene_scores, pca_knn_scores
 from txpert_head.identify_metrics import mean_metrics, query_metrics, random_expectation, target_ranks
@@ -235,14 +235,10 @@ def test_own_gene_scores_follow_the_direction():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("identify")
-    d = synthetic_data(n_cells=700, n_genes=30, n_perts=12, seed=2, normalize=False)
-    obs = pd.DataFrame({"gene": d.condition, "rep": d.batch}, index=[f"c{i}" for i in range(d.n_obs)])
-    anndata.AnnData(d.X, obs=obs, var=pd.DataFrame(index=d.genes)).write_h5ad(root / "d.h5ad")
+    d = write_cli_inputs(root, n_cells=700, graph_genes=36)
     # the query: the same cells with other labels, the controls called 'NT'
-    obs_q = pd.DataFrame({"group": np.where(d.condition == "ctrl", "NT", np.char.add("grp_", d.condition.astype(str))),
-                          "rep": d.batch}, index=obs.index)
-    anndata.AnnData(d.X, obs=obs_q, var=pd.DataFrame(index=d.genes)).write_h5ad(root / "q.h5ad")
-    synthetic_graph(36, seed=2).save(root / "g.kg.npz")
+    write_h5ad(d, root / "q.h5ad", {"group": np.where(d.condition == "ctrl", "NT", np.char.add("grp_", d.condition.astype(str))),
+                                    "rep": d.batch})
     res = CliRunner().invoke(main, ["train", "--data", str(root / "d.h5ad"), "--perturbation-col", "gene",
                                     "--batch-col", "rep", "--graph", str(root / "g.kg.npz"), "--epochs", "2",
                                     "--set", "encoder_dim=8", "--set", "hidden=16", "--set", "progress=false",

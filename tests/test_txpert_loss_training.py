@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 
-import anndata
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
 
 from txpert_head.cli import main
+from txpert_files import write_cli_inputs
 from txpert_head.splits import make_split
 from txpert_head.synthetic import synthetic_data, synthetic_graph
 from txpert_head.train import Interrupted, TrainConfig, Trainer
@@ -21,13 +20,7 @@ from txpert_head.train import Interrupted, TrainConfig, Trainer
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("loss")
-    d = synthetic_data(n_cells=900, n_genes=30, n_perts=12, seed=2, normalize=False)
-    obs = pd.DataFrame({"gene": d.condition, "rep": d.batch}, index=[f"c{i}" for i in range(d.n_obs)])
-    anndata.AnnData(d.X, obs=obs, var=pd.DataFrame(index=d.genes)).write_h5ad(root / "d.h5ad")
-    synthetic_graph(30, seed=2).save(root / "g.kg.npz")
-    (root / "train.toml").write_text(
-        "[train]\nepochs = 10\nbatch_size = 64\nlr = 0.01\nencoder_dim = 8\nhidden = 16\nprogress = false\n"
-        "encoder_backend = \"pyg\"\ndropout = 0.0\neval_cells = 64\npatience = 20\ncheckpoint_every = 0\n")
+    write_cli_inputs(root, epochs=10, lr=0.01, dropout=0.0, eval_cells=64, patience=20, checkpoint_every=0)
     return root
 
 

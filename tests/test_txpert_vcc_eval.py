@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import anndata
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from txpert_head.cli import main
+from txpert_files import write_cli_inputs
 from txpert_head.controls import ControlIndex
 from txpert_head.data import PerturbData
 from txpert_head.profiles import condition_name, rows_by_condition
@@ -195,12 +195,7 @@ def test_errors_are_clear(small):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("vcc_cli")
-    d = synthetic_data(n_cells=900, n_genes=30, n_perts=12, n_doubles=10, seed=2, normalize=False)
-    obs = pd.DataFrame({"gene": d.condition, "rep": d.batch}, index=[f"c{i}" for i in range(d.n_obs)])
-    anndata.AnnData(d.X, obs=obs, var=pd.DataFrame(index=d.genes)).write_h5ad(root / "d.h5ad")
-    synthetic_graph(30, seed=2).save(root / "g.kg.npz")
-    (root / "train.toml").write_text("[train]\nepochs = 1\nbatch_size = 64\nencoder_dim = 8\nhidden = 16\n"
-                                     "progress = false\nencoder_backend = \"pyg\"\neval_cells = 40\n")
+    write_cli_inputs(root, n_doubles=10, epochs=1, eval_cells=40)
     return root
 
 

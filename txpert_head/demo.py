@@ -27,7 +27,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -230,6 +229,11 @@ def build_simulated_graphs(rec: Recorder, sim: Path, graphs: Path) -> list[Path]
         ("screen graph", ["screen", "--embeddings", sim / src.SCREEN_PARQUET, "--top-pct", "1", "--layer-name",
                           "screen"]),
     ]
+    return run_kgbuild_steps(rec, steps, graphs)
+
+
+def run_kgbuild_steps(rec: Recorder, steps: list[tuple[str, list]], graphs: Path) -> list[Path]:
+    """Run each ``(step name, kgbuild arguments)``, writing ``graphs/<first word of the name>.kg.npz``."""
     out = []
     for step, args in steps:
         path = graphs / f"{step.split()[0]}.kg.npz"
@@ -254,12 +258,7 @@ def build_real_graphs(rec: Recorder, inputs: dict, graphs: Path) -> list[Path]:
     if inputs["screen"] is not None:
         steps.append(("screen graph", ["screen", "--embeddings", inputs["screen"], "--top-pct", "1",
                                        "--max-in-degree", "20", "--layer-name", "depmap"]))
-    out = []
-    for step, args in steps:
-        path = graphs / f"{step.split()[0]}.kg.npz"
-        rec.tool(step, "kgbuild", [*args, "-o", path])
-        out.append(path)
-    return out
+    return run_kgbuild_steps(rec, steps, graphs)
 
 
 # ---------------------------------------------------------------------- training

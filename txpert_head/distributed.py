@@ -176,8 +176,7 @@ def teardown() -> None:
     global _OWNED
     if _OWNED and torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
-    COLLECTIVE_TIMEOUT_S = 3 * 3600
-_OWNED = False
+    _OWNED = False
 
 
 def finish(ctx: DistContext, value: Any) -> Any:

@@ -6,7 +6,6 @@ targets are ``Tensor.index_add_`` (what PyG's ``scatter(..., reduce='sum')`` doe
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from gnn.backends.base import Backend, GraphOps, check_edges

@@ -28,12 +28,10 @@ import io
 import logging
 import os
 import re
-from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from kgbuild.edge_table import EdgeTable
 from kgbuild.errors import KgbuildInputError

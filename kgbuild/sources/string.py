@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
