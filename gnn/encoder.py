@@ -54,13 +54,19 @@ class PerturbationEncoder(nn.Module):
         dropout: dropout on attention weights and layer outputs.
         backend: ``"auto"`` (DGL when importable, else PyG), ``"dgl"``, ``"pyg"`` or a Backend instance.
         use_edge_weight: feed each edge's weight to the attention as an edge feature.
+        unknown_token: give the encoder one shared learnable input row ``u \in R^{dim}`` (zero init) that
+            replaces the own input row of every gene not marked known (:meth:`set_known`) and of the genes
+            hidden in a call (``forward(hide=...)``):
+            ``H^0_i = E_i`` if ``i`` is known and not hidden, else ``u``. A gene without training signal then
+            enters the GNN as "some gene" rather than as its random initial row, so its output is driven by
+            its neighbourhood -- the situation of an unseen perturbation. Off by default.
         **kind_options: passed to the kind's body, e.g. ``expander_degree``, ``num_virtual``, ``seed`` for
             the Exphormer kinds; ``add_self_loops`` for ``gat``/``gatv2``; ``conv`` for ``gat-hybrid``.
     """
 
     def __init__(self, graph: MultiGraph, genes: Sequence[str] | None = None, kind: str = "gat", dim: int = 64,
                  layers: int = 2, heads: int = 2, dropout: float = 0.0, backend: str | Backend = "auto",
-                 use_edge_weight: bool = True, **kind_options):
+                 use_edge_weight: bool = True, unknown_token: bool = False, **kind_options):
         super().__init__()
         if not isinstance(graph, MultiGraph):
             raise TypeError(f"graph must be a kgbuild MultiGraph, got {type(graph).__name__}")
@@ -90,6 +96,9 @@ class PerturbationEncoder(nn.Module):
                            dropout=dropout, use_edge_weight=use_edge_weight)
         self.embedding = nn.Embedding(len(self.vocab), dim)
         nn.init.normal_(self.embedding.weight)
+        self.unknown = nn.Parameter(torch.zeros(dim)) if unknown_token else None
+        # which rows use their own input embedding (set_known); not saved in checkpoints: callers set it
+        self.register_buffer("known", torch.ones(len(self.vocab), dtype=torch.bool), persistent=False)
         self.body = body_cls(spec, **fixed, **kind_options)
 
     @classmethod
@@ -113,9 +122,30 @@ class PerturbationEncoder(nn.Module):
         """``V``: vocabulary size (rows of the output)."""
         return len(self.vocab)
 
-    def forward(self) -> Tensor:
-        """``Z`` of shape ``(V, dim)``: row ``i`` embeds ``vocab[i]``."""
-        return self.body(self.embedding.weight, self.backend)
+    def set_known(self, genes: Sequence[str] | None) -> None:
+        """Mark the genes whose own input row is used (``None``: all); the others get the shared ``unknown``
+        row. Genes outside the vocabulary are ignored. Needs ``unknown_token=True``."""
+        if self.unknown is None:
+            raise ValueError("set_known needs an encoder built with unknown_token=True")
+        known = torch.ones_like(self.known) if genes is None else torch.zeros_like(self.known)
+        if genes is not None:
+            rows = [self._index[g] for g in genes if g in self._index]
+            known[torch.tensor(rows, dtype=torch.long, device=known.device)] = True
+        self.known.copy_(known)
+
+    def forward(self, hide: Tensor | None = None) -> Tensor:
+        """``Z`` of shape ``(V, dim)``: row ``i`` embeds ``vocab[i]``.
+
+        ``hide``: optional bool ``(V,)``; with ``unknown_token`` those rows take the ``unknown`` input row in
+        this call (training-time self-masking: the model must embed them from their neighbourhood).
+        """
+        h = self.embedding.weight
+        if self.unknown is not None:
+            keep = self.known if hide is None else self.known & ~hide.to(self.known.device)
+            h = torch.where(keep.unsqueeze(1), h, self.unknown.to(h.dtype).expand_as(h))
+        elif hide is not None:
+            raise ValueError("hide needs an encoder built with unknown_token=True")
+        return self.body(h, self.backend)
 
     def index(self, genes: Sequence[str]) -> Tensor:
         """Rows of ``genes`` in ``Z`` (LongTensor on the module's device); KeyError names unknown genes."""

@@ -160,3 +160,43 @@ def test_from_file_whole_or_restricted(graph, tmp_path):
     assert cut.vocab == ["G2", "G1", "NEW"] and cut().shape == (3, 8)
     with pytest.raises(ValueError, match="restrict=True needs"):
         PerturbationEncoder.from_file(path, restrict=True)
+
+
+def test_unknown_token_replaces_the_input_row_of_genes_not_known(graph):
+    """With unknown_token, a gene not marked known enters through the shared row u: its own embedding row has
+    no effect, two such genes without edges get the same output, and hide= masks known genes for one call."""
+    enc = build(graph, "gat", unknown_token=True)
+    with torch.no_grad():
+        enc.unknown.normal_()
+    enc.set_known(["G1", "G2"])
+    enc.eval()
+    z = enc()
+    n1, n2 = enc.index(["NOVEL1", "NOVEL2"]).tolist()
+    assert torch.allclose(z[n1], z[n2])  # no edges and the same input row
+    g3 = enc.index(["G3"]).item()
+    with torch.no_grad():
+        enc.embedding.weight[g3].normal_()  # G3 is not known: its own row is unused
+    assert torch.allclose(enc(), z)
+    g1 = enc.index(["G1"]).item()
+    hide = torch.zeros(enc.num_nodes, dtype=torch.bool)
+    hide[g1] = True
+    z_hidden = enc(hide=hide)
+    assert not torch.allclose(z_hidden[g1], z[g1])
+    with torch.no_grad():
+        enc.embedding.weight[g1].normal_()
+    assert torch.allclose(enc(hide=hide), z_hidden)  # hidden: G1's own row unused in this call
+    z.sum().backward()
+    assert enc.unknown.grad is not None and enc.unknown.grad.abs().sum() > 0
+
+
+def test_unknown_token_off_by_default_and_checked(graph):
+    enc = build(graph, "gat")
+    assert enc.unknown is None
+    with pytest.raises(ValueError, match="unknown_token"):
+        enc.set_known(["G1"])
+    with pytest.raises(ValueError, match="unknown_token"):
+        enc(hide=torch.zeros(enc.num_nodes, dtype=torch.bool))
+    # an encoder with the option and every gene known gives the same output as one without it
+    on = build(graph, "gat", unknown_token=True)
+    on.eval(), enc.eval()
+    assert torch.allclose(on(), enc())

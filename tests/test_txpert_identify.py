@@ -32,10 +32,10 @@ def small():
     return data, graph, make_split(data, "unseen_single", seed=0)
 
 
-def _trainer(small, basal, mode, target_term, graph_hops=None) -> Trainer:
+def _trainer(small, basal, mode, target_term, graph_hops=None, **options) -> Trainer:
     data, graph, split = small
     cfg = TrainConfig(epochs=0, encoder_dim=8, hidden=16, progress=False, encoder_backend="pyg", basal=basal,
-                      control_mode=mode, target_term=target_term, graph_hops=graph_hops, seed=1)
+                      control_mode=mode, target_term=target_term, graph_hops=graph_hops, seed=1, **options)
     tr = Trainer(data, graph, split, cfg, None)
     gen = torch.Generator().manual_seed(5)
     with torch.no_grad():  # an untrained decoder predicts the same change for every gene: give it random weights
@@ -139,9 +139,10 @@ def test_queries_weight_batches_by_the_groups_cells(small):
         assert np.allclose(q.observed[k], np.asarray(data.X[rows].mean(0)).ravel() - ref)
 
 
-def test_whole_graph_encoder_reproduces_the_receptive_field_rows(small):
+@pytest.mark.parametrize("unknown_token", [False, True])
+def test_whole_graph_encoder_reproduces_the_receptive_field_rows(small, unknown_token):
     data, graph, _ = small
-    tr = _trainer(small, "none", "mean", True, graph_hops=2)
+    tr = _trainer(small, "none", "mean", True, graph_hops=2, unknown_token=unknown_token)
     assert len(tr.model.encoder.vocab) < graph.num_nodes
     full = candidate_model(tr, "graph", graph_path=_saved(graph))
     assert full.encoder.vocab == graph.nodes.tolist()

@@ -81,3 +81,39 @@ def test_training_reduces_loss_and_target_term_learns_knockdown(tmp_path):
         assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
         errs[term] = res.test_summary["target_error"]
     assert abs(errs[True]) < 0.5 * abs(errs[False]), errs
+
+
+def test_unknown_token_and_self_mask_train_and_resume(small, tmp_path):
+    """unknown_token + self_mask: the unseen test genes use the shared row, training is deterministic and an
+    interrupted run resumes to the same metrics (the mask is drawn from the step's seeded generator)."""
+    data, graph, split = small
+    torch.set_num_threads(1)
+    cfg = dict(unknown_token=True, self_mask=0.3)
+    full = Trainer(data, graph, split, _cfg(**cfg), tmp_path / "full")
+    known = set(full.known_genes)
+    assert not any(g in known for _, p in split.test for g in p.split("+"))
+    enc = full.model.encoder
+    assert [enc.vocab[i] for i in torch.nonzero(enc.known).flatten().tolist()] == sorted(known, key=enc.vocab.index)
+    result = full.fit()
+
+    def crash(epoch: int, step: int) -> None:
+        if epoch == 1 and step == 5:
+            raise Interrupted("simulated kill")
+
+    with pytest.raises(Interrupted):
+        Trainer(data, graph, split, _cfg(**cfg), tmp_path / "cut").fit(on_step=crash)
+    resumed = Trainer(data, graph, split, _cfg(**cfg), tmp_path / "cut").fit()
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in result.history]
+    assert resumed.test_summary["pearson_delta"] == result.test_summary["pearson_delta"]
+    # the mask changes training: same seed without it ends elsewhere
+    plain = Trainer(data, graph, split, _cfg(unknown_token=True), tmp_path / "plain").fit()
+    assert [h["train_loss"] for h in plain.history] != [h["train_loss"] for h in result.history]
+
+
+def test_self_mask_needs_unknown_token():
+    with pytest.raises(ValueError, match="unknown_token"):
+        TrainConfig(self_mask=0.2)
+    with pytest.raises(ValueError, match="self_mask"):
+        TrainConfig(unknown_token=True, self_mask=1.0)
+    # options at their defaults do not change the fingerprint of older configurations
+    assert TrainConfig().fingerprint() == TrainConfig(unknown_token=False, self_mask=0.0).fingerprint()

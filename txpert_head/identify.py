@@ -193,6 +193,8 @@ def expand_to_graph(trainer, graph: MultiGraph) -> TxPert:
 
     src = trainer.model
     dst = build_model(graph, trainer.data.genes, trainer.encoder_genes, trainer.cfg).to(trainer.device)
+    if trainer.cfg.unknown_token:
+        dst.encoder.set_known(trainer.known_genes)
     if trainer.cfg.encoder_kind.startswith("exphormer"):
         log.warning("encoder %s: expander edges are redrawn over the whole graph, so embeddings differ from the "
                     "trained receptive-field encoder", trainer.cfg.encoder_kind)

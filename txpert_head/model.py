@@ -72,12 +72,13 @@ class TxPert(nn.Module):
             nn.init.zeros_(self.target_head.bias)
             self.target_gain = nn.Parameter(torch.zeros(()))
 
-    def forward(self, x: Tensor, pert_rows: Tensor, Z: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, pert_rows: Tensor, Z: Tensor | None = None, hide: Tensor | None = None) -> Tensor:
         """ŷ (B, G) from control input ``x`` (B, G) and perturbation rows ``pert_rows`` (B, K), -1 = none.
 
-        ``Z`` (V, d) may be passed to reuse one encoder pass (e.g. at evaluation).
+        ``Z`` (V, d) may be passed to reuse one encoder pass (e.g. at evaluation); ``hide`` (V,) bool is passed
+        to the encoder (training-time self-masking, see :class:`gnn.PerturbationEncoder`).
         """
-        Z = self.encoder() if Z is None else Z
+        Z = (self.encoder() if hide is None else self.encoder(hide)) if Z is None else Z
         mask = pert_rows >= 0
         z = Z[pert_rows.clamp(min=0)] * mask.unsqueeze(-1).to(Z.dtype)  # (B, K, d)
         shift = z.sum(1)

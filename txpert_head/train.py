@@ -62,7 +62,7 @@ from txpert_head.splits import Condition, Split
 log = logging.getLogger(__name__)
 
 DEFAULT_CELLS_PER_GROUP = 32
-_NEW_OPTION_DEFAULTS = {"loss": "mse", "cells_per_group": None}  # left out of the fingerprint at these values
+_NEW_OPTION_DEFAULTS = {"loss": "mse", "cells_per_group": None, "unknown_token": False, "self_mask": 0.0}  # left out of the fingerprint at these values
 
 
 @dataclass
@@ -97,6 +97,8 @@ class TrainConfig:
     graph_hops: int | None = None
     loss: str = "mse"
     cells_per_group: int | None = None
+    unknown_token: bool = False
+    self_mask: float = 0.0
 
     def __post_init__(self) -> None:
         if self.control_mode not in CONTROL_MODES:
@@ -109,6 +111,10 @@ class TrainConfig:
             raise LossSpecError(f"loss: {err}") from None
         if self.cells_per_group is not None and (not isinstance(self.cells_per_group, int) or self.cells_per_group < 1):
             raise ValueError(f"cells_per_group must be a positive integer, got {self.cells_per_group!r}")
+        if not 0.0 <= self.self_mask < 1.0:
+            raise ValueError(f"self_mask must be in [0, 1), got {self.self_mask!r}")
+        if self.self_mask > 0 and not self.unknown_token:
+            raise ValueError("self_mask hides genes behind the shared unknown input row: set unknown_token = true too")
         dist_terms = [n for _, n in terms if n in DISTRIBUTIONAL_TERMS]
         if dist_terms and self.control_mode == "mean":
             raise ValueError(
@@ -179,7 +185,8 @@ def build_model(graph: MultiGraph, genes: Sequence[str], encoder_genes: Sequence
     torch.manual_seed(cfg.seed)
     enc = PerturbationEncoder(graph, genes=list(encoder_genes), kind=cfg.encoder_kind, dim=cfg.encoder_dim,
                               layers=cfg.encoder_layers, heads=cfg.encoder_heads, dropout=cfg.encoder_dropout,
-                              backend=cfg.encoder_backend, use_edge_weight=cfg.use_edge_weight)
+                              backend=cfg.encoder_backend, use_edge_weight=cfg.use_edge_weight,
+                              unknown_token=cfg.unknown_token)
     col = {g: i for i, g in enumerate(genes)}
     row_to_col = torch.tensor([col.get(g, -1) for g in enc.vocab], dtype=torch.long)
     return TxPert(enc, len(genes), row_to_col, basal=cfg.basal, hidden=cfg.hidden, dropout=cfg.dropout,
@@ -217,6 +224,11 @@ class Trainer:
         if cfg.graph_hops is not None:
             graph = receptive_field(graph, self.encoder_genes, cfg.graph_hops)
         self.model = build_model(graph, data.genes, self.encoder_genes, cfg).to(self.device)
+        # genes with training signal as perturbations; with unknown_token every other gene enters the GNN
+        # through the shared unknown input row (as an unseen perturbation will at test time)
+        self.known_genes = sorted({g for _, p in split.train for g in constituents(p)})
+        if cfg.unknown_token:
+            self.model.encoder.set_known(self.known_genes)
         self.encoder_index = {g: i for i, g in enumerate(self.model.encoder.vocab)}
         # condition id -> encoder rows (padded with -1)
         conds = data.conditions.tolist()
@@ -358,19 +370,30 @@ class Trainer:
         Row batches: ``loss = Σ_i w_i·mean_g (ŷ_ig − y_ig)² / Σ_i w_i`` (w = 1 per cell, or the cell count of an
         aggregated example). Under DDP each rank computes the numerator over its shard with the whole batch's
         denominator, times the world size (DDP averages gradients), so the gradient is the single-process one.
+        With ``self_mask`` the step's hidden genes are drawn first from ``rng`` (the same on every rank).
         """
         self.net.train()
         world = self.dist.world_size
+        hide = self.self_mask(rng)
         if self.grouped:
-            local = self._group_loss(items, rng)
+            local = self._group_loss(items, rng, hide)
         else:
             total = float(self.ex_weight[items].sum()) if self.aggregated else float(len(items))
             x, p, y, w = self.batch(items, rng, self.dist.shard(len(items)) if self.dist.enabled else None)
-            local = ((self.net(x, p) - y) ** 2).mean(1).mul(w).sum() / (w.sum() if world == 1 else total)
+            local = ((self.net(x, p, hide=hide) - y) ** 2).mean(1).mul(w).sum() / (w.sum() if world == 1 else total)
         self.optimizer.zero_grad(set_to_none=True)
         (local if world == 1 else local * world).backward()
         self.optimizer.step()
         return self.dist.sum(float(local.detach()))
+
+    def self_mask(self, rng: np.random.Generator) -> torch.Tensor | None:
+        """Training-time self-masking (``cfg.self_mask = p > 0``): a bool ``(V,)`` hiding each encoder row with
+        probability p for this step, so known genes must also be embedded from their neighbourhood; ``None``
+        when off. Drawn from the step's ``rng``: deterministic, resumable and identical on every rank."""
+        if self.cfg.self_mask <= 0:
+            return None
+        n = self.model.encoder.num_nodes
+        return torch.from_numpy(rng.random(n) < self.cfg.self_mask).to(self.device)
 
     def draw_group_rows(self, groups: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
         """Up to ``cells_per_group`` rows of each training perturbation in ``groups`` (sorted; all of a
@@ -381,7 +404,8 @@ class Trainer:
             out.append(rows if len(rows) <= m else np.sort(rng.choice(rows, m, replace=False)))
         return out
 
-    def _group_loss(self, groups: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+    def _group_loss(self, groups: np.ndarray, rng: np.random.Generator, hide: torch.Tensor | None = None
+                    ) -> torch.Tensor:
         """This rank's share of ``(1/k) Σ_{q in batch} loss(ŷ_q, y_q)`` over the k perturbations of the batch.
 
         The direction seed (sw1), the cells of every perturbation and their control inputs are drawn for the
@@ -395,7 +419,7 @@ class Trainer:
         mine = self.dist.shard(len(groups))
         part = slice(int(offsets[mine.start]), int(offsets[mine.stop]))
         x, p, y, _ = self.batch(rows, rng, part)
-        pred = self.net(x, p)
+        pred = self.net(x, p, hide=hide)
         n_local = mine.stop - mine.start
         if n_local == 0:  # more ranks than perturbations in this step: contribute a zero gradient
             return pred.sum() * 0.0
