@@ -165,9 +165,11 @@ def test_torchrun_writes_each_file_once_from_rank_0(ddp_rows):
 
 @pytest.fixture(scope="module")
 def ddp_groups(files, tmp_path_factory):
-    """Perturbation batches (mse + mmd + sw1): one process and two (groups sharded by rank)."""
+    """Perturbation batches (mse + mmd + sw1) with the unknown token and self-masking (the step's mask must be
+    the same on every rank): one process and two (groups sharded by rank)."""
     root = tmp_path_factory.mktemp("groups")
-    loss = ["--loss", "mse+mmd+0.5*sw1", "--set", "cells_per_group=16"]
+    loss = ["--loss", "mse+mmd+0.5*sw1", "--set", "cells_per_group=16", "--set", "unknown_token=true",
+            "--set", "self_mask=0.3"]
     single = _single(files, root / "single", *loss)
     res = _torchrun(files, root / "ddp", *loss, wrapper=False)
     _ok(res)
