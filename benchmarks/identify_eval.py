@@ -106,7 +106,7 @@ def evaluate_seed(name: str, spec: dict, seed: int, data_root: Path, graph: Path
         model = candidate_model(trainer, "graph", graph)
         types = {"held-out singles": [p for _, p in split.test]}
         if spec["doubles"]:
-            train_genes = {g for _, p in split.train for g in constituents(p)}
+            train_genes = set(trainer.known_genes)
             doubles = [p for p in data.perturbations() if len(constituents(p)) > 1]
             types["doubles, both genes trained"] = [p for p in doubles if all(g in train_genes for g in constituents(p))]
             types["doubles, >=1 gene not trained"] = [p for p in doubles

@@ -236,6 +236,13 @@ class MultiGraph:
         dst = self.edge_index[1] if layer is None else self.edge_index[1, self.edge_layer == self._layer_id(layer)]
         return np.bincount(dst, minlength=self.num_nodes)
 
+    def layer_in_degree(self, layer: str) -> np.ndarray:
+        """In-degree within ``layer`` of each node that has an edge of that layer (either direction), in node
+        order: ``deg_l(v) = |{(u, v) in E_l}|`` for ``v`` touched by ``E_l``. Shape ``(nodes with edges,)``."""
+        mask = self.edge_layer == self._layer_id(layer)
+        deg = np.bincount(self.edge_index[1, mask], minlength=self.num_nodes)
+        return deg[np.union1d(self.edge_index[0, mask], self.edge_index[1, mask])]
+
     def _layer_id(self, name: str) -> int:
         names = self.layer_names
         if name not in names:
@@ -469,13 +476,12 @@ class MultiGraph:
         per_layer = {}
         for lid, name in enumerate(self.layer_names):
             mask = self.edge_layer == lid
-            deg = np.bincount(self.edge_index[1, mask], minlength=self.num_nodes)
-            touched = np.union1d(self.edge_index[0, mask], self.edge_index[1, mask])
+            deg = self.layer_in_degree(name)
             w = self.edge_weight[mask]
             per_layer[name] = {
                 "edges": int(mask.sum()),
-                "nodes_with_edges": int(len(touched)),
-                "in_degree": _stats(deg[touched] if len(touched) else deg[:0]),
+                "nodes_with_edges": int(len(deg)),
+                "in_degree": _stats(deg),
                 "weight": _stats(w),
                 "source": self.meta["layers"].get(name, {}).get("source"),
             }

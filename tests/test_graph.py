@@ -289,3 +289,17 @@ def test_format_summary_aligns_long_layer_names():
         # the edge count is right-aligned under the header's "edges"
         count = rest.split()[0]
         assert line.index(count, len(name)) + len(count) == header_end, line
+
+
+def test_layer_in_degree_counts_only_nodes_touched_by_the_layer():
+    g = MultiGraph.merge([
+        MultiGraph.from_edges("a", ["A", "B", "C"], ["B", "C", "B"], [1.0, 1.0, 1.0], {}),
+        MultiGraph.from_edges("b", ["D"], ["E"], [1.0], {}),
+    ])
+    nodes = g.nodes.tolist()
+    touched_a = sorted(["A", "B", "C"], key=nodes.index)
+    assert g.layer_in_degree("a").tolist() == [{"A": 0, "B": 2, "C": 1}[n] for n in touched_a]
+    assert g.layer_in_degree("b").tolist() == [{"D": 0, "E": 1}[n] for n in sorted(["D", "E"], key=nodes.index)]
+    assert g.summary()["layers"]["a"]["nodes_with_edges"] == 3
+    with pytest.raises(KeyError, match="no layer"):
+        g.layer_in_degree("c")

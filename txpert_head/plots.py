@@ -79,14 +79,11 @@ def degree_distribution(graph, path: Path, max_panels: int = 8) -> Path:
             ax.axis("off")
             continue
         name = names[k]
-        mask = graph.edge_layer == k
-        deg = np.bincount(graph.edge_index[1, mask], minlength=graph.num_nodes)
-        touched = np.union1d(graph.edge_index[0, mask], graph.edge_index[1, mask])
-        deg = deg[touched]
+        deg = graph.layer_in_degree(name)
         top = int(deg.max()) if len(deg) else 0
         ax.hist(deg, bins=np.arange(-0.5, top + 1.5, max(1, (top + 1) // 30)), color=f"C{k % 10}")
         med = float(np.median(deg)) if len(deg) else 0.0
-        ax.set(title=f"{name}: {int(mask.sum()):,} edges, median {med:g}", xlabel="in-degree",
+        ax.set(title=f"{name}: {int(np.sum(graph.edge_layer == k)):,} edges, median {med:g}", xlabel="in-degree",
                ylabel="nodes" if k % cols == 0 else None)
         ax.title.set_fontsize(9)
     return _save(fig, path)

@@ -33,7 +33,7 @@ from txpert_head.data import CONTROL, PerturbData, canonical_conditions, graph_o
 from txpert_head.profiles import condition_name, true_profiles
 from txpert_head.splits import Split, make_split
 from txpert_head.train import TrainConfig, Trainer, load_checkpoint
-from txpert_head.vcc_eval import VCC_BASELINES, baselines_vcc, model_vcc
+from txpert_head.vcc_eval import PSEUDOBULK_SKIPPED, VCC_BASELINES, baselines_vcc, model_vcc
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def _vcc_section(trainer: Trainer, conditions: Sequence, base: dict[str, dict] |
     with its per-condition columns (``vcc_des``, ``vcc_pds``, ``vcc_mae``, ``<baseline>_vcc_*``,
     ``cell_mean_vcc_*``). Pseudobulk data has no cells to test: the block is ``{"skipped": reason}``."""
     if trainer.data.pseudobulk:
-        return {"skipped": "pseudobulk data: DES needs single cells"}, table
+        return dict(PSEUDOBULK_SKIPPED), table
     block, vcc_table = model_vcc(trainer, list(conditions), base, seed=seed)
     return block, table.merge(vcc_table, on="condition", how="left")
 
@@ -266,7 +266,7 @@ def baseline_run(data_opts: DataOptions, task: str, out: str | Path, split_seed:
     out.mkdir(parents=True, exist_ok=True)
     write_csv(pd.concat(frames), out / "baselines_per_perturbation.csv")
     if vcc and data.pseudobulk:
-        report["vcc"] = {"skipped": "pseudobulk data: DES needs single cells"}
+        report["vcc"] = dict(PSEUDOBULK_SKIPPED)
     elif vcc:
         report["vcc"], vcc_table = baselines_vcc(data, ControlIndex(data), split.test, split.train, res, seed=split_seed)
         write_csv(vcc_table, out / "baselines_vcc_per_perturbation.csv")

@@ -49,16 +49,17 @@ import numpy as np
 import pandas as pd
 
 from txpert_head.controls import ControlIndex
-from txpert_head.data import PerturbData
+from txpert_head.data import CONTROL, PerturbData
 from txpert_head.profiles import condition_name, rows_by_condition
 from txpert_head.splits import Condition
-from txpert_head.vcc_metrics import (DEFAULT_ALPHA, DEFAULT_TOP_K, scale_against_baseline,
-                                     target_indices_from_names, vcc_scores)
+from txpert_head.vcc_metrics import (DEFAULT_ALPHA, DEFAULT_TOP_K, overall_score, target_indices_from_names,
+                                     vcc_scores)
 
 __all__ = ["CELL_MEAN", "VCC_BASELINES", "baselines_vcc", "line_cell_mean", "model_vcc", "prediction_kind",
            "score_predictions"]
 
 CELL_MEAN = "cell_mean"
+PSEUDOBULK_SKIPPED = {"skipped": "pseudobulk data: DES needs single cells"}  # the block for pseudobulk data
 VCC_BASELINES = ("general", "additive", "nearest_cell_line")
 DEFAULT_MAX_CONTROL_CELLS = 2048
 METRICS = ("des", "pds", "mae")
@@ -81,11 +82,11 @@ def _dense(data: PerturbData, rows: np.ndarray) -> np.ndarray:
 def line_cell_mean(data: PerturbData, controls: ControlIndex, train: Sequence[Condition],
                    rows: Mapping[Condition, np.ndarray], line: str) -> np.ndarray:
     """Mean perturbed training cell of ``line`` (G,); see the module docstring for a line without any."""
-    own = [rows[c] for c in train if c[0] == line and c in rows and c[1] != "ctrl"]
+    own = [rows[c] for c in train if c[0] == line and c in rows and c[1] != CONTROL]
     if own:
         idx = np.concatenate(own)
         return np.asarray(data.X[idx].mean(axis=0), dtype=np.float64).ravel()
-    other = [rows[c] for c in train if c in rows and c[1] != "ctrl"]
+    other = [rows[c] for c in train if c in rows and c[1] != CONTROL]
     if not other:
         raise ValueError("the cell-mean baseline needs perturbed training cells, but the training split has none")
     idx = np.concatenate(other)
@@ -168,10 +169,7 @@ def score_predictions(data: PerturbData, controls: ControlIndex, conditions: Seq
     names = [condition_name(c) for c in conditions]
     raw = {lab: {m: _mean([per[lab][n][m] for n in names]) for m in METRICS} for lab in labels}
     for lab in labels:
-        scaled = {"des": scale_against_baseline(raw[lab]["des"], raw[CELL_MEAN]["des"], 1.0),
-                  "pds": scale_against_baseline(raw[lab]["pds"], raw[CELL_MEAN]["pds"], 1.0),
-                  "mae": scale_against_baseline(raw[lab]["mae"], raw[CELL_MEAN]["mae"], 0.0)}
-        score = float(100.0 * np.mean(list(scaled.values())))  # NaN when a scaled value is undefined
+        scaled, score = overall_score(raw[lab], raw[CELL_MEAN])
         summary[lab] = {**raw[lab], "scaled": scaled, "score": score, "n_perturbations": len(names)}
     table = pd.DataFrame({"condition": names, "vcc_n_de_true": [n_de_true[n] for n in names]})
     for lab in labels:

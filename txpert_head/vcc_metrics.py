@@ -48,6 +48,7 @@ __all__ = [
     "cell_mean_baseline",
     "des_from_calls",
     "pds_scores",
+    "overall_score",
     "scale_against_baseline",
     "target_indices_from_names",
     "top_change_mae",
@@ -253,6 +254,16 @@ def scale_against_baseline(value: float, baseline: float, perfect: float) -> flo
     return float(max(0.0, (value - baseline) / (perfect - baseline)))
 
 
+PERFECT = {"des": 1.0, "pds": 1.0, "mae": 0.0}
+
+
+def overall_score(model: Mapping[str, float], baseline: Mapping[str, float]) -> tuple[dict[str, float], float]:
+    """``(scaled, S)``: each of DES / PDS / MAE scaled against the baseline (:func:`scale_against_baseline`,
+    perfect values :data:`PERFECT`) and ``S = 100 · mean(scaled)`` (NaN when a scaled value is undefined)."""
+    scaled = {m: scale_against_baseline(model[m], baseline[m], perfect) for m, perfect in PERFECT.items()}
+    return scaled, float(100.0 * np.mean(list(scaled.values())))
+
+
 def cell_mean_baseline(train_perturbed_cells: np.ndarray, n_cells: Mapping[str, int]) -> dict[str, np.ndarray]:
     """The VCC cell-mean baseline: every cell of every perturbation is the mean perturbed training cell.
 
@@ -389,10 +400,8 @@ def vcc_scores(pred_cells: Mapping[str, np.ndarray], true_cells: Mapping[str, np
     if baseline_cells is not None:
         base = _raw_block(baseline_cells, perts, true_calls, true_sizes, true_mean, control, control_mean,
                           exclude, alpha, top_k, "baseline cells")
-        scaled = {"des": scale_against_baseline(model["des"], base["des"], 1.0),
-                  "pds": scale_against_baseline(model["pds"], base["pds"], 1.0),
-                  "mae": scale_against_baseline(model["mae"], base["mae"], 0.0)}
+        scaled, score = overall_score(model, base)
         out["baseline"] = {k: base[k] for k in ("des", "pds", "mae")}
         out["scaled"] = scaled
-        out["score"] = float(100.0 * np.mean(list(scaled.values())))
+        out["score"] = score
     return out
