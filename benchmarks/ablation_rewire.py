@@ -13,6 +13,7 @@ the example sources are noisy views of it): original > rewired 0.5 > ... and ori
 Usage::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ablation_rewire.py --seeds 0 1 2 --work /tmp/txpert_ablation
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ablation_rewire.py --set unknown_token=true --work /tmp/abl_unk
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ sys.path.insert(0, str(REPO))
 from txpert_head.demo import (  # noqa: E402
     QUICK_SIMULATE_ARGS, QUICK_TRAIN_OPTIONS, SIMULATE_ARGS, TRAIN_OPTIONS, Dataset, Recorder,
     build_simulated_graphs, graph_ablation, slug)
+from txpert_head.run import parse_overrides  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rewire", nargs="+", default=["0.5", "1.0"], help="rewire fractions")
     ap.add_argument("--downsample", nargs="*", default=["0.5"], help="edge-drop fractions")
     ap.add_argument("--quick", action="store_true", help="the demo's --quick sizes")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="training option on top of the demo's, as in `txpert train --set` (repeatable)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     rec = Recorder(args.work)
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             variants[name] = path
     ds = Dataset("simulated screen", sim / "perturbseq.h5ad", "perturbation", ["ctrl"], "batch", "cell_line",
                  "unseen_single")
-    options = QUICK_TRAIN_OPTIONS if args.quick else TRAIN_OPTIONS
+    options = {**(QUICK_TRAIN_OPTIONS if args.quick else TRAIN_OPTIONS), **parse_overrides(args.overrides)}
     ab = graph_ablation(rec, ds, variants, "unseen_single", options, args.seeds, args.work / "runs")
     print(f"\nunseen singles, seeds {args.seeds} (split seed = model seed); test Pearson Δ")
     print(f"{'graph':<26}{'mean ± sd':>18}   per seed")

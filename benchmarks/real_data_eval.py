@@ -11,6 +11,8 @@
 Usage::
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/real_data_eval.py --seeds 0 1 2 --work /tmp/txpert_real
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/real_data_eval.py --set unknown_token=true \
+        --work /tmp/txpert_real --runs /tmp/txpert_real/runs_unk    # the opt-in unknown token
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from txpert_head.run import DataOptions, train_run  # noqa: E402
+from txpert_head.run import DataOptions, parse_overrides, train_run  # noqa: E402
 from txpert_head.train import TrainConfig  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -79,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/txpert_real"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="training option on top of TRAIN for every run, as in `txpert train --set` (repeatable)")
+    ap.add_argument("--runs", type=Path, default=None, help="folder of the run folders (default: WORK/runs)")
     args = ap.parse_args(argv)
+    train_options = {**TRAIN, **parse_overrides(args.overrides)}
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import torch
 
@@ -95,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         table = rows.setdefault(name, {})
         for seed in args.seeds:
             for variant, extra in (("TxPert", {}), ("TxPert + target term", {"target_term": True})):
-                cfg = TrainConfig(**{**TRAIN, **extra, "seed": seed})
-                out = args.work / "runs" / f"{name}_{'tt' if extra else 'plain'}_s{seed}"
+                cfg = TrainConfig(**{**train_options, **extra, "seed": seed})
+                out = (args.runs or args.work / "runs") / f"{name}_{'tt' if extra else 'plain'}_s{seed}"
                 t = time.perf_counter()
                 rep = train_run(opts, graph, spec["task"], cfg, out, split_seed=seed, resume=False,
                                 baselines=not extra)
@@ -108,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                     for key in ("pearson_delta", "retrieval", "mse", "target_error", "n_perturbations"):
                         table.setdefault(label, {}).setdefault(key, []).append(s.get(key))
     print()
-    print(f"seeds {args.seeds}; mean ± sd over seeds (split seed = model seed); training options: {json.dumps(TRAIN)}")
+    print(f"seeds {args.seeds}; mean ± sd over seeds (split seed = model seed); training options: "
+          f"{json.dumps(train_options)}")
     for name, table in rows.items():
         print(f"\n{name}")
         print(f"{'method':<34}{'Pearson Δ':>16}{'retrieval':>16}{'MSE':>16}{'target err':>16}{'n test':>8}")

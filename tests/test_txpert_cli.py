@@ -75,3 +75,14 @@ def test_bad_input_exits_nonzero_with_message(files, tmp_path):
 def test_module_entry_point():
     res = subprocess.run([sys.executable, "-m", "txpert_head.cli", "train", "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "--graph" in res.stdout
+
+
+def test_set_values_are_json_or_strings_and_bad_items_name_the_option(files, tmp_path):
+    from txpert_head.run import parse_overrides
+
+    assert parse_overrides(["lr=3e-4", "target_term=true", "basal=none", "graph_hops=null"]) == {
+        "lr": 3e-4, "target_term": True, "basal": "none", "graph_hops": None}
+    res = CliRunner().invoke(main, ["train", "--data", str(files / "d.h5ad"), "--graph", str(files / "g.kg.npz"),
+                                    "--set", "lr", "-o", str(tmp_path / "run")])
+    assert res.exit_code == 2 and "--set" in res.output and "KEY=VALUE" in res.output
+    assert not (tmp_path / "run").exists()

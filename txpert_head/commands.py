@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -99,18 +98,14 @@ def train(graph, task, split_seed, holdout_line, encoder_kind, config_file, seed
       txpert train ... --loss mse+0.5*mmd -o runs/norman_mmd        # distributional loss
       torchrun --standalone --nproc_per_node 2 -m txpert_head.cli train ... -o runs/ddp   # 2 processes (DDP)
     """
-    from txpert_head.run import read_config_file, train_run
+    from txpert_head.run import parse_overrides, read_config_file, train_run
     from txpert_head.train import TrainConfig
 
     values = read_config_file(config_file) if config_file else {}
-    for item in overrides:
-        if "=" not in item:
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
-        k, v = item.split("=", 1)
-        try:
-            values[k] = json.loads(v)
-        except json.JSONDecodeError:
-            values[k] = v
+    try:
+        values.update(parse_overrides(overrides))
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--set") from None
     for k, v in (("encoder_kind", encoder_kind), ("seed", seed), ("epochs", epochs), ("loss", loss)):
         if v is not None:
             values[k] = v

@@ -68,6 +68,21 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return dict(values.get("train", values))
 
 
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings (``--set``) as a dict of training options; each value is parsed as JSON when it
+    can be (``true``, ``3e-4``, ``null``), else kept as the string. Raises ValueError for an item without ``=``."""
+    values: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"expected KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            values[k] = json.loads(v)
+        except json.JSONDecodeError:
+            values[k] = v
+    return values
+
+
 def write_json(obj: Any, path: Path) -> None:
     """Atomic JSON write (NaN written as null)."""
     text = json.dumps(_clean(obj), indent=2, sort_keys=False)
