@@ -241,10 +241,17 @@ def test_train_and_evaluate_print_and_write_the_vcc_block(files, tmp_path):
     assert ev["baselines"]["general"]["pearson_delta"] == pytest.approx(
         metrics["baselines"]["general"]["pearson_delta"], abs=1e-9)
     assert "vcc_pds" in pd.read_csv(run / "evaluation_test.csv").columns
+    # the split-half ceiling, as at the end of training (same seeds, same conditions)
+    assert any(line.startswith("split_half") for line in lines)
+    assert ev["baselines"]["split_half"]["pearson_delta"] == pytest.approx(
+        metrics["baselines"]["split_half"]["pearson_delta"], abs=1e-9)
+    assert "split_half_pearson_delta" in pd.read_csv(run / "evaluation_test.csv").columns
 
-    res = _invoke(["evaluate", str(run), "--part", "val", "--no-vcc"])
+    res = _invoke(["evaluate", str(run), "--part", "val", "--no-vcc", "--split-half-seeds", "0"])
     assert res.exit_code == 0 and "Virtual Cell Challenge" not in res.output
-    assert "vcc" not in json.loads((run / "evaluation_val.json").read_text())
+    assert "split_half" not in res.output
+    ev_val = json.loads((run / "evaluation_val.json").read_text())
+    assert "vcc" not in ev_val and "split_half" not in ev_val["baselines"]
 
 
 def test_evaluate_works_on_a_run_folder_written_before_vcc(files, tmp_path):

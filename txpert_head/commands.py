@@ -160,13 +160,16 @@ def _print_vcc(block: dict | None) -> None:
 @click.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
 @click.option("--part", type=click.Choice(["test", "val"]), default="test", show_default=True)
-@click.option("--no-baselines", is_flag=True, help="Skip the baselines (general, additive, nearest cell line).")
+@click.option("--no-baselines", is_flag=True,
+              help="Skip the baselines (general, additive, nearest cell line, split-half).")
 @click.option("--no-vcc", is_flag=True, help="Skip the Virtual Cell Challenge metrics (DES, PDS, MAE, S).")
+@click.option("--split-half-seeds", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Draws of the split-half reproducibility ceiling (0 skips it).")
 @user_errors(*ERRORS)
-def evaluate(run_dir, part, no_baselines, no_vcc):
-    """Evaluate the best weights of RUN_DIR on its test (or validation) split, beside the baselines on the
-    same conditions; prints the TxPert block (Pearson Δ, retrieval, MSE) and the Virtual Cell Challenge
-    block (DES, PDS, MAE, scaled values and S against the cell-mean baseline). Writes
+def evaluate(run_dir, part, no_baselines, no_vcc, split_half_seeds):
+    """Evaluate the best weights of RUN_DIR on its test (or validation) split, beside the baselines and the
+    split-half ceiling on the same conditions; prints the TxPert block (Pearson Δ, retrieval, MSE) and the
+    Virtual Cell Challenge block (DES, PDS, MAE, scaled values and S against the cell-mean baseline). Writes
     evaluation_<part>.json and evaluation_<part>.csv (one row per condition, VCC columns included).
     Works on run folders of older versions too (everything is recomputed from the checkpoint).
 
@@ -177,7 +180,8 @@ def evaluate(run_dir, part, no_baselines, no_vcc):
     """
     from txpert_head.run import evaluate_run, write_csv, write_json
 
-    table, summary = evaluate_run(run_dir, part, baselines=not no_baselines, vcc=not no_vcc)
+    table, summary = evaluate_run(run_dir, part, baselines=not no_baselines, vcc=not no_vcc,
+                                  split_half_seeds=split_half_seeds)
     write_json(summary, Path(run_dir) / f"evaluation_{part}.json")
     write_csv(table, Path(run_dir) / f"evaluation_{part}.csv")
     _print_table({"model": summary, "baselines": summary.get("baselines", {})})

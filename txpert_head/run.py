@@ -206,14 +206,15 @@ def load_run(run_dir: str | Path, data_path: str | None = None) -> tuple[Trainer
 
 
 def evaluate_run(run_dir: str | Path, part: str = "test", baselines: bool = True,
-                 vcc: bool = True) -> tuple[pd.DataFrame, dict[str, Any]]:
+                 vcc: bool = True, split_half_seeds: int = 5) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Metrics of a run's best weights on one split part (``test`` or ``val``), recomputed from the checkpoint
     (so run folders written before the VCC metrics existed are evaluated the same way).
 
     Returns ``(table, summary)``: ``table`` has one row per condition (the model's metrics, the baselines'
     ``<baseline>_<metric>`` and the VCC columns); ``summary`` holds the model's mean metrics at the top level,
-    plus ``"baselines"`` ``{name: means}`` (general, and additive / nearest_cell_line where they apply,
-    computed on the same part) and ``"vcc"`` (see :func:`txpert_head.vcc_eval.model_vcc`).
+    plus ``"baselines"`` ``{name: means}`` (general, and additive / nearest_cell_line where they apply, and the
+    split-half ceiling over ``split_half_seeds`` draws unless 0, all on the same part; ``"baselines_sd"`` holds
+    the split-half spread) and ``"vcc"`` (see :func:`txpert_head.vcc_eval.model_vcc`).
     """
     trainer, config = load_run(run_dir)
     conds = list(getattr(trainer.split, part))
@@ -225,8 +226,12 @@ def evaluate_run(run_dir: str | Path, part: str = "test", baselines: bool = True
     base = None
     if baselines:
         part_split = dataclasses.replace(trainer.split, test=conds, subgroups={})
-        base = run_baselines(trainer.data, part_split, which=VCC_BASELINES, controls=trainer.controls, seed=seed)
+        which = VCC_BASELINES + (("split_half",) if split_half_seeds > 0 else ())
+        base = run_baselines(trainer.data, part_split, which=which, split_half_seeds=split_half_seeds,
+                             controls=trainer.controls, seed=seed)
         summary["baselines"] = {k: v["summary"] for k, v in base.items()}
+        if "split_half" in base:
+            summary["baselines_sd"] = {"split_half": base["split_half"]["summary_sd"]}
         table = _add_baseline_columns(table, base)
     if vcc:
         summary["vcc"], table = _vcc_section(trainer, conds, base, table, seed)
