@@ -44,6 +44,8 @@ def fake_result(out: Path) -> dict:
                                             "n_perturbations": 38},
                                 "split_half": {"pearson_delta": float("nan"), "retrieval": None, "mse": 0.003}},
                   "subgroups": {}, "best_epoch": 7, "train_seconds": 50.0,
+                  "paired": {"general": {"difference": 0.28, "ci_low": 0.2, "ci_high": 0.35, "level": 0.95,
+                                         "p_value": 0.0001, "wins": 30, "n": 38}},
                   "plots": {"learning_curves": "figs/lc.png", "pearson_vs_general": "figs/pvg.png",
                             "predicted_vs_true": "figs/pvt.png"}}],
         "ablation": {"task": "unseen_single", "seeds": [0, 1], "general": [0.12, 0.14], "plot": "figs/ab.png",
@@ -66,6 +68,7 @@ def test_report_writer_renders_every_section_in_markdown_and_html(tmp_path):
     assert "| TxPert (this run) | 0.410 | 0.800 | 0.010 | 38 |" in md
     assert "| general baseline | 0.130 | 0.500 | 0.020 | 38 |" in md
     assert "| split-half (experimental ceiling) | - | - | 0.003 | - |" in md  # NaN / None shown as '-'
+    assert "| general baseline | +0.280 | [+0.200, +0.350] | 30/38 | 0.0001 |" in md
     assert "| original | `graphs/multi.kg.npz` | 0.410 ± 0.014 | 0.400 / 0.420 |" in md
     assert "- PASS: model above general" in md and "- FAIL: rewired below original" in md
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
@@ -197,3 +200,4 @@ def test_quick_demo_runs_end_to_end(tmp_path, monkeypatch):
     assert [g["name"] for g in summary["ablation"]["graphs"]] == ["original", "rewire 0.5", "rewire 1.0"]
     assert "| TxPert (this run) |" in md and "| general baseline |" in md
     assert len(summary["checks"]) == 4
+    assert "sign-flip p" in summary["checks"][0]["detail"] and "| TxPert minus |" in md

@@ -44,11 +44,20 @@ def test_train_evaluate_predict_baseline(files, tmp_path):
     table = pd.read_csv(run / "per_perturbation.csv")
     assert len(table) == metrics["model"]["n_perturbations"]
     assert np.isclose(table["pearson_delta"].mean(), metrics["model"]["pearson_delta"])
+    # TxPert minus each baseline, paired over the test conditions: printed and in metrics.json
+    paired = metrics["paired"]["general"]
+    assert paired["n"] == len(table)
+    assert paired["difference"] == pytest.approx(
+        metrics["model"]["pearson_delta"] - metrics["baselines"]["general"]["pearson_delta"])
+    assert paired["wins"] == int((table["pearson_delta"] > table["general_pearson_delta"]).sum())
+    assert "vs general" in res.output and "sign-flip p" in res.output
 
     res = _invoke(["evaluate", str(run)])
     assert res.exit_code == 0, res.output
     ev = json.loads((run / "evaluation_test.json").read_text())
     assert ev["pearson_delta"] == pytest.approx(metrics["model"]["pearson_delta"], abs=1e-9)
+    assert ev["paired"]["general"] == pytest.approx(metrics["paired"]["general"], abs=1e-9)
+    assert "vs general" in res.output
 
     out = tmp_path / "pred.h5ad"
     # G3 is a trained or held-out gene, G25 a graph gene never perturbed, NOVEL is unknown everywhere

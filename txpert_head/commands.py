@@ -127,6 +127,13 @@ def _print_table(report: dict) -> None:
     for name, s in rows:
         click.echo(f"{name:<22}{s['pearson_delta']:>14.4f}{s['retrieval']:>11.4f}{s['mse']:>10.4f}"
                    f"{s.get('n_perturbations', 0):>5}")
+    if report.get("paired"):
+        from txpert_head.paired import describe_comparison
+
+        click.echo("TxPert minus each baseline, paired over the same perturbations "
+                   "(bootstrap interval; sign-flip test of no difference):")
+        for name, c in report["paired"].items():
+            click.echo(f"  vs {name:<18} {describe_comparison(c)}")
 
 
 def _print_vcc(block: dict | None) -> None:
@@ -184,7 +191,7 @@ def evaluate(run_dir, part, no_baselines, no_vcc, split_half_seeds):
                                   split_half_seeds=split_half_seeds)
     write_json(summary, Path(run_dir) / f"evaluation_{part}.json")
     write_csv(table, Path(run_dir) / f"evaluation_{part}.csv")
-    _print_table({"model": summary, "baselines": summary.get("baselines", {})})
+    _print_table({"model": summary, "baselines": summary.get("baselines", {}), "paired": summary.get("paired")})
     _print_vcc(summary.get("vcc"))
 
 

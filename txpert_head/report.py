@@ -78,6 +78,16 @@ def metrics_table(run: dict) -> Block:
     return ("table", header, rows)
 
 
+def paired_table(paired: dict) -> Block:
+    """TxPert minus each baseline in Pearson Δ, paired over the test perturbations (txpert_head.paired)."""
+    rows = [[BASELINE_LABELS.get(name, name), f"{c['difference']:+.3f}",
+             f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]", f"{c['wins']}/{c['n']}", f"{c['p_value']:.3g}"]
+            for name, c in paired.items() if c["n"]]
+    header = ["TxPert minus", "Pearson Δ difference", "95% bootstrap interval", "TxPert better on",
+              "sign-flip p (no difference)"]
+    return ("table", header, rows)
+
+
 def ablation_blocks(ab: dict) -> list[Block]:
     seeds = ", ".join(str(s) for s in ab["seeds"])
     rows = [[g["name"], f"`{g['path']}`", mean_sd(g["pearson_delta"]), " / ".join(fmt(v) for v in g["pearson_delta"])]
@@ -131,6 +141,8 @@ def build_blocks(result: dict) -> list[Block]:
                        f"{seconds(run['train_seconds'])}. Metrics on the held-out test perturbations "
                        f"(means over perturbations):"))
         b.append(metrics_table(run))
+        if run.get("paired"):
+            b.append(paired_table(run["paired"]))
         plots = run.get("plots", {})
         for key, alt, text in (
                 ("learning_curves", "learning curves", "Learning curves (training loss, validation Pearson Δ):"),

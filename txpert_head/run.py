@@ -30,6 +30,7 @@ from txpert_head import distributed, plots
 from txpert_head.baselines import run_baselines
 from txpert_head.controls import ControlIndex
 from txpert_head.data import CONTROL, PerturbData, canonical_conditions, graph_overlap, load_h5ad
+from txpert_head.paired import paired_comparison
 from txpert_head.profiles import condition_name, true_profiles
 from txpert_head.splits import Split, make_split
 from txpert_head.train import TrainConfig, Trainer, load_checkpoint
@@ -148,6 +149,7 @@ def train_run(data_opts: DataOptions, graph_path: str | Path, task: str, cfg: Tr
         if "split_half" in base:
             report["baselines_sd"] = {"split_half": base["split_half"]["summary_sd"]}
         table = _add_baseline_columns(table, base)
+        report["paired"] = _paired_section(table, base, split_seed)
         plots.model_vs_baseline(result.test_table, base["general"]["table"], out / "plots" / "pearson_vs_general.png")
     if vcc:  # Virtual Cell Challenge metrics of the model and the baselines (txpert_head.vcc_eval)
         report["vcc"], table = _vcc_section(trainer, split.test, base if baselines else None, table, split_seed)
@@ -170,6 +172,14 @@ def _add_baseline_columns(table: pd.DataFrame, base: dict[str, dict]) -> pd.Data
         for col in ("pearson_delta", "retrieval", "mse"):
             table[f"{name}_{col}"] = table["condition"].map(t[col])
     return table
+
+
+def _paired_section(table: pd.DataFrame, base: dict[str, dict], seed: int) -> dict[str, dict]:
+    """TxPert minus each baseline in Pearson Δ over the same conditions (mean difference, bootstrap interval,
+    sign-flip p, wins: :func:`txpert_head.paired.paired_comparison`), from :func:`_add_baseline_columns`'s
+    columns."""
+    return {name: paired_comparison(table["pearson_delta"], table[f"{name}_pearson_delta"], seed=seed)
+            for name in base}
 
 
 def _vcc_section(trainer: Trainer, conditions: Sequence, base: dict[str, dict] | None, table: pd.DataFrame,
@@ -233,6 +243,7 @@ def evaluate_run(run_dir: str | Path, part: str = "test", baselines: bool = True
         if "split_half" in base:
             summary["baselines_sd"] = {"split_half": base["split_half"]["summary_sd"]}
         table = _add_baseline_columns(table, base)
+        summary["paired"] = _paired_section(table, base, seed)
     if vcc:
         summary["vcc"], table = _vcc_section(trainer, conds, base, table, seed)
     return table, summary
