@@ -44,6 +44,7 @@ def test_train_evaluate_predict_baseline(files, tmp_path):
     table = pd.read_csv(run / "per_perturbation.csv")
     assert len(table) == metrics["model"]["n_perturbations"]
     assert np.isclose(table["pearson_delta"].mean(), metrics["model"]["pearson_delta"])
+    assert "graph_neighbours" in metrics["baselines"]  # the run's graph gives the neighbour baseline
     # TxPert minus each baseline, paired over the test conditions: printed and in metrics.json
     paired = metrics["paired"]["general"]
     assert paired["n"] == len(table)

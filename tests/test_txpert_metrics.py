@@ -7,7 +7,8 @@ import pytest
 import scipy.sparse as sp
 
 from txpert_head import metrics
-from txpert_head.baselines import additive, general
+from kgbuild.graph import MultiGraph
+from txpert_head.baselines import additive, general, graph_neighbours
 from txpert_head.controls import ControlIndex
 from txpert_head.data import PerturbData
 from txpert_head.profiles import true_profiles
@@ -82,6 +83,24 @@ def test_general_and_additive_baselines():
     np.testing.assert_allclose(got, [[1, 2, 0], [1, 0, 0]])
     got = general(deltas, [("all", "A+Z")], ref[:1])
     np.testing.assert_allclose(got, [[1 + 1 / 3, 2 / 3, 1]])
+
+
+def test_graph_neighbours_baseline():
+    ref = np.zeros((4, 3))
+    deltas = {("all", "A"): np.array([1.0, 0, 0]), ("all", "B"): np.array([0, 2.0, 0]),
+              ("all", "C"): np.array([0, 0, 3.0])}
+    # Z <- A (0.5 in two layers: 1.0 in all), Z <- B (2.0), Z <- U (untrained), Z -> C (outgoing: ignored);
+    # Y <- U only; A <- B (A was trained: its own change wins)
+    g = MultiGraph.merge([
+        MultiGraph.from_edges("string", ["A", "B", "U", "Z", "B"], ["Z", "Z", "Z", "C", "A"], [0.5, 2.0, 0.9, 1, 1]),
+        MultiGraph.from_edges("go", ["A", "U"], ["Z", "Y"], [0.5, 1.0]),
+    ])
+    got = graph_neighbours(deltas, [("all", "Z"), ("all", "Y"), ("all", "A"), ("all", "Z+C")], ref, g)
+    z = (1.0 * deltas[("all", "A")] + 2.0 * deltas[("all", "B")]) / 3.0
+    glob = np.array([1 / 3, 2 / 3, 1])
+    np.testing.assert_allclose(got, [z, glob, [1, 0, 0], z + [0, 0, 3]])
+    # genes outside the graph fall back to the general baseline
+    np.testing.assert_allclose(graph_neighbours(deltas, [("all", "Q")], ref[:1], g), [glob])
 
 
 def test_constant_prediction_scores_as_uninformative():

@@ -10,6 +10,13 @@ With training changes ``Δ_q = x̄_q − r_q`` (see :mod:`txpert_head.profiles`)
   (unseen constituents add 0).
 * ``nearest_cell_line``: ``Δ̃_p`` is p's change in the training line whose control mean is nearest
   (Euclidean) to line L's; ``general`` when p was not trained on in any other line.
+* ``graph_neighbours`` (needs the graph; no training): ``general``, except that an unseen single gene g
+  gets the weighted mean change of its trained graph neighbours instead of the global mean,
+  ``Δ̃_g = Σ_{q∈N(g)} w_qg Δ_q / Σ_{q∈N(g)} w_qg`` over the sources q of g's incoming edges (all layers;
+  ``w_qg`` the sum of the edge weights q→g over layers, clipped at 0) that were trained as singles (same
+  line preferred, else the mean over lines); ``Δ̄`` when g has no such neighbour. It asks what the
+  graph's one-hop neighbourhoods alone predict: a map graph that carries signal lifts it above
+  ``general``, a rewired one does not.
 * ``split_half`` (experimental reproducibility): the rows of each test condition are split in two halves
   within each batch; one half's change predicts the other's, over several seeds.
 """
@@ -21,13 +28,14 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from kgbuild.graph import MultiGraph
 from txpert_head import metrics
 from txpert_head.controls import ControlIndex
 from txpert_head.data import PerturbData, constituents
 from txpert_head.profiles import condition_name, retrieval_candidates, rows_by_condition, true_profiles
 from txpert_head.splits import Condition, Split
 
-BASELINES = ("general", "additive", "nearest_cell_line", "split_half")
+BASELINES = ("general", "additive", "nearest_cell_line", "graph_neighbours", "split_half")
 
 
 def _nan_stat(fn, values) -> float:
@@ -57,18 +65,51 @@ def _global_mean(deltas: dict[Condition, np.ndarray], line: str) -> np.ndarray:
     return np.mean(same if same else list(singles.values()), axis=0)
 
 
-def general(deltas: dict[Condition, np.ndarray], conditions: Sequence[Condition], reference: np.ndarray) -> np.ndarray:
-    """General baseline predicted means (P, G)."""
+def general(deltas: dict[Condition, np.ndarray], conditions: Sequence[Condition], reference: np.ndarray,
+            unseen_gene=None) -> np.ndarray:
+    """General baseline predicted means (P, G).
+
+    ``unseen_gene(line, gene)``: the change of a gene never trained as a single, or None for the global
+    mean ``Δ̄`` (the general baseline itself; :func:`graph_neighbours` passes its neighbour estimate)."""
     out = np.array(reference, dtype=np.float64, copy=True)
     for k, (line, pert) in enumerate(conditions):
         seen = _seen_change(deltas, line, pert)
         if seen is None:
-            parts = constituents(pert)
-            terms = [_seen_change(deltas, line, g) for g in parts]
             glob = _global_mean(deltas, line)
-            seen = sum(t if t is not None else glob for t in terms) if len(parts) > 1 else glob
+            terms = [_seen_change(deltas, line, g) for g in constituents(pert)]
+            terms = [t if t is not None else (unseen_gene(line, g) if unseen_gene else None) for g, t in
+                     zip(constituents(pert), terms)]
+            seen = sum(t if t is not None else glob for t in terms)
         out[k] += seen
     return out
+
+
+def graph_neighbours(deltas: dict[Condition, np.ndarray], conditions: Sequence[Condition], reference: np.ndarray,
+                     graph: MultiGraph) -> np.ndarray:
+    """Graph-neighbour baseline predicted means (P, G): ``general`` with an unseen gene's change estimated
+    as the weighted mean of its trained in-neighbours' changes (module docstring)."""
+    lookup = graph.node_lookup
+    src, dst = graph.edge_index
+    weight = np.clip(np.asarray(graph.edge_weight, dtype=np.float64), 0.0, None)
+    order = np.argsort(dst, kind="stable")
+    starts = np.searchsorted(dst[order], np.arange(graph.num_nodes + 1))
+    trained = {p for _, p in deltas}
+
+    def estimate(line: str, gene: str) -> np.ndarray | None:
+        if gene not in lookup:
+            return None
+        node = lookup[gene]
+        edges = order[starts[node]:starts[node + 1]]
+        w: dict[str, float] = {}
+        for q, wq in zip(graph.nodes[src[edges]].tolist(), weight[edges].tolist()):
+            if q in trained and q != gene:
+                w[q] = w.get(q, 0.0) + wq
+        total = sum(w.values())
+        if total <= 0:
+            return None
+        return sum(wq * _seen_change(deltas, line, q) for q, wq in w.items()) / total
+
+    return general(deltas, conditions, reference, unseen_gene=estimate)
 
 
 def additive(deltas: dict[Condition, np.ndarray], conditions: Sequence[Condition], reference: np.ndarray) -> np.ndarray:
@@ -129,14 +170,16 @@ def split_half(data: PerturbData, controls: ControlIndex, conditions: Sequence[C
 
 
 def run_baselines(data: PerturbData, split: Split, which: Sequence[str] = BASELINES, split_half_seeds: int = 5,
-                  controls: ControlIndex | None = None, seed: int = 0) -> dict[str, dict]:
+                  controls: ControlIndex | None = None, seed: int = 0,
+                  graph: MultiGraph | None = None) -> dict[str, dict]:
     """Evaluate baselines on ``split.test``; returns ``{name: {"summary", "table", ["summary_sd"], ["pred"]}}``.
 
     ``pred`` (P, G): the predicted mean expression of each test condition (in ``split.test`` order), for
     every baseline but ``split_half`` (whose prediction is a different half of the data per seed).
 
     ``additive`` is only run for splits with combinations, ``nearest_cell_line`` only with several cell
-    lines, ``split_half`` only when conditions have at least two rows.
+    lines, ``graph_neighbours`` only with a ``graph``, ``split_half`` only when conditions have at least two
+    rows and ``split_half_seeds`` > 0.
     """
     controls = controls or ControlIndex(data)
     rows = rows_by_condition(data)
@@ -156,7 +199,9 @@ def run_baselines(data: PerturbData, split: Split, which: Sequence[str] = BASELI
             pred = additive(deltas, test, ref)
         elif name == "nearest_cell_line" and n_lines > 1:
             pred = nearest_cell_line(deltas, controls, test, ref)
-        elif name == "split_half" and not data.pseudobulk:
+        elif name == "graph_neighbours" and graph is not None:
+            pred = graph_neighbours(deltas, test, ref, graph)
+        elif name == "split_half" and not data.pseudobulk and split_half_seeds > 0:
             draws = []
             for s in range(split_half_seeds):
                 p, t, r = split_half(data, controls, test, rows, seed=seed * 1000 + s)

@@ -168,7 +168,7 @@ def _print_vcc(block: dict | None) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
 @click.option("--part", type=click.Choice(["test", "val"]), default="test", show_default=True)
 @click.option("--no-baselines", is_flag=True,
-              help="Skip the baselines (general, additive, nearest cell line, split-half).")
+              help="Skip the baselines (general, additive, nearest cell line, graph neighbours, split-half).")
 @click.option("--no-vcc", is_flag=True, help="Skip the Virtual Cell Challenge metrics (DES, PDS, MAE, S).")
 @click.option("--split-half-seeds", type=click.IntRange(min=0), default=5, show_default=True,
               help="Draws of the split-half reproducibility ceiling (0 skips it).")
@@ -221,22 +221,28 @@ def predict(run_dir, perturbations, cell_line, out):
 @task_option
 @split_seed_option
 @holdout_option
-@click.option("--split-half-seeds", type=int, default=5, show_default=True, help="Draws of the reproducibility baseline.")
+@click.option("--split-half-seeds", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Draws of the split-half reproducibility ceiling (0 skips it).")
 @click.option("--no-vcc", is_flag=True, help="Skip the Virtual Cell Challenge metrics (DES, PDS, MAE, S).")
+@click.option("--graph", "graph_path", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="Multigraph file (.kg.npz): adds the graph_neighbours baseline, what the graph's one-hop "
+                   "neighbourhoods predict for unseen genes without training.")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Folder for baselines.json/csv.")
 @user_errors(*ERRORS)
-def baseline(task, split_seed, holdout_line, split_half_seeds, no_vcc, out, **kw):
-    """Baselines on a split: general, additive (combinations), nearest cell line (several lines) and
-    split-half experimental reproducibility.
+def baseline(task, split_seed, holdout_line, split_half_seeds, no_vcc, graph_path, out, **kw):
+    """Baselines on a split: general, additive (combinations), nearest cell line (several lines), graph
+    neighbours (with --graph) and split-half experimental reproducibility.
 
     \b
     Example:
       txpert baseline --data norman.h5ad --control control --batch-col batch --task double -o runs/base
+      txpert baseline --data papalexi.h5ad --perturbation-col target --control non-targeting \\
+          --graph graphs/multi.kg.npz -o runs/base_graph    # is my map graph informative?
     """
     from txpert_head.run import baseline_run
 
     report = baseline_run(_data_opts(kw), task, out, split_seed, holdout_line, split_half_seeds,
-                          vcc=not no_vcc)
+                          vcc=not no_vcc, graph_path=graph_path)
     click.echo(f"{'baseline':<22}{'pearson_delta':>14}{'retrieval':>11}{'mse':>10}")
     for name, s in report["baselines"].items():
         click.echo(f"{name:<22}{s['pearson_delta']:>14.4f}{s['retrieval']:>11.4f}{s['mse']:>10.4f}")

@@ -420,6 +420,15 @@ def run_simulated(rec: Recorder, quick: bool, seeds: Sequence[int], doubles: boo
              "(`sim/truth/`); the STRING, GO, Reactome and embedding files are noisy, partial views of it "
              "(`sim/README.md`). Unseen single perturbations can only be predicted from the graph neighbours "
              "that were seen in training."]
+    neighbours = rep.get("baselines", {}).get("graph_neighbours", {}).get("pearson_delta")
+    if neighbours is not None:
+        notes.append(f"The graph-neighbour baseline (no training: an unseen gene's change is the weighted mean of its "
+                     f"trained graph neighbours' changes) scores {neighbours:.3f} on the unseen singles, TxPert "
+                     f"{rep['model']['pearson_delta']:.3f}. "
+                     + ("TxPert does not yet get out of the graph what simple neighbour averaging does; the opt-in "
+                        "options `unknown_token` and `self_mask` (docs/training-and-evaluation.md) close most of "
+                        "that gap on this data." if neighbours > rep["model"]["pearson_delta"] else
+                        "TxPert gets more out of the graph than neighbour averaging."))
     if doubles:
         notes.append("Doubles: the simulated combinations are the sum of their singles plus a small interaction, so "
                      "for a double whose two singles were both trained on, the general/additive baseline (the sum "

@@ -32,7 +32,8 @@ from kgbuild.atomic import atomic_write
 METRICS = (("pearson_delta", "Pearson Δ", "higher is better"), ("retrieval", "retrieval", "higher is better"),
            ("mse", "MSE", "lower is better"))
 BASELINE_LABELS = {"general": "general baseline", "additive": "additive baseline",
-                   "nearest_cell_line": "nearest cell line", "split_half": "split-half (experimental ceiling)"}
+                   "nearest_cell_line": "nearest cell line", "graph_neighbours": "graph neighbours (no training)",
+                   "split_half": "split-half (experimental ceiling)"}
 
 Block = tuple  # ("h", level, text) | ("p", text) | ("list", items) | ("code", text) | ("table", header, rows)
 #              | ("img", alt, path)

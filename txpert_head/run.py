@@ -144,7 +144,7 @@ def train_run(data_opts: DataOptions, graph_path: str | Path, task: str, cfg: Tr
                               "best_epoch": result.best_epoch, "best_val_pearson_delta": result.best_val,
                               "train_seconds": result.seconds, "history": result.history}
     if baselines:
-        base = run_baselines(data, split, controls=trainer.controls, seed=split_seed)
+        base = run_baselines(data, split, controls=trainer.controls, seed=split_seed, graph=graph)
         report["baselines"] = {k: v["summary"] for k, v in base.items()}
         if "split_half" in base:
             report["baselines_sd"] = {"split_half": base["split_half"]["summary_sd"]}
@@ -238,7 +238,7 @@ def evaluate_run(run_dir: str | Path, part: str = "test", baselines: bool = True
         part_split = dataclasses.replace(trainer.split, test=conds, subgroups={})
         which = VCC_BASELINES + (("split_half",) if split_half_seeds > 0 else ())
         base = run_baselines(trainer.data, part_split, which=which, split_half_seeds=split_half_seeds,
-                             controls=trainer.controls, seed=seed)
+                             controls=trainer.controls, seed=seed, graph=trainer.graph)
         summary["baselines"] = {k: v["summary"] for k, v in base.items()}
         if "split_half" in base:
             summary["baselines_sd"] = {"split_half": base["split_half"]["summary_sd"]}
@@ -281,16 +281,22 @@ def predict_run(run_dir: str | Path, perturbations: Sequence[str], out: str | Pa
 
 
 def baseline_run(data_opts: DataOptions, task: str, out: str | Path, split_seed: int = 0,
-                 holdout_line: str | None = None, split_half_seeds: int = 5, vcc: bool = True) -> dict[str, Any]:
+                 holdout_line: str | None = None, split_half_seeds: int = 5, vcc: bool = True,
+                 graph_path: str | Path | None = None) -> dict[str, Any]:
     """Baselines only: writes ``baselines.json`` and ``baselines_per_perturbation.csv`` into ``out``.
+
+    ``graph_path``: a multigraph file; adds the ``graph_neighbours`` baseline (what the graph's neighbourhoods
+    predict without training).
 
     ``vcc``: also the VCC block of the baselines (``report["vcc"]``, :func:`txpert_head.vcc_eval.baselines_vcc`,
     true cells capped at 256 per condition) and its per-condition table ``baselines_vcc_per_perturbation.csv``."""
     out = Path(out)
     data = data_opts.load()
+    graph = load_graph_for(data, graph_path) if graph_path is not None else None
     split = make_split(data, task, seed=split_seed, holdout_line=holdout_line)
-    res = run_baselines(data, split, split_half_seeds=split_half_seeds, seed=split_seed)
+    res = run_baselines(data, split, split_half_seeds=split_half_seeds, seed=split_seed, graph=graph)
     report = {"task": task, "split_seed": split_seed, "data": dataclasses.asdict(data_opts),
+              "graph": None if graph_path is None else str(graph_path),
               "baselines": {k: v["summary"] for k, v in res.items()},
               "baselines_sd": {k: v["summary_sd"] for k, v in res.items() if "summary_sd" in v}}
     frames = [v["table"].assign(baseline=k) for k, v in res.items()]

@@ -215,6 +215,7 @@ class Trainer:
                  run_dir: str | Path | None = None, controls: ControlIndex | None = None,
                  dist: DistContext | None = None):
         self.data, self.split, self.cfg = data, split, cfg
+        self.graph = graph  # the whole graph (the encoder may see only a receptive field of it, graph_hops)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.dist = dist if dist is not None else setup_distributed(cfg.device)
         self.device = self.dist.device(resolve_device(cfg.device))

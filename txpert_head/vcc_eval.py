@@ -60,7 +60,7 @@ __all__ = ["CELL_MEAN", "VCC_BASELINES", "baselines_vcc", "line_cell_mean", "mod
 
 CELL_MEAN = "cell_mean"
 PSEUDOBULK_SKIPPED = {"skipped": "pseudobulk data: DES needs single cells"}  # the block for pseudobulk data
-VCC_BASELINES = ("general", "additive", "nearest_cell_line")
+VCC_BASELINES = ("general", "additive", "nearest_cell_line", "graph_neighbours")
 DEFAULT_MAX_CONTROL_CELLS = 2048
 METRICS = ("des", "pds", "mae")
 
