@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO))
 from txpert_head.demo import (  # noqa: E402
     QUICK_SIMULATE_ARGS, QUICK_TRAIN_OPTIONS, SIMULATE_ARGS, TRAIN_OPTIONS, Dataset, Recorder,
     build_simulated_graphs, graph_ablation, slug)
+from txpert_head.report import mean_sd  # noqa: E402
 from txpert_head.run import parse_overrides  # noqa: E402
 
 
@@ -62,12 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     options = {**(QUICK_TRAIN_OPTIONS if args.quick else TRAIN_OPTIONS), **parse_overrides(args.overrides)}
     ab = graph_ablation(rec, ds, variants, "unseen_single", options, args.seeds, args.work / "runs")
     print(f"\nunseen singles, seeds {args.seeds} (split seed = model seed); test Pearson Δ")
-    print(f"{'graph':<26}{'mean ± sd':>18}   per seed")
-    rows = [(g["name"], g["pearson_delta"]) for g in ab["graphs"]] + [("general baseline", ab["general"])]
-    for name, vals in rows:
-        v = np.asarray(vals, dtype=float)
-        sd = f" ± {v.std(ddof=1):.3f}" if len(v) > 1 else ""
-        print(f"{name:<26}{f'{v.mean():.3f}{sd}':>18}   {' '.join(f'{x:.3f}' for x in v)}")
+    print(f"{'graph':<26}{'TxPert mean ± sd':>18}{'neighbours ± sd':>18}   TxPert per seed")
+    rows = [(g["name"], g["pearson_delta"], g["graph_neighbours"]) for g in ab["graphs"]]
+    rows.append(("general baseline", ab["general"], []))
+    for name, vals, nb in rows:
+        print(f"{name:<26}{mean_sd(vals):>18}{mean_sd(nb):>18}   {' '.join(f'{x:.3f}' for x in vals)}")
+    print("(neighbours: the training-free graph_neighbours baseline on the same split and graph)")
     orig = float(np.mean(ab["graphs"][0]["pearson_delta"]))
     print("\noriginal - variant (mean over seeds; > 0: the graph's structure helps):")
     for g in ab["graphs"][1:]:

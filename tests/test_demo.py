@@ -49,8 +49,10 @@ def fake_result(out: Path) -> dict:
                   "plots": {"learning_curves": "figs/lc.png", "pearson_vs_general": "figs/pvg.png",
                             "predicted_vs_true": "figs/pvt.png"}}],
         "ablation": {"task": "unseen_single", "seeds": [0, 1], "general": [0.12, 0.14], "plot": "figs/ab.png",
-                     "graphs": [{"name": "original", "path": "graphs/multi.kg.npz", "pearson_delta": [0.40, 0.42]},
-                                {"name": "rewire 1.0", "path": "graphs/rw.kg.npz", "pearson_delta": [0.30, 0.34]}]},
+                     "graphs": [{"name": "original", "path": "graphs/multi.kg.npz", "pearson_delta": [0.40, 0.42],
+                                 "graph_neighbours": [0.5, 0.6]},
+                                {"name": "rewire 1.0", "path": "graphs/rw.kg.npz", "pearson_delta": [0.30, 0.34],
+                                 "graph_neighbours": [0.04, 0.02]}]},
         "checks": [{"name": "model above general", "passed": True, "detail": "0.41 vs 0.13"},
                    {"name": "rewired below original", "passed": False, "detail": "x"}],
     }
@@ -69,7 +71,7 @@ def test_report_writer_renders_every_section_in_markdown_and_html(tmp_path):
     assert "| general baseline | 0.130 | 0.500 | 0.020 | 38 |" in md
     assert "| split-half (experimental ceiling) | - | - | 0.003 | - |" in md  # NaN / None shown as '-'
     assert "| general baseline | +0.280 | [+0.200, +0.350] | 30/38 | 0.0001 |" in md
-    assert "| original | `graphs/multi.kg.npz` | 0.410 ± 0.014 | 0.400 / 0.420 |" in md
+    assert "| original | `graphs/multi.kg.npz` | 0.410 ± 0.014 | 0.400 / 0.420 | 0.550 ± 0.071 |" in md
     assert "- PASS: model above general" in md and "- FAIL: rewired below original" in md
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert len(images) == 5 and all((tmp_path / p).is_file() for p in images)
@@ -198,6 +200,8 @@ def test_quick_demo_runs_end_to_end(tmp_path, monkeypatch):
     run = summary["runs"][0]
     assert run["task"] == "unseen_single" and np.isfinite(run["model"]["pearson_delta"])
     assert [g["name"] for g in summary["ablation"]["graphs"]] == ["original", "rewire 0.5", "rewire 1.0"]
+    assert all(len(g["graph_neighbours"]) == 1 and np.isfinite(g["graph_neighbours"][0])
+               for g in summary["ablation"]["graphs"])
     assert "| TxPert (this run) |" in md and "| general baseline |" in md
     assert len(summary["checks"]) == 4
     assert "sign-flip p" in summary["checks"][0]["detail"] and "| TxPert minus |" in md

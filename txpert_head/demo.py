@@ -314,10 +314,12 @@ def rec_rel(rec: Recorder, path: Path) -> str:
 
 def graph_ablation(rec: Recorder, ds: Dataset, graphs: dict[str, Path], task: str, options: dict,
                    seeds: Sequence[int], runs: Path, reuse: dict[tuple[str, int], dict] | None = None) -> dict:
-    """Train on each graph with each seed (split seed = model seed); Pearson Δ per graph and seed, plus the
-    general baseline of each seed's split. ``reuse[(graph name, seed)]`` skips runs already done."""
+    """Train on each graph with each seed (split seed = model seed); Pearson Δ per graph and seed, the
+    training-free graph-neighbour baseline per graph and seed, and the general baseline of each seed's split.
+    ``reuse[(graph name, seed)]`` skips runs already done."""
     reuse = dict(reuse or {})
     table: dict[str, list[float]] = {name: [] for name in graphs}
+    neighbours: dict[str, list[float]] = {name: [] for name in graphs}
     general: list[float] = []
     for seed in seeds:
         for k, (name, path) in enumerate(graphs.items()):
@@ -326,11 +328,26 @@ def graph_ablation(rec: Recorder, ds: Dataset, graphs: dict[str, Path], task: st
                 rep = train_one(rec, ds, path, task, options, seed, runs / f"ablation_{slug(name)}_s{seed}",
                                 f"ablation {name} seed {seed}", baselines=(k == 0))
             table[name].append(float(rep["model"]["pearson_delta"]))
+            neighbours[name].append(neighbour_baseline(ds, path, task, seed))
             if k == 0:
                 general.append(float(rep["baselines"]["general"]["pearson_delta"]))
     return {"task": task, "seeds": list(seeds), "general": general,
-            "graphs": [{"name": name, "path": rec_rel(rec, graphs[name]), "pearson_delta": table[name]}
-                       for name in graphs]}
+            "graphs": [{"name": name, "path": rec_rel(rec, graphs[name]), "pearson_delta": table[name],
+                        "graph_neighbours": neighbours[name]} for name in graphs]}
+
+
+def neighbour_baseline(ds: Dataset, graph: Path, task: str, seed: int) -> float:
+    """Test Pearson Δ of the ``graph_neighbours`` baseline (:mod:`txpert_head.baselines`) on split ``seed``:
+    what ``graph``'s neighbourhoods predict without training (``txpert baseline --graph``)."""
+    from kgbuild.graph import MultiGraph
+    from txpert_head.baselines import run_baselines
+    from txpert_head.run import DataOptions
+    from txpert_head.splits import make_split
+
+    data = DataOptions(str(ds.path), ds.perturbation_col, list(ds.control), ds.cell_line_col, ds.batch_col).load()
+    res = run_baselines(data, make_split(data, task, seed=seed), which=("graph_neighbours",), seed=seed,
+                        graph=MultiGraph.load(graph))
+    return float(res["graph_neighbours"]["summary"]["pearson_delta"])
 
 
 def ablation_plot(ab: dict, path: Path) -> Path:
