@@ -23,7 +23,7 @@ With training changes ``Δ_q = x̄_q − r_q`` (see :mod:`txpert_head.profiles`)
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -66,7 +66,7 @@ def _global_mean(deltas: dict[Condition, np.ndarray], line: str) -> np.ndarray:
 
 
 def general(deltas: dict[Condition, np.ndarray], conditions: Sequence[Condition], reference: np.ndarray,
-            unseen_gene=None) -> np.ndarray:
+            unseen_gene: Callable[[str, str], np.ndarray | None] | None = None) -> np.ndarray:
     """General baseline predicted means (P, G).
 
     ``unseen_gene(line, gene)``: the change of a gene never trained as a single, or None for the global
@@ -76,10 +76,14 @@ def general(deltas: dict[Condition, np.ndarray], conditions: Sequence[Condition]
         seen = _seen_change(deltas, line, pert)
         if seen is None:
             glob = _global_mean(deltas, line)
-            terms = [_seen_change(deltas, line, g) for g in constituents(pert)]
-            terms = [t if t is not None else (unseen_gene(line, g) if unseen_gene else None) for g, t in
-                     zip(constituents(pert), terms)]
-            seen = sum(t if t is not None else glob for t in terms)
+
+            def term(gene: str) -> np.ndarray:
+                t = _seen_change(deltas, line, gene)
+                if t is None and unseen_gene is not None:
+                    t = unseen_gene(line, gene)
+                return glob if t is None else t
+
+            seen = sum(term(g) for g in constituents(pert))
         out[k] += seen
     return out
 
