@@ -34,7 +34,7 @@ from txpert_head.paired import paired_comparison
 from txpert_head.profiles import condition_name, true_profiles
 from txpert_head.splits import Split, make_split
 from txpert_head.train import TrainConfig, Trainer, load_checkpoint
-from txpert_head.vcc_eval import PSEUDOBULK_SKIPPED, VCC_BASELINES, baselines_vcc, model_vcc
+from txpert_head.vcc_eval import PSEUDOBULK_SKIPPED, baselines_vcc, model_vcc
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +145,7 @@ def train_run(data_opts: DataOptions, graph_path: str | Path, task: str, cfg: Tr
                               "train_seconds": result.seconds, "history": result.history}
     if baselines:
         base = run_baselines(data, split, controls=trainer.controls, seed=split_seed, graph=graph)
-        report["baselines"] = {k: v["summary"] for k, v in base.items()}
-        if "split_half" in base:
-            report["baselines_sd"] = {"split_half": base["split_half"]["summary_sd"]}
-        table = _add_baseline_columns(table, base)
-        report["paired"] = _paired_section(table, base, split_seed)
+        table = _baseline_section(report, table, base, split_seed)
         plots.model_vs_baseline(result.test_table, base["general"]["table"], out / "plots" / "pearson_vs_general.png")
     if vcc:  # Virtual Cell Challenge metrics of the model and the baselines (txpert_head.vcc_eval)
         report["vcc"], table = _vcc_section(trainer, split.test, base if baselines else None, table, split_seed)
@@ -164,22 +160,29 @@ def train_run(data_opts: DataOptions, graph_path: str | Path, task: str, cfg: Tr
     return distributed.finish(ctx, report)
 
 
-def _add_baseline_columns(table: pd.DataFrame, base: dict[str, dict]) -> pd.DataFrame:
-    """``<baseline>_<metric>`` columns (Pearson Δ, retrieval, MSE) beside the model's, matched by condition."""
+def _baseline_summaries(base: dict[str, dict]) -> tuple[dict[str, dict], dict[str, dict]]:
+    """``({name: mean metrics}, {name: their sd over draws})`` of :func:`run_baselines` output (sd: split-half)."""
+    return ({k: v["summary"] for k, v in base.items()},
+            {k: v["summary_sd"] for k, v in base.items() if "summary_sd" in v})
+
+
+def _baseline_section(report: dict[str, Any], table: pd.DataFrame, base: dict[str, dict], seed: int) -> pd.DataFrame:
+    """Put the baselines beside the model (``txpert train`` and ``evaluate``): ``report["baselines"]``,
+    ``["baselines_sd"]`` (when a baseline has draws) and ``["paired"]`` -- TxPert minus each baseline in Pearson Δ
+    over the same conditions (mean difference, bootstrap interval, sign-flip p, wins:
+    :func:`txpert_head.paired.paired_comparison`); returns ``table`` with ``<baseline>_<metric>`` columns
+    (Pearson Δ, retrieval, MSE) beside the model's, matched by condition."""
+    report["baselines"], sd = _baseline_summaries(base)
+    if sd:
+        report["baselines_sd"] = sd
     table = table.copy()
     for name, res in base.items():
         t = res["table"].set_index("condition")
         for col in ("pearson_delta", "retrieval", "mse"):
             table[f"{name}_{col}"] = table["condition"].map(t[col])
+    report["paired"] = {name: paired_comparison(table["pearson_delta"], table[f"{name}_pearson_delta"], seed=seed)
+                        for name in base}
     return table
-
-
-def _paired_section(table: pd.DataFrame, base: dict[str, dict], seed: int) -> dict[str, dict]:
-    """TxPert minus each baseline in Pearson Δ over the same conditions (mean difference, bootstrap interval,
-    sign-flip p, wins: :func:`txpert_head.paired.paired_comparison`), from :func:`_add_baseline_columns`'s
-    columns."""
-    return {name: paired_comparison(table["pearson_delta"], table[f"{name}_pearson_delta"], seed=seed)
-            for name in base}
 
 
 def _vcc_section(trainer: Trainer, conditions: Sequence, base: dict[str, dict] | None, table: pd.DataFrame,
@@ -236,14 +239,9 @@ def evaluate_run(run_dir: str | Path, part: str = "test", baselines: bool = True
     base = None
     if baselines:
         part_split = dataclasses.replace(trainer.split, test=conds, subgroups={})
-        which = VCC_BASELINES + (("split_half",) if split_half_seeds > 0 else ())
-        base = run_baselines(trainer.data, part_split, which=which, split_half_seeds=split_half_seeds,
+        base = run_baselines(trainer.data, part_split, split_half_seeds=split_half_seeds,
                              controls=trainer.controls, seed=seed, graph=trainer.graph)
-        summary["baselines"] = {k: v["summary"] for k, v in base.items()}
-        if "split_half" in base:
-            summary["baselines_sd"] = {"split_half": base["split_half"]["summary_sd"]}
-        table = _add_baseline_columns(table, base)
-        summary["paired"] = _paired_section(table, base, seed)
+        table = _baseline_section(summary, table, base, seed)
     if vcc:
         summary["vcc"], table = _vcc_section(trainer, conds, base, table, seed)
     return table, summary
@@ -295,10 +293,9 @@ def baseline_run(data_opts: DataOptions, task: str, out: str | Path, split_seed:
     graph = load_graph_for(data, graph_path) if graph_path is not None else None
     split = make_split(data, task, seed=split_seed, holdout_line=holdout_line)
     res = run_baselines(data, split, split_half_seeds=split_half_seeds, seed=split_seed, graph=graph)
+    means, sds = _baseline_summaries(res)
     report = {"task": task, "split_seed": split_seed, "data": dataclasses.asdict(data_opts),
-              "graph": None if graph_path is None else str(graph_path),
-              "baselines": {k: v["summary"] for k, v in res.items()},
-              "baselines_sd": {k: v["summary_sd"] for k, v in res.items() if "summary_sd" in v}}
+              "graph": None if graph_path is None else str(graph_path), "baselines": means, "baselines_sd": sds}
     frames = [v["table"].assign(baseline=k) for k, v in res.items()]
     out.mkdir(parents=True, exist_ok=True)
     write_csv(pd.concat(frames), out / "baselines_per_perturbation.csv")
