@@ -103,7 +103,7 @@ def evaluate_seed(name: str, spec: dict, seed: int, data_root: Path, graph: Path
         trainer, _ = load_run(run)
         data, split = trainer.data, trainer.split
         library = data.perturbed_genes()  # every gene the screen targets (singles and combinations)
-        model = candidate_model(trainer, "graph", graph)
+        model = candidate_model(trainer, "graph")
         types = {"held-out singles": [p for _, p in split.test]}
         if spec["doubles"]:
             train_genes = set(trainer.known_genes)

@@ -144,7 +144,7 @@ def test_whole_graph_encoder_reproduces_the_receptive_field_rows(small, unknown_
     data, graph, _ = small
     tr = _trainer(small, "none", "mean", True, graph_hops=2, unknown_token=unknown_token)
     assert len(tr.model.encoder.vocab) < graph.num_nodes
-    full = candidate_model(tr, "graph", graph_path=_saved(graph))
+    full = candidate_model(tr, "graph")
     assert full.encoder.vocab == graph.nodes.tolist()
     with torch.no_grad():
         z_small, z_full = tr.model.encoder(), full.encoder()
@@ -152,16 +152,6 @@ def test_whole_graph_encoder_reproduces_the_receptive_field_rows(small, unknown_
         a, b = tr.model.encoder.vocab.index(g), full.encoder.vocab.index(g)
         assert torch.allclose(z_small[a], z_full[b], atol=1e-5)
     assert candidate_model(tr, "trained") is tr.model
-
-
-def _saved(graph, _cache={}):
-    import tempfile
-    from pathlib import Path
-
-    if "p" not in _cache:
-        _cache["p"] = Path(tempfile.mkdtemp()) / "g.kg.npz"
-        graph.save(_cache["p"])
-    return _cache["p"]
 
 
 # ------------------------------------------------------------------------------------------ ranking & metrics

@@ -216,16 +216,14 @@ def expand_to_graph(trainer, graph: MultiGraph) -> TxPert:
     return dst
 
 
-def candidate_model(trainer, scope: str = "graph", graph_path: str | Path | None = None) -> TxPert:
-    """The model whose encoder vocabulary is the candidate set (``scope`` ``graph`` or ``trained``)."""
+def candidate_model(trainer, scope: str = "graph") -> TxPert:
+    """The model whose encoder vocabulary is the candidate set (``scope`` ``graph``: every node of the
+    trainer's whole graph, ``trainer.graph``; or ``trained``)."""
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     if scope == "trained" or trainer.cfg.graph_hops is None:
         return trainer.model
-    if graph_path is None or not Path(graph_path).exists():
-        raise FileNotFoundError(f"{graph_path}: the run's graph file is needed to score every graph gene "
-                                f"(or use --scope trained)")
-    return expand_to_graph(trainer, MultiGraph.load(graph_path))
+    return expand_to_graph(trainer, trainer.graph)
 
 
 def read_candidates(path: str | Path) -> list[str]:
@@ -383,8 +381,7 @@ class Identification:
 
 
 def identify(trainer, query: PerturbData, groups: Sequence[str] | None = None, candidates: Sequence[str] | None = None,
-             score: str = "pearson", scope: str = "graph", graph_path: str | Path | None = None,
-             control_cells: int = 16, batch_rows: int = 8192, seed: int = 0, progress: bool = True,
+             score: str = "pearson", scope: str = "graph", control_cells: int = 16, batch_rows: int = 8192, seed: int = 0, progress: bool = True,
              model: TxPert | None = None, center: bool = False) -> Identification:
     """Rank candidate genes for each group of ``query`` with the trained model of ``trainer``.
 
@@ -394,7 +391,7 @@ def identify(trainer, query: PerturbData, groups: Sequence[str] | None = None, c
     conds = select_groups(query, groups)
     cfg = trainer.cfg
     queries = build_queries(query, conds, cfg.control_mode, cfg.basal, control_cells, seed)
-    model = candidate_model(trainer, scope, graph_path) if model is None else model
+    model = candidate_model(trainer, scope) if model is None else model
     genes, rows, unknown = candidate_rows(model.encoder.vocab, candidates)
     scores = score_candidates(model, rows, queries, score, batch_rows, progress, center)
     order = ranking(scores, tiebreak_key(len(genes), seed))
@@ -443,8 +440,8 @@ def identify_run(run_dir: str | Path, data_opts, out: str | Path, groups: Sequen
         raise ValueError(f"--top must be >= 1, got {top}")
     query = data_opts.load()
     wanted = read_candidates(candidates_file) if candidates_file else None
-    trainer, config = load_run(run_dir)
-    result = identify(trainer, query, groups, wanted, score, scope, config.get("graph"), control_cells,
+    trainer, _ = load_run(run_dir)
+    result = identify(trainer, query, groups, wanted, score, scope, control_cells,
                       seed=trainer.cfg.seed, progress=progress, center=center)
     table = result.table(top)
     shown = 10 if top is None else min(10, top)
