@@ -269,11 +269,6 @@ class CombinedLoss:
     def spec(self) -> str:
         return "+".join(name if w == 1.0 else f"{w:g}*{name}" for w, name in self.terms)
 
-    @property
-    def distributional(self) -> bool:
-        """True when a term compares cell sets (``mmd`` or ``sw1``), i.e. needs several cells per perturbation."""
-        return any(name in DISTRIBUTIONAL_TERMS for _, name in self.terms)
-
     def fix_directions(self, n_genes: int, seed: int) -> None:
         """Draw the ``sw1`` directions (G, P) once from a generator seeded with ``seed`` and use them on every
         call until the next ``fix_directions`` (instead of fresh directions per call).

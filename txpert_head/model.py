@@ -78,7 +78,7 @@ class TxPert(nn.Module):
         ``Z`` (V, d) may be passed to reuse one encoder pass (e.g. at evaluation); ``hide`` (V,) bool is passed
         to the encoder (training-time self-masking, see :class:`gnn.PerturbationEncoder`).
         """
-        Z = (self.encoder() if hide is None else self.encoder(hide)) if Z is None else Z
+        Z = self.encoder(hide) if Z is None else Z
         mask = pert_rows >= 0
         z = Z[pert_rows.clamp(min=0)] * mask.unsqueeze(-1).to(Z.dtype)  # (B, K, d)
         shift = z.sum(1)
