@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from kgbuild._version import __version__
+from kgbuild.atomic import atomic_path
 from txpert_head.simulate import example_sources as src
-from txpert_head.simulate.files import write_text, write_via_tempfile
+from txpert_head.simulate.files import write_text
 from txpert_head.simulate.network import GroundTruthNetwork, NetworkParams, make_network
 from txpert_head.simulate.perturbseq import PerturbSeqConfig, SimulatedScreen, simulate_perturbseq
 
@@ -64,7 +65,8 @@ def write_truth(net: GroundTruthNetwork, screen: SimulatedScreen, out_dir: Path)
 
 def write_h5ad(screen: SimulatedScreen, path: Path) -> None:
     """``perturbseq.h5ad`` atomically, gzip-compressed (HDF5's deflate filter stores no time stamp)."""
-    write_via_tempfile(path, lambda p: screen.adata.write_h5ad(p, compression="gzip"))
+    with atomic_path(path) as tmp:
+        screen.adata.write_h5ad(tmp, compression="gzip")
 
 
 def screen_stats(screen: SimulatedScreen) -> dict:

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from txpert_head.simulate.files import write_text, write_via_tempfile
+from kgbuild.atomic import atomic_path
+from txpert_head.simulate.files import write_text
 from txpert_head.simulate.network import GroundTruthNetwork
 
 STRING_LINKS = "string/9606.protein.links.sim.txt.gz"
@@ -250,5 +251,6 @@ def write_screen(net: GroundTruthNetwork, out_dir: Path, seed: int, coverage: fl
     for j in range(dim):
         columns[f"z_{j + 1}"] = pa.array(emb[rows, j].astype(np.float32))
     table = pa.table(columns)
-    write_via_tempfile(out_dir / SCREEN_PARQUET, lambda p: pq.write_table(table, p, compression="snappy"))
+    with atomic_path(out_dir / SCREEN_PARQUET) as tmp:
+        pq.write_table(table, tmp, compression="snappy")
     return {"parquet": SCREEN_PARQUET, "genes": int(len(rows)), "dim": dim}
