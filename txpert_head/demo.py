@@ -154,6 +154,13 @@ class Dataset:
     cell_line_col: str | None
     task: str
 
+    def options(self):
+        """The :class:`txpert_head.run.DataOptions` that read this file (what ``txpert train --data ...`` gets)."""
+        from txpert_head.run import DataOptions
+
+        return DataOptions(str(self.path), self.perturbation_col, list(self.control), self.cell_line_col,
+                           self.batch_col)
+
 
 def find_inputs(data: Path) -> dict[str, Path | list[Path] | None]:
     """The real input files under ``data`` by :data:`LAYOUT`; ``DemoError`` naming what is missing.
@@ -265,13 +272,13 @@ def build_real_graphs(rec: Recorder, inputs: dict, graphs: Path) -> list[Path]:
 def train_one(rec: Recorder, ds: Dataset, graph: Path, task: str, options: dict, seed: int, out: Path,
               step: str, baselines: bool = True) -> dict:
     """:func:`txpert_head.run.train_run` (what ``txpert train`` calls); returns its metrics dict."""
-    from txpert_head.run import DataOptions, train_run, write_json
+    from txpert_head.run import train_run, write_json
     from txpert_head.train import TrainConfig
 
     cfg_file = rec.out / "train_options.json"
     if not cfg_file.exists():
         write_json(options, cfg_file)
-    opts = DataOptions(str(ds.path), ds.perturbation_col, list(ds.control), ds.cell_line_col, ds.batch_col)
+    opts = ds.options()
     cfg = TrainConfig.from_dict({**options, "seed": seed})
     shown = (f"txpert train --data {rec.show(ds.path)} --perturbation-col {ds.perturbation_col} "
              + " ".join(f"--control {shlex.quote(c)}" for c in ds.control)
@@ -315,39 +322,36 @@ def rec_rel(rec: Recorder, path: Path) -> str:
 def graph_ablation(rec: Recorder, ds: Dataset, graphs: dict[str, Path], task: str, options: dict,
                    seeds: Sequence[int], runs: Path, reuse: dict[tuple[str, int], dict] | None = None) -> dict:
     """Train on each graph with each seed (split seed = model seed); Pearson Δ per graph and seed, the
-    training-free graph-neighbour baseline per graph and seed, and the general baseline of each seed's split.
-    ``reuse[(graph name, seed)]`` skips runs already done."""
+    training-free graph-neighbour baseline per graph and seed (what ``txpert baseline --graph`` gives), and
+    the general baseline of each seed's split. ``reuse[(graph name, seed)]`` skips runs already done."""
+    from kgbuild.graph import MultiGraph
+    from txpert_head.baselines import run_baselines
+    from txpert_head.controls import ControlIndex
+    from txpert_head.splits import make_split
+
     reuse = dict(reuse or {})
     table: dict[str, list[float]] = {name: [] for name in graphs}
     neighbours: dict[str, list[float]] = {name: [] for name in graphs}
     general: list[float] = []
+    data = ds.options().load()  # for the neighbour baseline: the data, its controls and each graph, read once
+    controls = ControlIndex(data)
+    loaded = {name: MultiGraph.load(path) for name, path in graphs.items()}
     for seed in seeds:
+        split = make_split(data, task, seed=seed)
         for k, (name, path) in enumerate(graphs.items()):
             rep = reuse.get((name, seed))
             if rep is None:
                 rep = train_one(rec, ds, path, task, options, seed, runs / f"ablation_{slug(name)}_s{seed}",
                                 f"ablation {name} seed {seed}", baselines=(k == 0))
             table[name].append(float(rep["model"]["pearson_delta"]))
-            neighbours[name].append(neighbour_baseline(ds, path, task, seed))
+            res = run_baselines(data, split, which=("graph_neighbours",), controls=controls, seed=seed,
+                                graph=loaded[name])
+            neighbours[name].append(float(res["graph_neighbours"]["summary"]["pearson_delta"]))
             if k == 0:
                 general.append(float(rep["baselines"]["general"]["pearson_delta"]))
     return {"task": task, "seeds": list(seeds), "general": general,
             "graphs": [{"name": name, "path": rec_rel(rec, graphs[name]), "pearson_delta": table[name],
                         "graph_neighbours": neighbours[name]} for name in graphs]}
-
-
-def neighbour_baseline(ds: Dataset, graph: Path, task: str, seed: int) -> float:
-    """Test Pearson Δ of the ``graph_neighbours`` baseline (:mod:`txpert_head.baselines`) on split ``seed``:
-    what ``graph``'s neighbourhoods predict without training (``txpert baseline --graph``)."""
-    from kgbuild.graph import MultiGraph
-    from txpert_head.baselines import run_baselines
-    from txpert_head.run import DataOptions
-    from txpert_head.splits import make_split
-
-    data = DataOptions(str(ds.path), ds.perturbation_col, list(ds.control), ds.cell_line_col, ds.batch_col).load()
-    res = run_baselines(data, make_split(data, task, seed=seed), which=("graph_neighbours",), seed=seed,
-                        graph=MultiGraph.load(graph))
-    return float(res["graph_neighbours"]["summary"]["pearson_delta"])
 
 
 def ablation_plot(ab: dict, path: Path) -> Path:
