@@ -14,8 +14,8 @@ collects, for every evaluated condition ``p = (cell line L, perturbation)``, the
   (n_p, G). With ``control_mode="mean"`` every input of a batch is that batch's control mean, so the
   predicted cells are one point per batch (a point mass): DES then rests on the fold-change truncation
   explained in :mod:`txpert_head.vcc_metrics`. The block's ``prediction`` field says which kind was scored.
-  The baselines (general, additive, nearest cell line) predict a mean profile (G,), passed as such:
-  :func:`vcc_metrics.vcc_scores` replicates it to as many identical cells as the truth has.
+  The baselines (general, additive, nearest cell line, graph neighbours) predict a mean profile (G,),
+  passed as such: :func:`vcc_metrics.vcc_scores` replicates it to as many identical cells as the truth has.
   ``split_half`` is not scored (its "prediction" is the other half of the same cells).
 * **cell-mean baseline**: the VCC reference every scaled value is measured against. For line L it is the
   mean of the perturbed training cells of L, every cell equal to that mean (what
@@ -73,6 +73,12 @@ def prediction_kind(control_mode: str) -> str:
         return ("point mass per batch (control_mode=mean: each predicted cell is the output for its batch's "
                 "control mean)")
     return f"cells (control_mode={control_mode}: one output per matched control cell)"
+
+
+def _require_cells(data: PerturbData) -> None:
+    if data.pseudobulk:
+        raise ValueError(f"{data.source}: VCC metrics need single cells (DES tests cell distributions); "
+                         "the data is pseudobulk")
 
 
 def _dense(data: PerturbData, rows: np.ndarray) -> np.ndarray:
@@ -218,9 +224,7 @@ def model_vcc(trainer, conditions: Sequence[Condition], baselines: Mapping[str, 
     """
     start = time.perf_counter()
     conditions = list(conditions)
-    if trainer.data.pseudobulk:
-        raise ValueError(f"{trainer.data.source}: VCC metrics need single cells (DES tests cell distributions); "
-                         "the data is pseudobulk")
+    _require_cells(trainer.data)
     used, cells = trainer.predict_cells(conditions, return_rows=True)
     preds: dict[str, Prediction] = {"TxPert": dict(zip(conditions, cells))}
     base = _baseline_predictions(conditions, baselines or {})
@@ -241,9 +245,7 @@ def baselines_vcc(data: PerturbData, controls: ControlIndex, conditions: Sequenc
     """The VCC block of the baselines alone (``txpert baseline``): as :func:`model_vcc` without ``model``;
     true cells are up to ``max_cells`` rows per condition drawn with ``seed``."""
     start = time.perf_counter()
-    if data.pseudobulk:
-        raise ValueError(f"{data.source}: VCC metrics need single cells (DES tests cell distributions); "
-                         "the data is pseudobulk")
+    _require_cells(data)
     base = _baseline_predictions(list(conditions), baselines)
     summary, table = score_predictions(data, controls, conditions, train, base, max_cells=max_cells,
                                        max_control_cells=max_control_cells, seed=seed, alpha=alpha, top_k=top_k)
