@@ -43,12 +43,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from real_data_eval import DEFAULT_DATA, TRAIN, build_graph, fmt  # noqa: E402
+from real_data_eval import DEFAULT_DATA, TRAIN, build_graph  # noqa: E402
 from txpert_head.data import constituents  # noqa: E402
 from txpert_head.identify import candidate_model, identify, ranking, tiebreak_key  # noqa: E402
 from txpert_head.identify_baselines import own_gene_scores, pca_knn_scores  # noqa: E402
 from txpert_head.identify_metrics import KS, mean_metrics, query_metrics, random_expectation, target_ranks  # noqa: E402
 from txpert_head.profiles import true_profiles  # noqa: E402
+from txpert_head.report import mean_sd  # noqa: E402
 from txpert_head.run import DataOptions, load_run, train_run  # noqa: E402
 from txpert_head.train import TrainConfig  # noqa: E402
 
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             for method in methods:
                 per_seed = [mean_metrics(by_seed[s][qtype][method]) for s in by_seed if qtype in by_seed[s]]
                 n = sum(p["n"] for p in per_seed)
-                print(f"{method:<32}" + "".join(f"{fmt([p[m] for p in per_seed]):>15}" for m in METRICS) + f"{n:>5}")
+                print(f"{method:<32}" + "".join(f"{mean_sd([p[m] for p in per_seed]):>15}" for m in METRICS) + f"{n:>5}")
             median = {m: float(np.median([min(r) for s in by_seed if qtype in by_seed[s]
                                           for r in by_seed[s][qtype]["_ranks"][m]]))
                       for m in methods if m != "random (expected)"}

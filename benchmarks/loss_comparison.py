@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from real_data_eval import DATASETS, DEFAULT_DATA, build_graph  # noqa: E402
 
 from txpert_head.profiles import true_profiles  # noqa: E402
+from txpert_head.report import mean_sd  # noqa: E402
 from txpert_head.run import DataOptions, load_graph_for  # noqa: E402
 from txpert_head.splits import make_split  # noqa: E402
 from txpert_head.train import TrainConfig, Trainer  # noqa: E402
@@ -52,14 +53,6 @@ LOSSES = ("mse", "mmd", "sw1", "mse+mmd")
 TRAIN = dict(basal="none", control_mode="batch", graph_hops=2, lr=1e-3, encoder_kind="gat", encoder_dim=64,
              encoder_layers=2, encoder_heads=2, encoder_dropout=0.3, dropout=0.3, progress=False,
              eval_cells=256, checkpoint_every=0)
-
-
-def fmt(values: list[float], digits: int = 3) -> str:
-    """``mean ± sd`` (sample sd) of the finite values."""
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
-    if not len(v):
-        return "-"
-    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}" if len(v) > 1 else f"{v.mean():.{digits}f}"
 
 
 DIGITS = {"pearson_delta": 3, "pds": 3, "mse": 5, "retrieval": 3}
@@ -96,7 +89,7 @@ def print_tables(runs: list[dict], datasets: list[str], losses: list[str]) -> No
         print(f"{'loss':<16}{head}{'s/run':>8}")
         for loss in losses:
             rs = [r for r in mine if r["loss"] == loss]
-            print(f"{loss:<16}" + "".join(f"{fmt([r[k] for r in rs], DIGITS[k]):>20}" for k in keys)
+            print(f"{loss:<16}" + "".join(f"{mean_sd([r[k] for r in rs], DIGITS[k]):>20}" for k in keys)
                   + f"{np.mean([r['seconds'] for r in rs]):>8.0f}")
         base = {r["seed"]: r for r in mine if r["loss"] == "mse"}
         if not base:
@@ -107,7 +100,7 @@ def print_tables(runs: list[dict], datasets: list[str], losses: list[str]) -> No
                 continue
             rs = [r for r in mine if r["loss"] == loss and r["seed"] in base]
             diffs = {k: [r[k] - base[r["seed"]][k] for r in rs] for k in keys}
-            print(f"{loss + ' - mse':<16}" + "".join(f"{fmt(diffs[k], DIGITS[k]):>20}" for k in keys))
+            print(f"{loss + ' - mse':<16}" + "".join(f"{mean_sd(diffs[k], DIGITS[k]):>20}" for k in keys))
 
 
 def main(argv: list[str] | None = None) -> int:

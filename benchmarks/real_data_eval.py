@@ -25,11 +25,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from txpert_head.report import mean_sd  # noqa: E402
 from txpert_head.run import DataOptions, parse_overrides, train_run  # noqa: E402
 from txpert_head.train import TrainConfig  # noqa: E402
 
@@ -66,13 +66,6 @@ def build_graph(data: Path, work: Path) -> Path:
             "--max-in-degree", "20", "--layer-name", "depmap", "-o", str(work / "depmap.kg.npz"))
     kgbuild("merge", *(str(work / f"{n}.kg.npz") for n in ("string", "go", "reactome", "depmap")), "-o", str(out))
     return out
-
-
-def fmt(values: list[float]) -> str:
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
-    if not len(v):
-        return "-"
-    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'method':<34}{'Pearson Δ':>16}{'retrieval':>16}{'MSE':>16}{'target err':>16}{'n test':>8}")
         for label, vals in table.items():
             n = "/".join(str(int(x)) for x in vals["n_perturbations"])
-            print(f"{label:<34}{fmt(vals['pearson_delta']):>16}{fmt(vals['retrieval']):>16}{fmt(vals['mse']):>16}"
-                  f"{fmt(vals['target_error']):>16}{n:>8}")
+            print(f"{label:<34}" + "".join(f"{mean_sd(vals[k]):>16}" for k in ("pearson_delta", "retrieval", "mse",
+                                                                                 "target_error")) + f"{n:>8}")
     print(f"\ntotal {time.perf_counter() - t0:.0f}s")
     return 0
 

@@ -53,12 +53,12 @@ def fmt(value: Any, digits: int = 3) -> str:
     return "-" if not np.isfinite(v) else f"{v:.{digits}f}"
 
 
-def mean_sd(values: Sequence[float]) -> str:
+def mean_sd(values: Sequence[float], digits: int = 3) -> str:
     """``mean ± sd`` (sample sd) of the finite values; just the value for one; ``-`` for none."""
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
     if not len(v):
         return "-"
-    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}" if len(v) > 1 else f"{v.mean():.{digits}f}"
 
 
 def seconds(s: float) -> str:
