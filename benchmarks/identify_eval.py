@@ -63,14 +63,6 @@ VARIANTS = {"TxPert": {}, "TxPert + target term": {"target_term": True}}
 METRICS = ["mrr"] + [f"{m}@{k}" for k in KS for m in ("hit", "recall")]
 
 
-def ranks_of(order: np.ndarray, genes: list[str], truth: list[str]) -> np.ndarray:
-    """Ranks of ``truth`` given one query's candidate order."""
-    position = np.empty(len(order), dtype=np.int64)
-    position[order] = np.arange(1, len(order) + 1)
-    index = {g: i for i, g in enumerate(genes)}
-    return target_ranks({g: int(position[index[g]]) for g in truth if g in index}, truth)
-
-
 def _record(out: dict, qtype: str, method: str, scores: np.ndarray, genes: list[str], truth: list[list[str]],
             library: list[str], seed: int) -> None:
     """Rank with ``scores`` (Q, C) over each candidate set; store per-query metrics and ranks."""
@@ -83,7 +75,8 @@ def _record(out: dict, qtype: str, method: str, scores: np.ndarray, genes: list[
             block[method] = [random_expectation(len(idx), len(t), sum(g in set(sub) for g in t)) for t in truth]
             continue
         order = ranking(scores[:, idx], tiebreak_key(len(idx), seed))
-        ranks = [ranks_of(order[q], sub, t) for q, t in enumerate(truth)]
+        sub_genes = np.asarray(sub, dtype=object)
+        ranks = [target_ranks(sub_genes[order[q]], t) for q, t in enumerate(truth)]
         block[method] = [query_metrics(r) for r in ranks]
         block.setdefault("_ranks", {})[method] = [r.tolist() for r in ranks]
 

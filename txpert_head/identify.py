@@ -416,8 +416,7 @@ def evaluate_labels(result: Identification, ks: Sequence[int] | None = None) -> 
     rows, model, rand = [], [], []
     for q, (_, label) in enumerate(result.queries.conditions):
         truth = list(constituents(label))
-        position = {g: i + 1 for i, g in enumerate(genes[result.order[q]])}
-        ranks = target_ranks(position, truth)
+        ranks = target_ranks(genes[result.order[q]], truth)
         model.append(query_metrics(ranks, ks))
         rand.append(random_expectation(len(genes), len(truth), int(np.isfinite(ranks).sum()), ks))
         rows.append({"group": result.queries.names[q], "true_genes": truth,
