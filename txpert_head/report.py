@@ -7,8 +7,10 @@ A report is built from a plain dictionary (what :mod:`txpert_head.demo` collects
      "commands": [{"step", "command", "seconds"}],
      "graph": {"summary_text", "degree_plot", "path"},
      "runs": [{"name", "dataset", "task", "run_dir", "model": {metric: value}, "baselines": {name: {...}},
-               "subgroups": {...}, "best_epoch", "train_seconds", "plots": {"learning_curves", ...}}],
-     "ablation": {"task", "seeds", "graphs": [{"name", "path", "pearson_delta": [per seed]}],
+               "subgroups": {...}, "paired": {baseline: paired comparison}, "best_epoch", "train_seconds",
+               "plots": {"learning_curves", ...}}],
+     "ablation": {"task", "seeds", "graphs": [{"name", "path", "pearson_delta": [per seed],
+                                                "graph_neighbours": [per seed]}],
                   "general": [per seed]} | None,
      "checks": [{"name", "passed", "detail"}],
      "notes": [str]}
