@@ -10,6 +10,8 @@ from kgbuild.cli_common import common_group_options, setup_logging, user_errors
 from kgbuild.fetch import FetchError, fetch, list_manifests
 from kgbuild.errors import KgbuildInputError
 from kgbuild.graph import GraphError, GraphFileError, MultiGraph
+from kgbuild.jaccard import DEFAULT_MAX_SET_SIZE
+from kgbuild.outputs import check_output_not_input, output_errors
 
 INPUT_ERRORS = (GraphError, GraphFileError, FileNotFoundError, KeyError, KgbuildInputError)
 
@@ -38,8 +40,10 @@ def max_in_degree_option(default: int | None):
 
 
 def write_graph(graph: MultiGraph, output: Path) -> None:
-    """Save a built graph atomically and print its one-screen summary."""
-    graph.save(output)
+    """Save a built graph atomically and print its one-screen summary (a write error, e.g. a full disk or
+    a read-only folder, is a clean error; no partial file is left)."""
+    with output_errors(output):
+        graph.save(output)
     click.echo(f"wrote {output}")
     click.echo(graph.format_summary())
 
@@ -89,8 +93,10 @@ def info(graph: Path) -> None:
 def merge(graphs: tuple[Path, ...], output: Path) -> None:
     """Merge GRAPHS into one multigraph: union of the node vocabularies, one layer per input layer.
 
-    Layer names must be distinct across the inputs. Nothing is written if any input is unreadable.
+    Layer names must be distinct across the inputs. Nothing is written if any input is unreadable; the
+    output must not be one of the inputs.
     """
+    check_output_not_input(output, [("", p) for p in graphs])
     write_graph(MultiGraph.merge([MultiGraph.load(p) for p in graphs]), output)
 
 
@@ -115,7 +121,9 @@ def fetch_command(source: str | None, files: tuple[str, ...], list_sources: bool
     Each source's files, URLs, version, license and citation are listed in data_manifests/SOURCE.toml.
     Downloads stream with a progress bar, resume partial files, retry on connection errors and HTTP 5xx,
     are checked against the manifest's sha256 when it pins one, and are moved into the cache only when
-    complete. Builders (kgbuild string/go/reactome) call the same code when given no input path.
+    complete. Cached files are checked against the sha256 recorded at download before they are used: a
+    damaged one is downloaded again (or, with --offline, reported). Builders (kgbuild
+    string/go/reactome) call the same code when given no input path.
 
     \b
     Examples:
@@ -175,6 +183,7 @@ def perturb_command(graph: Path, output: Path, rewire: float, downsample: float,
     """
     from kgbuild.perturb import perturb_graph
 
+    check_output_not_input(output, [("", graph)])
     g = MultiGraph.load(graph)
     out = perturb_graph(g, rewire=rewire, downsample=downsample, seed=seed, layers=layers or None,
                         input_path=graph)
@@ -236,6 +245,7 @@ def screen_command(embeddings: Path, output: Path, top_pct: float, max_in_degree
     """
     from kgbuild.sources.screen import build_screen_graph
 
+    check_output_not_input(output, [("--embeddings", embeddings)])
     graph = build_screen_graph(
         embeddings, top_pct=top_pct, max_in_degree=max_in_degree or None, layer_name=layer_name,
         block_rows=block_rows, gene_column=gene_column, orientation=orientation, aggregate=aggregate,
@@ -246,16 +256,21 @@ def screen_command(embeddings: Path, output: Path, top_pct: float, max_in_degree
 
 # ---------------------------------------------------------------------- string / go / reactome / edges / export
 def _source_paths(source: str, given: dict[str, Path | None], cache_dir: Path | None,
-                  offline: bool) -> tuple[dict[str, Path], dict[str, dict]]:
+                  offline: bool, output: Path) -> tuple[dict[str, Path], dict[str, dict]]:
     """The input paths of a builder: those given, plus the missing ones from the download cache
-    (kgbuild.fetch; downloaded unless --offline). Returns ``(paths, {key: fetch record})``."""
+    (kgbuild.fetch; downloaded unless --offline). Returns ``(paths, {key: fetch record})``.
+
+    ``output`` must not be any of them (given or cached): checked before and after the download."""
     paths = {k: p for k, p in given.items() if p is not None}
+    option = {"links_detailed": "--links"}  # the builder option that gives each file
+    check_output_not_input(output, [(option.get(k, f"--{k}"), p) for k, p in paths.items()])
     missing = [k for k, p in given.items() if p is None]
     records: dict[str, dict] = {}
     if missing:
         from kgbuild.fetch import fetch as fetch_files, fetch_record
 
         fetched = fetch_files(source, missing, cache_dir, offline)
+        check_output_not_input(output, [(f"cached {source}/{k}", p) for k, p in fetched.items()])
         paths.update(fetched)
         records = {k: fetch_record(p) or {} for k, p in fetched.items()}
     return paths, records
@@ -281,6 +296,10 @@ def _csv_list(values: tuple[str, ...]) -> list[str]:
 
 layer_name_option = lambda default: click.option(  # noqa: E731
     "--layer-name", default=default, show_default=True, help="Name of the layer in the output file.")
+max_set_size_option = click.option(
+    "--max-set-size", type=click.IntRange(min=1), default=DEFAULT_MAX_SET_SIZE, show_default=True,
+    help="Refuse a gene set (GO term, pathway) with more genes than this, before any similarity is computed: "
+         "the cost grows with the square of the largest set.")
 min_jaccard_option = click.option(
     "--min-jaccard", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
     help="Keep gene pairs with Jaccard index strictly greater than this (GEARS: > 0.1).")
@@ -326,7 +345,7 @@ def string_command(links: Path | None, info: Path | None, output: Path, min_scor
     from kgbuild.sources import string as string_source
 
     links_key = "links" if channel == "combined_score" else "links_detailed"
-    paths, fetched = _source_paths("string", {links_key: links, "info": info}, cache_dir, offline)
+    paths, fetched = _source_paths("string", {links_key: links, "info": info}, cache_dir, offline, output)
     table, meta = string_source.build(paths[links_key], paths["info"], min_score=min_score,
                                       max_in_degree=max_in_degree or None, channel=channel, unknown_ids=unknown_ids)
     unk = meta["unknown_ids"]
@@ -350,13 +369,14 @@ def string_command(links: Path | None, info: Path | None, output: Path, min_scor
               help="Drop annotations with these evidence codes, e.g. IEA (comma-separated or repeated).")
 @min_jaccard_option
 @max_in_degree_option(20)
+@max_set_size_option
 @layer_name_option("go")
 @cache_dir_option
 @offline_option
 @user_errors(*BUILDER_ERRORS)
 def go_command(obo: Path | None, gaf: Path | None, output: Path, aspects: tuple[str, ...],
-               exclude_evidence: tuple[str, ...], min_jaccard: float, max_in_degree: int, layer_name: str,
-               cache_dir: Path | None, offline: bool) -> None:
+               exclude_evidence: tuple[str, ...], min_jaccard: float, max_in_degree: int, max_set_size: int,
+               layer_name: str, cache_dir: Path | None, offline: bool) -> None:
     """Gene Ontology graph: weight = Jaccard index of two genes' GO-term sets.
 
     Annotations (NOT-qualified rows dropped) are propagated to every ancestor term through is_a and
@@ -372,10 +392,10 @@ def go_command(obo: Path | None, gaf: Path | None, output: Path, aspects: tuple[
     """
     from kgbuild.sources import go as go_source
 
-    paths, fetched = _source_paths("go", {"obo": obo, "gaf": gaf}, cache_dir, offline)
+    paths, fetched = _source_paths("go", {"obo": obo, "gaf": gaf}, cache_dir, offline, output)
     table, meta = go_source.build(paths["obo"], paths["gaf"], aspects=_csv_list(aspects),
                                   exclude_evidence=_csv_list(exclude_evidence), min_jaccard=min_jaccard,
-                                  max_in_degree=max_in_degree or None)
+                                  max_in_degree=max_in_degree or None, max_set_size=max_set_size)
     ann, flt = meta["annotations"], meta["filters"]
     click.echo(f"read {ann['rows_read']:,} annotation rows; used {ann['annotation_rows_used']:,} "
                f"(NOT {ann['not_rows_dropped']:,}, other aspects {ann['other_aspect_rows_dropped']:,}, excluded "
@@ -397,12 +417,13 @@ def go_command(obo: Path | None, gaf: Path | None, output: Path, aspects: tuple[
 @output_option
 @min_jaccard_option
 @max_in_degree_option(20)
+@max_set_size_option
 @layer_name_option("reactome")
 @cache_dir_option
 @offline_option
 @user_errors(*BUILDER_ERRORS)
 def reactome_command(gmt: Path | None, ncbi2reactome: Path | None, gene_map: Path | None, species: str,
-                     output: Path, min_jaccard: float, max_in_degree: int, layer_name: str,
+                     output: Path, min_jaccard: float, max_in_degree: int, max_set_size: int, layer_name: str,
                      cache_dir: Path | None, offline: bool) -> None:
     """Reactome graph: weight = Jaccard index of two genes' pathway-membership sets.
 
@@ -423,11 +444,13 @@ def reactome_command(gmt: Path | None, ncbi2reactome: Path | None, gene_map: Pat
     if gene_map is not None and ncbi2reactome is None:
         raise click.UsageError("--gene-map only applies to --ncbi2reactome")
     fetched: dict[str, dict] = {}
+    check_output_not_input(output, [("--ncbi2reactome", ncbi2reactome), ("--gene-map", gene_map)])
     if ncbi2reactome is None:
-        paths, fetched = _source_paths("reactome", {"gmt": gmt}, cache_dir, offline)
+        paths, fetched = _source_paths("reactome", {"gmt": gmt}, cache_dir, offline, output)
         gmt = paths["gmt"]
     table, meta = reactome_source.build(gmt, ncbi2reactome, gene_map=gene_map, species=species,
-                                        min_jaccard=min_jaccard, max_in_degree=max_in_degree or None)
+                                        min_jaccard=min_jaccard, max_in_degree=max_in_degree or None,
+                                        max_set_size=max_set_size)
     flt = meta["filters"]
     click.echo(f"{flt['sets']:,} pathways over {flt['genes_with_sets']:,} genes; "
                f"{flt['pairs_above_threshold']:,} directed pairs with Jaccard > {min_jaccard}")
@@ -473,6 +496,7 @@ def edges_command(edges_file: Path, source_col: str, target_col: str, weight_col
     """
     from kgbuild.sources import edges as edges_source
 
+    check_output_not_input(output, [("--edges", edges_file)])
     table, meta = edges_source.build(edges_file, source_col, target_col, weight_col, sep=sep, symmetric=symmetric,
                                      duplicates=duplicates, min_weight=min_weight, top_pct=top_pct,
                                      max_in_degree=max_in_degree or None, weight_scale=weight_scale)
@@ -499,10 +523,12 @@ def export_command(graph: Path, fmt: str, layers: tuple[str, ...], output: Path)
     """
     from kgbuild.export import export_graph
 
+    check_output_not_input(output, [("", graph)])
     g = MultiGraph.load(graph)
     if layers:
         g = MultiGraph.merge([g.layer(name) for name in layers])
-    export_graph(g, output, fmt)
+    with output_errors(output):
+        export_graph(g, output, fmt)
     click.echo(f"wrote {output} ({g.num_edges:,} edges, {len(g.layers)} layer(s), {fmt})")
 
 

@@ -21,7 +21,13 @@ HTTP ``Range`` request (restarting when the server ignores it or the file change
 retry connection errors and 5xx answers with exponential backoff, verify the sha256, and only then rename
 the file into place. A checksum mismatch deletes the partial file: nothing unverified stays in the cache.
 Beside each cached file a ``<file>.fetch.json`` records URL, sha256 (computed when the manifest has none),
-size, time, version, license and citation; :func:`fetch_record` reads it for a layer's provenance.
+size, time, version, license and citation; :func:`fetch_record` reads it for a layer's provenance. A cached
+file is used only after its sha256 is checked against that record (:func:`cache_state`), so a damaged file
+is reported as damaged (path and both hashes) instead of being used or called missing.
+
+Manifests cannot steer a write out of the cache: ``source``, ``version``, file names and zip member names
+must be plain names (no separators, no ``..``, not absolute), and :func:`cache_paths` checks that every
+target lies inside the cache root.
 
 Environment:
 
@@ -41,7 +47,7 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
+import re
 import time
 import tomllib
 import zipfile
@@ -52,6 +58,7 @@ from typing import Any, Iterator
 from urllib.parse import urlparse
 
 from kgbuild._version import __version__
+from kgbuild.atomic import atomic_path, atomic_write
 from kgbuild.provenance import sha256_file
 
 log = logging.getLogger(__name__)
@@ -89,6 +96,11 @@ class ChecksumError(FetchError):
 
 class OfflineError(FetchError):
     """Offline mode was asked for a file that is not in the cache."""
+
+
+class DamagedCacheError(FetchError):
+    """A cached file that no longer matches the sha256 recorded when it was downloaded (or whose record is
+    missing), found where no new download is allowed (``--offline``)."""
 
 
 # ---------------------------------------------------------------------- manifests
@@ -159,6 +171,32 @@ def resolve_cache_dir(override: str | os.PathLike | None = None) -> Path:
     return Path(env).expanduser() if env else DEFAULT_CACHE_DIR.expanduser()
 
 
+# a file name or version: letters, digits and . _ + - only, not starting with '.' or '-' (so never '..',
+# a hidden file, an option, an absolute path or a path with separators): every cache path stays in the cache
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,199}$")
+
+
+def _safe_name(path: Path, where: str, value: Any, what: str) -> str:
+    """``value`` if it is a plain name (see ``_SAFE_NAME``), else :class:`ManifestError` naming it."""
+    if not isinstance(value, str) or not _SAFE_NAME.match(value):
+        raise ManifestError(
+            f"{path}: {where} {value!r} is not a plain {what} (letters, digits and . _ + - only, no '/', no '..', "
+            "not starting with '.' or '-'): it names a place in the cache, which must stay inside the cache"
+        )
+    return value
+
+
+def _check_member(path: Path, key: str, member: Any) -> str | None:
+    """A zip member may sit in a folder of the archive, but never above it; its file name must be plain."""
+    if member is None:
+        return None
+    if not isinstance(member, str) or member.startswith("/") or "\\" in member or ".." in member.split("/"):
+        raise ManifestError(f"{path}: files.{key}.member {member!r} must be a path inside the archive "
+                            "(no leading '/', no '..')")
+    _safe_name(path, f"files.{key}.member", member.rsplit("/", 1)[-1], "file name")
+    return member
+
+
 def _parse_manifest(path: Path) -> Manifest:
     try:
         with open(path, "rb") as fh:
@@ -186,16 +224,27 @@ def _parse_manifest(path: Path) -> Manifest:
             raise ManifestError(f"{path}: files.{key}.sha256 is not a 64-digit hex sha256: {sha!r}")
         if entry.get("unpack") not in (None, "zip"):
             raise ManifestError(f"{path}: files.{key}.unpack must be 'zip' (got {entry.get('unpack')!r})")
-        files[key] = FileSpec(
+        if entry.get("filename") is not None:
+            _safe_name(path, f"files.{key}.filename", entry["filename"], "file name")
+        spec = FileSpec(
             key=key,
             url=entry.get("url"),
             sha256=sha.lower() if sha else None,
             filename=entry.get("filename"),
             unpack=entry.get("unpack"),
-            member=entry.get("member"),
+            member=_check_member(path, key, entry.get("member")),
             description=entry.get("description", ""),
             instructions=entry.get("instructions", ""),
         )
+        if entry.get("filename") is None:
+            try:
+                _safe_name(path, f"files.{key}: the file name", spec.download_name, "file name")
+            except ManifestError as err:
+                raise ManifestError(f"{err}; it comes from the url {spec.url!r}: set files.{key}.filename "
+                                    "to a plain file name") from None
+        files[key] = spec
+    _safe_name(path, "source", str(data["source"]), "name")
+    _safe_name(path, "version", str(data["version"]), "version")
     return Manifest(
         source=str(data["source"]),
         version=str(data["version"]),
@@ -252,13 +301,34 @@ def resolve_url(manifest: Manifest, spec: FileSpec) -> str:
 
 # ---------------------------------------------------------------------- cache layout and records
 def cache_paths(manifest: Manifest, spec: FileSpec, root: Path) -> tuple[Path, Path]:
-    """``(download path, path handed to the builder)``; they differ only for unpacked archives."""
+    """``(download path, path handed to the builder)``; they differ only for unpacked archives.
+
+    Both are ``<root>/<source>/<version>/<name>``; a path that would leave ``root`` (an absolute or ``..``
+    name in a manifest built in code: read manifests are validated already) raises :class:`ManifestError`.
+    Every file fetch writes (download, ``.part``, record, unpacked member) sits beside these."""
     folder = root / manifest.source / manifest.version
     download_path = folder / spec.download_name
+    final_path = download_path
     if spec.unpack == "zip":
         member = spec.member or Path(spec.download_name).stem
-        return download_path, folder / Path(member).name
-    return download_path, download_path
+        final_path = folder / Path(member).name
+    for target in (download_path, final_path):
+        _check_inside(root, target, manifest, spec)
+    return download_path, final_path
+
+
+def _check_inside(root: Path, target: Path, manifest: Manifest, spec: FileSpec) -> None:
+    """Raise unless ``target`` is strictly inside ``root``, three levels down, after normalising '..'.
+
+    Lexical on purpose: a cache folder that is itself a symlink the user made is fine."""
+    base = os.path.normpath(os.path.abspath(root))
+    full = os.path.normpath(os.path.abspath(target))
+    rel = os.path.relpath(full, base)
+    if os.path.isabs(rel) or rel.split(os.sep)[0] in ("..", ".") or len(rel.split(os.sep)) != 3:
+        raise ManifestError(
+            f"{manifest.path}: {manifest.source}/{spec.key} would be written to {full}, outside the cache {base} "
+            f"(source {manifest.source!r}, version {manifest.version!r}, file name {spec.download_name!r})"
+        )
 
 
 def fetch_record(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -273,31 +343,49 @@ def fetch_record(path: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """The record beside a cached file, written atomically (temporary file, fsync, rename)."""
+    text = json.dumps(data, indent=2, sort_keys=True).encode("utf-8")
+    atomic_write(path, lambda fh: fh.write(text))
+
+
+@dataclass(frozen=True)
+class CacheState:
+    """What the cache holds for one file: ``status`` is ``ok``, ``missing`` (no file), ``unrecorded`` (a
+    file without a readable ``.fetch.json`` record), ``damaged`` (its bytes no longer have the sha256 its
+    record holds) or ``stale`` (intact, but not the sha256 the manifest now pins); ``problem`` says which."""
+
+    status: str
+    path: Path
+    problem: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def cache_state(path: Path, pinned_sha256: str | None = None) -> CacheState:
+    """Verify a cached file against the sha256 recorded when it was downloaded (always hashed: a file
+    overwritten with junk of the same size is caught) and, if given, the manifest's pinned sha256."""
+    if not path.is_file():
+        return CacheState("missing", path)
+    record = fetch_record(path)
+    recorded = record.get("sha256") if isinstance(record, dict) else None
+    if not isinstance(recorded, str) or len(recorded) != 64:
+        return CacheState("unrecorded", path, f"the cached file {path} has no download record "
+                          f"({path.name}{RECORD_SUFFIX} with its sha256), so it cannot be verified")
+    actual = sha256_file(path)
+    if actual != recorded:
+        return CacheState("damaged", path, f"the cached file {path} is damaged: its sha256 is {actual}, but "
+                          f"{recorded} was recorded when it was downloaded")
+    if pinned_sha256 is not None and actual != pinned_sha256:
+        return CacheState("stale", path, f"the cached file {path} has sha256 {actual}, but the manifest now pins "
+                          f"{pinned_sha256}")
+    return CacheState("ok", path)
 
 
 def _cached_ok(path: Path, expected_sha256: str | None) -> bool:
-    """True when ``path`` is a complete cached file (and matches the pinned sha256, if any)."""
-    if not path.is_file():
-        return False
-    record = fetch_record(path)
-    if record is None:
-        return False
-    st = path.stat()
-    if record.get("bytes") != st.st_size:
-        return False
-    if expected_sha256 is None:
-        return True
-    if record.get("sha256") == expected_sha256 and record.get("mtime_ns") == st.st_mtime_ns:
-        return True
-    return sha256_file(path) == expected_sha256
+    """True when ``path`` is a complete cached file matching its record (and the pinned sha256, if any)."""
+    return cache_state(path, expected_sha256).ok
 
 
 @contextlib.contextmanager
@@ -495,15 +583,9 @@ def _unpack_zip(archive: Path, member: str | None, target: Path) -> None:
             matches = [n for n in names if n == member or Path(n).name == member]
             if not matches:
                 raise FetchError(f"{archive}: no member {member!r}; the archive holds {', '.join(names[:10])}")
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-            try:
-                with os.fdopen(fd, "wb") as out, zf.open(matches[0]) as src:
-                    while block := src.read(CHUNK_BYTES):
-                        out.write(block)
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            with atomic_path(target) as tmp, open(tmp, "wb") as out, zf.open(matches[0]) as src:
+                while block := src.read(CHUNK_BYTES):
+                    out.write(block)
     except zipfile.BadZipFile as err:
         raise FetchError(f"{archive}: not a valid zip archive ({err}); delete it and fetch again") from None
 
@@ -524,10 +606,12 @@ def fetch(
 ) -> dict[str, Path]:
     """Make the files of ``source`` available locally; returns ``{file key: path}``.
 
-    ``files`` selects keys of the manifest (default: all of them). Cached files are used as they are
-    (their pinned sha256, when the manifest has one, is checked); ``force`` downloads again. With
-    ``offline`` no network connection is ever opened: a file missing from the cache raises
-    :class:`OfflineError` naming it and the command that downloads it.
+    ``files`` selects keys of the manifest (default: all of them). Cached files are used only after they
+    are verified (:func:`cache_state`: the sha256 recorded at download, and the pinned one when the manifest
+    has it); a damaged file is downloaded again with a warning naming it and both hashes. ``force``
+    downloads again. With ``offline`` no network connection is ever opened: a file missing from the cache
+    raises :class:`OfflineError`, a damaged one :class:`DamagedCacheError`, each naming the file and the
+    command that downloads it (an unpacked member whose archive is intact is unpacked again).
     """
     manifest = load_manifest(source, manifests)
     keys = list(files) if files else list(manifest.files)
@@ -536,28 +620,47 @@ def fetch(
     result: dict[str, Path] = {}
     for spec in specs:
         download_path, final_path = cache_paths(manifest, spec, root)
-        if not force and _cached_ok(final_path, spec.sha256 if final_path == download_path else None) and (
-            final_path == download_path or _cached_ok(download_path, spec.sha256)
-        ):
-            log.info("cache hit: %s/%s -> %s", source, spec.key, final_path)
-            result[spec.key] = final_path
-            continue
-        if offline:
+        zipped = final_path != download_path
+        archive_ok = False
+        if not force:
+            states = [cache_state(download_path, spec.sha256)]
+            if zipped:
+                states.append(cache_state(final_path))
+            if all(st.ok for st in states):
+                log.info("cache hit: %s/%s -> %s", source, spec.key, final_path)
+                result[spec.key] = final_path
+                continue
+            archive_ok = states[0].ok
+            bad = [st for st in states if st.status in ("damaged", "stale", "unrecorded")]
+            refetch = f"`kgbuild fetch {source} --file {spec.key} --force`"
+            if offline and bad and not archive_ok:
+                raise DamagedCacheError(
+                    f"offline: {bad[0].problem}; run {refetch} with network access to download it again"
+                    + (" (or set KGBUILD_CACHE_DIR to a cache with an intact copy)" if cache_dir is None else "")
+                )
+            for st in bad:
+                if st.status in ("damaged", "stale"):
+                    log.warning("%s; %s", st.problem, "unpacking it again from its archive" if archive_ok
+                                else "downloading it again")
+        if offline and not archive_ok:
             raise OfflineError(
                 f"offline: {source}/{spec.key} ({spec.download_name}) is not in the cache {root / source / manifest.version}; "
                 f"run `kgbuild fetch {source} --file {spec.key}` with network access"
                 + (" (or set KGBUILD_CACHE_DIR to the cache that has it)" if cache_dir is None else "")
                 + ", or give the builder an input path"
             )
-        url = resolve_url(manifest, spec)
+        url = None if archive_ok else resolve_url(manifest, spec)
         download_path.parent.mkdir(parents=True, exist_ok=True)
         with _lock(download_path.parent):
             if force or not _cached_ok(download_path, spec.sha256):
+                if offline:  # the archive changed since it was checked: never download offline
+                    raise DamagedCacheError(f"offline: {cache_state(download_path, spec.sha256).problem or 'missing'}")
+                url = url or resolve_url(manifest, spec)
                 log.info("downloading %s -> %s", url, download_path)
                 digest = download(url, download_path, spec.sha256, retries=retries, backoff=backoff,
                                   timeout=timeout, progress=progress)
                 _write_record(download_path, manifest, spec, url, digest)
-            if final_path != download_path:
+            if zipped:
                 _unpack_zip(download_path, spec.member, final_path)
                 record = dict(fetch_record(download_path) or {})
                 record.update(

@@ -134,10 +134,23 @@ class MultiGraph:
             llo, lhi = int(edge_layer.min()), int(edge_layer.max())
             if llo < 0 or lhi >= len(layers):
                 raise GraphError(f"edge_layer refers to layer {llo if llo < 0 else lhi}, but there are {len(layers)} layers")
-            if not np.all(np.isfinite(edge_weight)):
-                raise GraphError("edge_weight holds NaN or infinite values")
+            finite = np.isfinite(edge_weight)
+            if not finite.all():
+                i = int(np.flatnonzero(~finite)[0])
+                edge = _edge_name(nodes, layers, edge_index, edge_layer, i)
+                raise GraphError(f"edge_weight holds NaN or infinite values: {edge} has weight "
+                                 f"{float(edge_weight[i])} ({int((~finite).sum())} such weight(s) in all)")
             if float(edge_weight.min()) < 0:
                 raise GraphError(f"edge_weight must be non-negative, found {float(edge_weight.min())}")
+            # stored as float32: a larger weight would become inf and the file could not be read back
+            too_big = np.abs(edge_weight) > np.finfo(np.float32).max
+            if too_big.any():
+                i = int(np.flatnonzero(too_big)[0])
+                raise GraphError(
+                    f"{_edge_name(nodes, layers, edge_index, edge_layer, i)} has weight {float(edge_weight[i]):g}, "
+                    f"which does not fit in float32 (max {float(np.finfo(np.float32).max):.4g}; {int(too_big.sum())} "
+                    "such weight(s) in all): scale the weights down"
+                )
         edge_index = edge_index.astype(np.int64, copy=False)
         edge_layer = edge_layer.astype(np.int16, copy=False)
         edge_weight = edge_weight.astype(np.float32, copy=False)
@@ -518,6 +531,12 @@ def _as_str_array(values: Any, name: str) -> np.ndarray:
         if not all(isinstance(v, str) for v in arr.tolist()):
             raise GraphError(f"{name} must hold strings only")
     return arr.astype(str) if arr.size else np.zeros(0, dtype="<U1")
+
+
+def _edge_name(nodes: np.ndarray, layers: np.ndarray, edge_index: np.ndarray, edge_layer: np.ndarray, i: int) -> str:
+    """``edge A -> B in layer 'x'`` for the error messages of the constructor (indices already checked)."""
+    return (f"edge {nodes[int(edge_index[0, i])]} -> {nodes[int(edge_index[1, i])]} in layer "
+            f"{str(layers[int(edge_layer[i])])!r}")
 
 
 def _first_duplicate(values: np.ndarray) -> str:

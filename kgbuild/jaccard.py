@@ -11,6 +11,12 @@ For a block of ``B`` target rows the ``B x N`` intersection counts are computed,
 values, thresholded (``J > min_jaccard``, strict, self-pairs excluded) and, when ``max_in_degree = k`` is
 set, cut to each target's ``k`` heaviest sources right away (ties by source name, via the shared
 :func:`kgbuild.filters.max_in_degree_mask`), so memory is ``O(B * N)`` plus the kept edges, never ``N x N``.
+``B`` shrinks as ``N`` grows so that one block holds at most :data:`BLOCK_VALUES` values (a few such
+float32 arrays live at once: about 0.5 GB at the default, whatever ``N``).
+
+Memory and time also grow with the largest set: every pair of its genes shares it. A set of more than
+``max_set_size`` genes (default :data:`DEFAULT_MAX_SET_SIZE`, above every GO term and Reactome pathway of
+the human genome) is refused before anything is computed, with an error naming it.
 Because ``J`` is symmetric, row ``b`` of a block holds every candidate *source* of target ``b``: the cut
 per block is exact.
 
@@ -29,11 +35,26 @@ import numpy as np
 import scipy.sparse as sp
 
 from kgbuild.edge_table import EdgeTable
+from kgbuild.errors import KgbuildInputError
 from kgbuild.filters import max_in_degree_mask
 
 log = logging.getLogger(__name__)
 
 _EPS = 1e-6  # margin around float32 Jaccard values when shortlisting candidates
+BLOCK_VALUES = 1 << 25  # at most this many values in one block array (B x N): 128 MB as float32
+DEFAULT_MAX_SET_SIZE = 50_000  # genes in one set (a human GO term or pathway has at most ~20,000)
+
+
+def set_too_large(what: str, size: int, limit: int) -> str:
+    """The message for a gene set above ``--max-set-size``."""
+    return (f"{what} has {size:,} genes, more than --max-set-size {limit}: a set that large makes the all-pairs "
+            f"similarity cost grow with the square of its size (and is not a real gene set of one genome); "
+            f"check the file, or raise --max-set-size if it is meant")
+
+
+def block_rows_for(n: int, block_rows: int) -> int:
+    """Rows per block: at most ``block_rows``, and at most :data:`BLOCK_VALUES` values per ``B x n`` block."""
+    return max(1, min(int(block_rows), BLOCK_VALUES // max(int(n), 1)))
 
 
 def membership_matrix(gene_codes: np.ndarray, set_codes: np.ndarray, n_genes: int, n_sets: int) -> sp.csr_matrix:
@@ -74,6 +95,7 @@ def jaccard_edges(
     a_sparse = a[:, ~heavy].tocsr()
     a_sparse_t = a_sparse.T.tocsr()
     k = int(max_in_degree or 0)
+    block_rows = block_rows_for(n, block_rows)
     out_src, out_dst, out_w = [], [], []
     above = 0
     disable = None if progress is None else not progress  # None: show only on a terminal
@@ -130,6 +152,7 @@ def jaccard_table(
     max_in_degree: int | None = 20,
     block_rows: int = 512,
     progress: bool | None = None,
+    max_set_size: int | None = DEFAULT_MAX_SET_SIZE,
 ) -> tuple[EdgeTable, dict[str, Any]]:
     """The Jaccard edge table from membership pairs: ``genes[i]`` belongs to ``sets[i]`` (unicode ``(P,)``).
 
@@ -140,7 +163,8 @@ def jaccard_table(
     gene_vocab, g = np.unique(genes, return_inverse=True)
     set_vocab, s = np.unique(sets, return_inverse=True)
     a = membership_matrix(g.ravel(), s.ravel(), len(gene_vocab), len(set_vocab))
-    return jaccard_table_from_matrix(gene_vocab, a, min_jaccard, max_in_degree, block_rows, progress)
+    return jaccard_table_from_matrix(gene_vocab, a, min_jaccard, max_in_degree, block_rows, progress,
+                                     max_set_size=max_set_size, set_names=set_vocab)
 
 
 def jaccard_table_from_matrix(
@@ -150,9 +174,14 @@ def jaccard_table_from_matrix(
     max_in_degree: int | None = 20,
     block_rows: int = 512,
     progress: bool | None = None,
+    max_set_size: int | None = DEFAULT_MAX_SET_SIZE,
+    set_names: np.ndarray | None = None,
 ) -> tuple[EdgeTable, dict[str, Any]]:
     """The Jaccard edge table from a binary membership matrix ``a`` (``(N, M)``) whose rows are the genes
     of the sorted ``gene_vocab`` (unicode ``(N,)``).
+
+    A set (column) of more than ``max_set_size`` genes raises :class:`~kgbuild.errors.KgbuildInputError`
+    naming it (``set_names``, unicode ``(M,)``) before anything is computed; None: no limit.
 
     Returns the table and a provenance record: threshold (strict), cap, genes with a non-empty set, sets
     with a member, memberships, directed pairs above the threshold, edges kept.
@@ -163,11 +192,18 @@ def jaccard_table_from_matrix(
     if len(gene_vocab) > 1 and not np.all(gene_vocab[1:] > gene_vocab[:-1]):
         raise ValueError("gene_vocab must be sorted and unique (ties are broken by row order)")
     a = sp.csr_matrix(a, dtype=np.float32)
+    if max_set_size is not None and a.shape[1]:
+        sizes = np.bincount(a.indices, minlength=a.shape[1])
+        big = int(np.argmax(sizes))
+        if sizes[big] > max_set_size:
+            name = f"set {str(set_names[big])!r}" if set_names is not None else f"set number {big + 1}"
+            raise KgbuildInputError(set_too_large(name, int(sizes[big]), int(max_set_size)))
     src, dst, w, counts = jaccard_edges(a, min_jaccard, max_in_degree, block_rows, progress=progress)
     record = {
         "min_jaccard": float(min_jaccard),
         "min_jaccard_strict": True,
         "max_in_degree": int(max_in_degree) if max_in_degree else None,
+        "max_set_size": int(max_set_size) if max_set_size is not None else None,
         "genes_with_sets": int((np.diff(a.indptr) > 0).sum()),
         "sets": int((np.asarray(a.sum(axis=0)).ravel() > 0).sum()),
         "memberships": int(a.nnz),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import os
 import sys
 import threading
 import zipfile
@@ -454,3 +455,183 @@ def test_cli_fetch_list_and_download(server, shared_data, tmp_path, monkeypatch)
     none = runner.invoke(kgbuild_main, ["fetch"])
     assert none.exit_code == 2 and "--list" in none.output
     assert json.loads(Path(str(path) + kf.RECORD_SUFFIX).read_text())["source"] == "string"
+
+
+# ---------------------------------------------------------------------- issue 14: writes stay in the cache
+@pytest.mark.parametrize("field_name, value", [
+    ("filename", "ABS"),            # replaced by an absolute path inside tmp_path
+    ("filename", "../../outside.txt"),
+    ("filename", "sub/dir.txt"),
+    ("filename", ".."),
+    ("version", "../../.."),
+    ("version", "a/b"),
+    ("version", ".."),
+    ("member", "../../evil.gmt"),
+    ("source", "../x"),
+    ("url", "http://127.0.0.1:9/a/.."),  # the cache name would be '..'
+])
+def test_manifest_paths_outside_the_cache_are_refused(tmp_path, field_name, value):
+    manifests = tmp_path / "manifests"
+    cache = tmp_path / "work" / "cache"
+    entry = {"url": "http://127.0.0.1:9/data.txt"}
+    source, version = "demo", "1"
+    if value == "ABS":
+        value = str(tmp_path / "abs" / "x.txt")
+    if field_name == "version":
+        version = value
+    elif field_name == "source":
+        source = value
+    elif field_name == "member":
+        entry.update(url="http://127.0.0.1:9/data.zip", unpack="zip", member=value)
+    else:
+        entry[field_name] = value
+    path = write_manifest(manifests, "demo", {"data": entry}, version=version)
+    if field_name == "source":
+        path.write_text(path.read_text().replace('source = "demo"', f'source = "{source}"'))
+    with pytest.raises(kf.ManifestError) as err:
+        kf.fetch("demo", cache_dir=cache, manifests=manifests, retries=0, progress=False)
+    assert str(path) in str(err.value) and repr(value) in str(err.value)
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert written == ["manifests/demo.toml"]
+
+
+def test_cache_paths_refuse_a_target_outside_the_root(tmp_path):
+    """The last line of defence, for manifests built in code (not read from a file)."""
+    spec = kf.FileSpec(key="x", url="http://h/x.txt")
+    bad = kf.Manifest(source="demo", version="../../..", license="l", citation="c", path=tmp_path / "m.toml",
+                      files={"x": spec})
+    with pytest.raises(kf.ManifestError, match="outside the cache"):
+        kf.cache_paths(bad, spec, tmp_path / "cache")
+    good = kf.Manifest(source="demo", version="1", license="l", citation="c", path=tmp_path / "m.toml",
+                       files={"x": spec})
+    assert kf.cache_paths(good, spec, tmp_path / "cache")[0] == tmp_path / "cache" / "demo" / "1" / "x.txt"
+
+
+_WRITES: list[str] = []
+_WRITE_AUDIT = {"on": False}
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+
+def _write_audit_hook(event: str, args: tuple) -> None:
+    if not _WRITE_AUDIT["on"] or not args:
+        return
+    if isinstance(args[0], (str, bytes, os.PathLike)) and "__pycache__" in os.fsdecode(args[0]):
+        return  # the import system caching bytecode, not the code under test
+    if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+        mode, flags = args[1], args[2]
+        if (isinstance(mode, str) and any(c in mode for c in "wax+")) or (flags or 0) & _WRITE_FLAGS:
+            _WRITES.append(os.fsdecode(args[0]))
+    elif event in ("os.rename", "os.replace", "os.link", "os.symlink"):
+        _WRITES.append(os.fsdecode(args[1]))
+    elif event in ("os.mkdir", "os.remove", "os.unlink", "os.rmdir", "os.chmod", "os.truncate", "os.utime"):
+        if isinstance(args[0], (str, bytes, os.PathLike)):
+            _WRITES.append(os.fsdecode(args[0]))
+
+
+sys.addaudithook(_write_audit_hook)
+
+
+def test_every_write_of_a_fetch_lands_inside_the_cache(server, shared_data, tmp_path):
+    """An audit hook records every file opened for writing, renamed, created or removed during a fetch
+    (download, resume files, zip unpacking, records): all of them are under the cache root."""
+    base, state = server
+    gmt = shared_data / "reactome" / "ReactomePathways.gmt"
+    archive = tmp_path / "src" / "ReactomePathways.gmt.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.write(gmt, "ReactomePathways.gmt")
+    state.files["/r.zip"] = archive.read_bytes()
+    state.files["/info.txt.gz"] = (shared_data / INFO).read_bytes()
+    state.cut_after["/info.txt.gz"] = 1000  # a resumed download too
+    manifests = tmp_path / "manifests"
+    write_manifest(manifests, "demo", {"gmt": {"url": f"{base}/r.zip", "unpack": "zip",
+                                               "member": "ReactomePathways.gmt"},
+                                       "info": {"url": f"{base}/info.txt.gz"}})
+    cache = tmp_path / "cache"
+    _WRITES.clear()
+    _WRITE_AUDIT["on"] = True
+    try:
+        out = kf.fetch("demo", cache_dir=cache, manifests=manifests, backoff=0.01, progress=False)
+        kf.fetch("demo", cache_dir=cache, manifests=manifests, force=True, backoff=0.01, progress=False)
+    finally:
+        _WRITE_AUDIT["on"] = False
+    assert out["gmt"].read_bytes() == gmt.read_bytes()
+    assert len(_WRITES) > 5
+    root = os.path.realpath(cache)
+    outside = [w for w in _WRITES if os.path.commonpath([root, os.path.realpath(w)]) != root]
+    assert outside == []
+
+
+# ---------------------------------------------------------------------- issue 14: the cache is verified
+def _fill_cache(base, state, shared_data, tmp_path, pinned: bool):
+    data = (shared_data / INFO).read_bytes()
+    state.files["/info.txt.gz"] = data
+    entry = {"url": f"{base}/info.txt.gz"}
+    if pinned:
+        entry["sha256"] = hashlib.sha256(data).hexdigest()
+    manifests = tmp_path / "manifests"
+    write_manifest(manifests, "demo", {"info": entry})
+    cache = tmp_path / "cache"
+    path = kf.fetch("demo", cache_dir=cache, manifests=manifests, progress=False)["info"]
+    return data, manifests, cache, path
+
+
+def _damage(path: Path) -> str:
+    """Overwrite with same-size junk, keeping the modification time; returns the junk's sha256."""
+    st = path.stat()
+    junk = b"y" * st.st_size
+    path.write_bytes(junk)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return hashlib.sha256(junk).hexdigest()
+
+
+@pytest.mark.parametrize("pinned", [False, True])
+def test_same_size_junk_in_the_cache_is_reported_as_damaged_offline(server, shared_data, tmp_path, pinned):
+    base, state = server
+    data, manifests, cache, path = _fill_cache(base, state, shared_data, tmp_path, pinned)
+    junk_sha = _damage(path)
+
+    with pytest.raises(kf.DamagedCacheError) as err:
+        kf.fetch("demo", cache_dir=cache, offline=True, manifests=manifests)
+    msg = str(err.value)
+    assert str(path) in msg and "damaged" in msg and "not in the cache" not in msg
+    assert hashlib.sha256(data).hexdigest() in msg and junk_sha in msg
+    assert "kgbuild fetch demo --file info --force" in msg
+    result = CliRunner().invoke(kgbuild_main, ["fetch", "demo", "--offline", "--manifest-dir", str(manifests),
+                                               "--cache-dir", str(cache)])
+    assert result.exit_code == 1 and result.output.startswith("Error: ") and "damaged" in result.output
+    assert len(state.gets("/info.txt.gz")) == 1
+
+
+def test_damaged_cache_file_is_downloaded_again_online_with_a_warning(server, shared_data, tmp_path, caplog):
+    base, state = server
+    data, manifests, cache, path = _fill_cache(base, state, shared_data, tmp_path, pinned=False)
+    junk_sha = _damage(path)
+    with caplog.at_level("WARNING", logger="kgbuild.fetch"):
+        kf.fetch("demo", cache_dir=cache, manifests=manifests, progress=False)
+    assert path.read_bytes() == data and len(state.gets("/info.txt.gz")) == 2
+    assert any("damaged" in r.message and junk_sha in r.message for r in caplog.records)
+
+
+def test_cached_file_without_its_record_is_not_used_offline(server, shared_data, tmp_path):
+    base, state = server
+    data, manifests, cache, path = _fill_cache(base, state, shared_data, tmp_path, pinned=False)
+    Path(str(path) + kf.RECORD_SUFFIX).unlink()
+    with pytest.raises(kf.DamagedCacheError, match="no download record"):
+        kf.fetch("demo", cache_dir=cache, offline=True, manifests=manifests)
+
+
+def test_damaged_unpacked_member_is_unpacked_again_offline(server, shared_data, tmp_path, monkeypatch):
+    base, state = server
+    gmt = shared_data / "reactome" / "ReactomePathways.gmt"
+    archive = tmp_path / "ReactomePathways.gmt.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.write(gmt, "ReactomePathways.gmt")
+    state.files["/reactome/ReactomePathways.gmt.zip"] = archive.read_bytes()
+    monkeypatch.setenv("KGBUILD_MIRROR_REACTOME", f"{base}/reactome")
+    cache = tmp_path / "cache"
+    out = kf.fetch("reactome", ["gmt"], cache_dir=cache, progress=False)["gmt"]
+    _damage(out)
+    again = kf.fetch("reactome", ["gmt"], cache_dir=cache, offline=True)["gmt"]
+    assert again.read_bytes() == gmt.read_bytes()
+    assert len(state.gets("/reactome/ReactomePathways.gmt.zip")) == 1

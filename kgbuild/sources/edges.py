@@ -27,9 +27,21 @@ from kgbuild.edge_table import EdgeTable
 from kgbuild.errors import KgbuildInputError
 from kgbuild.filters import apply_filters
 from kgbuild.provenance import input_record
-from kgbuild.sources.textfiles import first_line
+from kgbuild.sources.textfiles import first_line, guess_separator, reader_error
 
 TEXT_SEPARATORS = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".txt": "\t"}
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # graphs store weights as float32
+
+
+def parse_separator(sep: str | None) -> str | None:
+    """``--sep`` as given on a command line: one character, or an escape such as ``\\t`` (a tab)."""
+    if sep is None:
+        return None
+    named = {"\\t": "\t", "tab": "\t", "\\s": " ", "space": " "}
+    sep = named.get(sep, sep)
+    if len(sep) != 1:
+        raise KgbuildInputError(f"the separator must be one character (or \\t for a tab), got {sep!r}")
+    return sep
 
 
 def file_kind(path: str | os.PathLike, sep: str | None = None) -> tuple[str, str | None]:
@@ -41,7 +53,7 @@ def file_kind(path: str | os.PathLike, sep: str | None = None) -> tuple[str, str
     if suffix in (".parquet", ".pq"):
         return "parquet", None
     if sep is not None:
-        return "text", sep
+        return "text", parse_separator(sep)
     if suffix in TEXT_SEPARATORS:
         return "text", TEXT_SEPARATORS[suffix]
     header = first_line(path)
@@ -75,7 +87,7 @@ def read_edge_file(
     else:
         header = first_line(path)
         present = next(csv.reader([header], delimiter=sep)) if header else []
-        _check_columns(path, wanted, present)
+        _check_columns(path, wanted, present, sep, guess_separator(header, sep))
         try:
             # all columns (no usecols): only then does the parser reject a line with too many fields
             df = pd.read_csv(
@@ -86,7 +98,10 @@ def read_edge_file(
             # pandas: "Error tokenizing data. C error: Expected 3 fields in line 3, saw 5" (file lines)
             detail = str(err).split("C error: ")[-1].strip()
             raise KgbuildInputError(f"malformed line: {detail}", path=path) from None
-        except (ValueError, UnicodeDecodeError) as err:
+        except (ValueError, UnicodeDecodeError, OSError, EOFError) as err:
+            located = reader_error(path, err)
+            if located is not None:
+                raise located from None
             raise KgbuildInputError(f"cannot parse the file: {err}", path=path) from None
         where = "line"
         first_row_number = 2  # the header is line 1
@@ -117,18 +132,44 @@ def read_edge_file(
         fail(numeric < 0, weight_col, "weight is negative (edge weights must be >= 0)")
         weights = numeric
     fmt = {"format": kind, "separator": sep, "source_col": source_col, "target_col": target_col,
-           "weight_col": weight_col, "rows_read": int(len(df))}
+           "weight_col": weight_col, "rows_read": int(len(df)), "first_row_number": first_row_number}
     return EdgeTable(names[source_col], names[target_col], weights), fmt
 
 
-def _check_columns(path: Path, wanted: list[str], present: list[str]) -> None:
+def _check_columns(path: Path, wanted: list[str], present: list[str], sep: str | None = None,
+                   other_sep: str | None = None) -> None:
     missing = [c for c in wanted if c not in present]
     if missing:
+        if other_sep is not None and len(present) == 1:
+            shown = "\\t" if other_sep == "\t" else other_sep
+            raise KgbuildInputError(
+                f"the file has a single column {present[0][:60]!r}: it looks {other_sep!r}-separated, but was read "
+                f"as {sep!r}-separated; give the separator with --sep '{shown}'", path=path, line=1,
+            )
         raise KgbuildInputError(
             f"missing column(s) {', '.join(repr(c) for c in missing)}; the file has columns {present} "
             "(name them with --source-col / --target-col / --weight-col)",
             path=path, column=missing[0],
         )
+
+
+def _check_float32(path: str | os.PathLike, weights: np.ndarray, fmt: dict[str, Any], weight_col: str | None,
+                   weight_scale: float) -> None:
+    """Weights are stored as float32: refuse one that would overflow to inf, naming its line (or row)."""
+    too_big = weights > FLOAT32_MAX
+    if not too_big.any():
+        return
+    i = int(np.flatnonzero(too_big)[0])
+    number = int(fmt["first_row_number"]) + i
+    scaled = f" after --weight-scale {weight_scale:g}" if weight_scale != 1.0 else ""
+    where = {"line": number} if fmt["format"] == "text" else {}
+    row = "" if fmt["format"] == "text" else f" (row {number})"
+    raise KgbuildInputError(
+        f"weight {float(weights[i]):g}{scaled}{row} does not fit in float32, the type graphs store weights in "
+        f"(max {FLOAT32_MAX:.4g}; {int(too_big.sum())} such weight(s)); scale the weights down"
+        + (" with a smaller --weight-scale" if scaled else " with --weight-scale"),
+        path=path, column=weight_col, **where,
+    )
 
 
 def build(
@@ -154,7 +195,9 @@ def build(
         raise KgbuildInputError(f"weight scale must be a positive number, got {weight_scale}")
     raw, fmt = read_edge_file(path, source_col, target_col, weight_col, sep)
     if weight_scale != 1.0:
-        raw = EdgeTable(raw.sources, raw.targets, raw.weights * weight_scale)
+        with np.errstate(over="ignore"):
+            raw = EdgeTable(raw.sources, raw.targets, raw.weights * weight_scale)
+    _check_float32(path, raw.weights, fmt, weight_col, weight_scale)
     table, record = apply_filters(
         raw, drop_self_loops=True, min_weight=min_weight, symmetric=symmetric, dedupe=duplicates,
         top_pct=top_pct, max_in_degree=max_in_degree,
@@ -164,7 +207,7 @@ def build(
         "version": None,
         "weight": weight_col or "1.0 (no weight column)",
         "inputs": [input_record(path, "edges")],
-        **fmt,
+        **{k: v for k, v in fmt.items() if k != "first_row_number"},
         "weight_scale": float(weight_scale),
         "filters": record,
     }

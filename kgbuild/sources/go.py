@@ -28,6 +28,7 @@ import io
 import logging
 import os
 import re
+from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
@@ -35,9 +36,10 @@ import pandas as pd
 
 from kgbuild.edge_table import EdgeTable
 from kgbuild.errors import KgbuildInputError
-from kgbuild.jaccard import jaccard_table_from_matrix, membership_matrix
+from kgbuild.jaccard import DEFAULT_MAX_SET_SIZE, jaccard_table_from_matrix, membership_matrix
 from kgbuild.provenance import input_record
-from kgbuild.sources.textfiles import find_bad_line, first_line, open_text, raise_bad_line
+from kgbuild.sources.textfiles import (GZIP_ERRORS, decode_line, find_bad_line, first_line, gzip_error, open_binary,
+                                       open_text, raise_bad_line)
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +52,173 @@ GAF_COLUMNS = (
     "Assigned_By", "Annotation_Extension", "Gene_Product_Form_ID",
 )
 _GO_ID = re.compile(r"^GO:\d{7}$")
+NAMESPACES = ("biological_process", "molecular_function", "cellular_component")
 
 
 # ---------------------------------------------------------------------- ontology
 def load_ontology(obo: str | os.PathLike):
-    """goatools ``GODag`` of ``obo`` with ``relationship`` loaded (no obsolete terms)."""
+    """goatools ``GODag`` of ``obo`` with ``relationship`` loaded (no obsolete terms).
+
+    The file is checked first (:func:`check_obo`), so that its problems are reported naming the term and
+    the line instead of surfacing from goatools as a bare id or a recursion error."""
     from goatools.obo_parser import GODag
 
+    if Path(obo).is_file() and Path(obo).stat().st_size == 0:
+        raise KgbuildInputError("empty file, not an OBO ontology", path=obo)
     head = first_line(obo)
     if not head.startswith("format-version:"):
         raise KgbuildInputError(
             f"not an OBO ontology file (the first line should be 'format-version: 1.2', found {head[:60]!r})",
             path=obo, line=1,
         )
+    check_obo(obo)
     try:
         return GODag(str(obo), optional_attrs={"relationship"}, load_obsolete=False, prt=None)
     except Exception as err:  # goatools raises plain Exceptions on malformed stanzas
         raise KgbuildInputError(f"goatools cannot read the ontology: {err}", path=obo) from None
+
+
+def _obo_value(value: str) -> str:
+    """A tag value without its trailing ``! comment`` and ``{qualifiers}``."""
+    value = value.split(" !", 1)[0]
+    return re.sub(r"\s*\{.*\}\s*$", "", value).strip()
+
+
+def check_obo(obo: str | os.PathLike) -> None:
+    """Check what the builder relies on in an OBO file, raising :class:`KgbuildInputError` naming the line:
+
+    every ``[Term]`` has one id of the form ``GO:0000000`` (not defined twice, not another term's
+    ``alt_id``), a name and a GO namespace; every ``is_a`` / ``relationship`` target is a non-obsolete term
+    of the file (goatools cannot load anything else); ``is_a`` + ``part_of`` (the propagation edges) have
+    no cycle; text is UTF-8; and the file does not end inside a term (a truncated download).
+    """
+    terms: dict[str, int] = {}  # id -> line of its "id:" tag
+    alt_ids: dict[str, tuple[str, int]] = {}
+    obsolete: set[str] = set()
+    edges: list[tuple[str, str, str, int]] = []  # (child, relation, parent, line)
+    stanza: dict[str, Any] | None = None  # the [Term] being read
+    truncated = "; the file ends in the middle of this line: it looks truncated, download it again"
+
+    def close(term: dict[str, Any] | None, at_end: bool) -> None:
+        if term is None:
+            return
+        cut = " (the file ends inside this term: it looks truncated, download it again)" if at_end else ""
+        if term["id"] is None:
+            raise KgbuildInputError(f"[Term] without an id{cut}", path=obo, line=term["line"])
+        for tag in ("name", "namespace"):
+            if term[tag] is None:
+                raise KgbuildInputError(f"term {term['id']} has no {tag}{cut}", path=obo, line=term["line"])
+
+    try:
+        with open_binary(obo) as fh:
+            for number, raw in enumerate(fh, start=1):
+                ended = raw.endswith(b"\n")
+                line = decode_line(obo, number, raw).rstrip("\r\n")
+                suffix = "" if ended else truncated
+                if line.startswith("["):
+                    if not line.rstrip().endswith("]"):
+                        raise KgbuildInputError(f"malformed stanza header {line[:40]!r}{suffix}", path=obo, line=number)
+                    close(stanza, at_end=False)
+                    is_term = line.strip() == "[Term]"
+                    stanza = {"line": number, "id": None, "name": None, "namespace": None} if is_term else None
+                    continue
+                if stanza is None or ":" not in line or line.startswith("!"):
+                    continue
+                tag, _, value = line.partition(":")
+                value = _obo_value(value)
+                if tag == "id":
+                    if stanza["id"] is not None:
+                        raise KgbuildInputError(f"term {stanza['id']} has a second id {value!r}{suffix}",
+                                                path=obo, line=number)
+                    if not _GO_ID.match(value):
+                        raise KgbuildInputError(f"term id {value!r} is not of the form GO:0000000{suffix}",
+                                                path=obo, line=number)
+                    if value in terms:
+                        raise KgbuildInputError(f"term {value} is defined twice (first on line {terms[value]})",
+                                                path=obo, line=number)
+                    stanza["id"] = value
+                    terms[value] = number
+                    continue
+                term = stanza["id"]
+                if term is None:
+                    raise KgbuildInputError(f"the [Term] of line {stanza['line']} has {tag!r} before its id{suffix}",
+                                            path=obo, line=number)
+                if tag == "name":
+                    stanza["name"] = value
+                elif tag == "namespace":
+                    if value not in NAMESPACES:
+                        raise KgbuildInputError(f"term {term} has namespace {value!r}, not one of "
+                                                f"{', '.join(NAMESPACES)}{suffix}", path=obo, line=number)
+                    stanza["namespace"] = value
+                elif tag == "alt_id":
+                    alt_ids[value] = (term, number)
+                elif tag == "is_obsolete" and value == "true":
+                    obsolete.add(term)
+                elif tag in ("is_a", "relationship"):
+                    relation, _, parent = (("is_a", "", value) if tag == "is_a" else value.partition(" "))
+                    parent = parent.strip()
+                    if not _GO_ID.match(parent):
+                        raise KgbuildInputError(f"term {term} has {relation} parent {parent!r}, not of the form "
+                                                f"GO:0000000{suffix}", path=obo, line=number)
+                    edges.append((term, relation, parent, number))
+    except GZIP_ERRORS as err:
+        raise gzip_error(obo, err) from None
+    close(stanza, at_end=True)
+    if not terms:
+        raise KgbuildInputError("no [Term] stanza: not a GO ontology (or a truncated file)", path=obo)
+    for alt, (term, line) in alt_ids.items():
+        if alt in terms:
+            raise KgbuildInputError(f"alt_id {alt} of term {term} is also the id of the term on line {terms[alt]}",
+                                    path=obo, line=line)
+    for child, relation, parent, line in edges:
+        if child in obsolete:
+            continue
+        if parent not in terms:
+            known = f" (it is an alt_id of {alt_ids[parent][0]})" if parent in alt_ids else ""
+            raise KgbuildInputError(f"{child} has {relation} parent {parent}, which is not a term of this file{known}",
+                                    path=obo, line=line)
+        if parent in obsolete:
+            raise KgbuildInputError(f"{child} has {relation} parent {parent}, which is obsolete", path=obo, line=line)
+    _check_acyclic(obo, [(c, r, p, n) for c, r, p, n in edges
+                         if r in ("is_a", *PROPAGATE_RELATIONSHIPS) and c not in obsolete])
+
+
+def _check_acyclic(obo: str | os.PathLike, edges: list[tuple[str, str, str, int]]) -> None:
+    """Raise naming the cycle when ``child -> parent`` edges loop (iterative depth-first search)."""
+    up: dict[str, list[tuple[str, str, int]]] = {}
+    for child, relation, parent, line in edges:
+        up.setdefault(child, []).append((parent, relation, line))
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for start in sorted(up):
+        if state.get(start):
+            continue
+        path: list[tuple[str, int]] = [(start, 0)]  # (term, index of the next parent to visit)
+        via: list[tuple[str, int]] = []  # (relation, line) of the edge into path[i + 1]
+        state[start] = 1
+        while path:
+            term, i = path[-1]
+            parents = up.get(term, [])
+            if i == len(parents):
+                state[term] = 2
+                path.pop()
+                if via:
+                    via.pop()
+                continue
+            path[-1] = (term, i + 1)
+            parent, relation, line = parents[i]
+            if state.get(parent) == 1:
+                first = [t for t, _ in path].index(parent)
+                loop = [t for t, _ in path[first:]] + [parent]
+                rels = [r for r, _ in via[first:]] + [relation]
+                lines = [n for _, n in via[first:]] + [line]
+                shown = loop[0] + "".join(f" -{r}-> {t}" for r, t in zip(rels, loop[1:]))
+                raise KgbuildInputError(
+                    f"cycle in is_a/part_of: {shown} (lines {', '.join(map(str, lines))}); a term cannot be its "
+                    "own ancestor", path=obo, line=lines[0])
+            if not state.get(parent):
+                state[parent] = 1
+                path.append((parent, 0))
+                via.append((relation, line))
 
 
 def ontology_version(obo: str | os.PathLike) -> str | None:
@@ -97,9 +249,11 @@ def read_gaf(path: str | os.PathLike) -> pd.DataFrame:
     a malformed GO id or an unknown aspect raise :class:`KgbuildInputError` naming the line.
     """
     try:
-        with open_text(path) as fh:
-            text = fh.buffer.read() if hasattr(fh, "buffer") else fh.read().encode()
-    except (OSError, EOFError) as err:
+        with open_binary(path) as fh:
+            text = fh.read()
+    except GZIP_ERRORS as err:
+        raise gzip_error(path, err) from None
+    except OSError as err:
         raise KgbuildInputError(f"cannot read the file ({err})", path=path) from None
     # exact per-line field counts, vectorised over the raw bytes: line i spans starts[i]:ends[i]
     raw = np.frombuffer(text, dtype=np.uint8)
@@ -178,8 +332,11 @@ def build(
     max_in_degree: int | None = 20,
     block_rows: int = 512,
     progress: bool | None = None,
+    max_set_size: int | None = DEFAULT_MAX_SET_SIZE,
 ) -> tuple[EdgeTable, dict[str, Any]]:
-    """Build the GO Jaccard edge table and its layer provenance (see the module docstring)."""
+    """Build the GO Jaccard edge table and its layer provenance (see the module docstring).
+
+    ``max_set_size``: refuse a GO term with more genes than this after propagation (None: no limit)."""
     aspects = sorted({a.strip().upper() for a in aspects if a.strip()})
     bad = [a for a in aspects if a not in ASPECTS]
     if bad or not aspects:
@@ -232,7 +389,8 @@ def build(
     a = (d @ c).tocsr()
     a.data[:] = 1.0
     a.eliminate_zeros()
-    table, record = jaccard_table_from_matrix(genes, a, min_jaccard, max_in_degree, block_rows, progress)
+    table, record = jaccard_table_from_matrix(genes, a, min_jaccard, max_in_degree, block_rows, progress,
+                                              max_set_size=max_set_size, set_names=all_terms)
     meta: dict[str, Any] = {
         "source": "Gene Ontology",
         "version": ontology_version(obo),

@@ -30,9 +30,9 @@ import pandas as pd
 
 from kgbuild.edge_table import EdgeTable
 from kgbuild.errors import KgbuildInputError
-from kgbuild.jaccard import jaccard_table
+from kgbuild.jaccard import DEFAULT_MAX_SET_SIZE, jaccard_table, set_too_large
 from kgbuild.provenance import input_record
-from kgbuild.sources.textfiles import find_bad_line, open_text, raise_bad_line
+from kgbuild.sources.textfiles import find_bad_line, iter_lines, raise_bad_line, reader_error
 
 log = logging.getLogger(__name__)
 
@@ -40,55 +40,64 @@ NCBI2REACTOME_COLUMNS = ("entrez_id", "pathway_id", "url", "name", "evidence", "
 
 
 # ---------------------------------------------------------------------- GMT
-def read_gmt(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+def read_gmt(path: str | os.PathLike, max_set_size: int | None = DEFAULT_MAX_SET_SIZE
+             ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """Membership pairs ``(genes, pathway ids)`` (unicode ``(P,)`` each) from a GMT file, plus counts.
 
-    Malformed lines (fewer than two fields, an empty pathway id) and pathway ids on two lines raise
-    :class:`KgbuildInputError` naming the line.
+    Malformed lines (fewer than two fields, an empty pathway id), bytes that are not UTF-8, pathway ids on
+    two lines and pathways of more than ``max_set_size`` genes (None: no limit) raise
+    :class:`KgbuildInputError` naming the line, the last as soon as that line is read.
     """
     genes: list[str] = []
     sets: list[str] = []
     seen: dict[str, int] = {}
     counts = {"pathways": 0, "empty_pathways_skipped": 0, "repeated_genes_in_a_pathway": 0}
-    with open_text(path) as fh:
-        for number, raw in enumerate(fh, start=1):
-            line = raw.rstrip("\r\n")
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            if len(fields) < 2 or not fields[1].strip():
-                raise KgbuildInputError(
-                    "expected 'name<TAB>pathway id<TAB>gene<TAB>...' (a GMT line needs at least a name and an id)"
-                    f": {line[:100]!r}", path=path, line=number,
-                )
-            pid = fields[1].strip()
-            if pid in seen:
-                raise KgbuildInputError(
-                    f"pathway id {pid!r} is also on line {seen[pid]}; each gene set must appear once",
-                    path=path, line=number,
-                )
-            seen[pid] = number
-            members = [g.strip() for g in fields[2:] if g.strip()]
-            unique = list(dict.fromkeys(members))
-            counts["repeated_genes_in_a_pathway"] += len(members) - len(unique)
-            if not unique:
-                counts["empty_pathways_skipped"] += 1
-                continue
-            counts["pathways"] += 1
-            genes.extend(unique)
-            sets.extend([pid] * len(unique))
+    for number, line in iter_lines(path):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2 or not fields[1].strip():
+            raise KgbuildInputError(
+                "expected 'name<TAB>pathway id<TAB>gene<TAB>...' (a GMT line needs at least a name and an id)"
+                f": {line[:100]!r}", path=path, line=number,
+            )
+        pid = fields[1].strip()
+        if pid in seen:
+            raise KgbuildInputError(
+                f"pathway id {pid!r} is also on line {seen[pid]}; each gene set must appear once",
+                path=path, line=number,
+            )
+        seen[pid] = number
+        members = [g.strip() for g in fields[2:] if g.strip()]
+        unique = list(dict.fromkeys(members))
+        if max_set_size is not None and len(unique) > max_set_size:
+            raise KgbuildInputError(set_too_large(f"pathway {pid!r}", len(unique), max_set_size),
+                                    path=path, line=number)
+        counts["repeated_genes_in_a_pathway"] += len(members) - len(unique)
+        if not unique:
+            counts["empty_pathways_skipped"] += 1
+            continue
+        counts["pathways"] += 1
+        genes.extend(unique)
+        sets.extend([pid] * len(unique))
     return np.asarray(genes, dtype=str), np.asarray(sets, dtype=str), counts
 
 
 # ---------------------------------------------------------------------- NCBI2Reactome
-def read_ncbi2reactome(path: str | os.PathLike, species: str = "Homo sapiens") -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-    """Membership pairs ``(entrez ids, pathway ids)`` for ``species`` from the NCBI2Reactome table."""
+def read_ncbi2reactome(
+    path: str | os.PathLike, species: str = "Homo sapiens", max_set_size: int | None = DEFAULT_MAX_SET_SIZE,
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Membership pairs ``(entrez ids, pathway ids)`` for ``species`` from the NCBI2Reactome table; a pathway
+    of more than ``max_set_size`` genes (None: no limit) is an error."""
     try:
         df = pd.read_csv(
             path, sep="\t", header=None, names=list(NCBI2REACTOME_COLUMNS), dtype=str, keep_default_na=False,
             na_filter=False, quoting=csv.QUOTE_NONE, skip_blank_lines=True, engine="c", compression="infer",
         )
-    except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as err:
+    except (pd.errors.ParserError, ValueError, UnicodeDecodeError, OSError, EOFError) as err:
+        located = reader_error(path, err)
+        if located is not None:
+            raise located from None
         _raise_n2r_problem(path, str(err))
     if len(df) and ((df["entrez_id"].str.len() == 0) | (df["pathway_id"].str.len() == 0) | (df["species"].str.len() == 0)).any():
         _raise_n2r_problem(path, "empty field")
@@ -97,6 +106,11 @@ def read_ncbi2reactome(path: str | os.PathLike, species: str = "Homo sapiens") -
     counts["rows_for_species"] = int(len(df))
     df = df.drop_duplicates(["entrez_id", "pathway_id"])
     counts["pathways"] = int(df["pathway_id"].nunique())
+    if max_set_size is not None and len(df):
+        sizes = df["pathway_id"].value_counts()
+        if int(sizes.iloc[0]) > max_set_size:
+            raise KgbuildInputError(set_too_large(f"pathway {sizes.index[0]!r}", int(sizes.iloc[0]), max_set_size),
+                                    path=path)
     return df["entrez_id"].to_numpy(dtype=str), df["pathway_id"].to_numpy(dtype=str), counts
 
 
@@ -121,7 +135,10 @@ def read_gene_map(path: str | os.PathLike, id_column: str = "GeneID", symbol_col
     try:
         df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_filter=False,
                          quoting=csv.QUOTE_NONE, engine="c", compression="infer")
-    except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as err:
+    except (pd.errors.ParserError, ValueError, UnicodeDecodeError, OSError, EOFError) as err:
+        located = reader_error(path, err)
+        if located is not None:
+            raise located from None
         raise KgbuildInputError(f"cannot parse the gene map: {err}", path=path) from None
     df.columns = [c.lstrip("#") for c in df.columns]
     missing = [c for c in (id_column, symbol_column) if c not in df.columns]
@@ -148,19 +165,23 @@ def build(
     species: str = "Homo sapiens",
     min_jaccard: float = 0.1,
     max_in_degree: int | None = 20,
+    max_set_size: int | None = DEFAULT_MAX_SET_SIZE,
     progress: bool | None = None,
 ) -> tuple[EdgeTable, dict[str, Any]]:
-    """Build the Reactome Jaccard edge table from a GMT file *or* an NCBI2Reactome table (module docstring)."""
+    """Build the Reactome Jaccard edge table from a GMT file *or* an NCBI2Reactome table (module docstring).
+
+    ``max_set_size``: refuse a pathway of more genes than this (None: no limit) before any similarity is
+    computed; the all-pairs cost grows with the square of the largest set."""
     if (gmt is None) == (ncbi2reactome is None):
         raise KgbuildInputError("give exactly one of a GMT file and an NCBI2Reactome table")
     if not 0 <= min_jaccard < 1:
         raise KgbuildInputError(f"min Jaccard must be within [0, 1), got {min_jaccard}")
     meta: dict[str, Any] = {"source": "Reactome", "version": None}
     if gmt is not None:
-        genes, sets, counts = read_gmt(gmt)
+        genes, sets, counts = read_gmt(gmt, max_set_size)
         meta.update(layout="gmt", inputs=[input_record(gmt, "gmt")], node_ids="symbol")
     else:
-        genes, sets, counts = read_ncbi2reactome(ncbi2reactome, species)
+        genes, sets, counts = read_ncbi2reactome(ncbi2reactome, species, max_set_size)
         meta.update(layout="ncbi2reactome", species=species, inputs=[input_record(ncbi2reactome, "ncbi2reactome")])
         if gene_map is not None:
             mapping = read_gene_map(gene_map)
@@ -179,6 +200,7 @@ def build(
         else:
             log.warning("no gene map given: the Reactome graph's nodes are Entrez ids, not gene symbols")
             meta["node_ids"] = "entrez"
-    table, record = jaccard_table(genes, sets, min_jaccard, max_in_degree, progress=progress)
+    table, record = jaccard_table(genes, sets, min_jaccard, max_in_degree, progress=progress,
+                                  max_set_size=max_set_size)
     meta.update(weight="Jaccard index of pathway-membership sets", filters=record, memberships=counts)
     return table, meta

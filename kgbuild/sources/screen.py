@@ -55,6 +55,7 @@ from kgbuild.errors import KgbuildInputError
 from kgbuild.filters import max_in_degree_mask, top_pct_count
 from kgbuild.graph import MultiGraph, new_meta
 from kgbuild.provenance import input_record
+from kgbuild.sources.textfiles import first_line, guess_separator, reader_error
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ PERTURBATION_COLUMNS = ("perturbation", "condition", "target", "gene", "perturbe
 CONTROL_LABELS = ("control", "ctrl", "non-targeting", "non_targeting", "nontargeting", "nt", "safe-targeting")
 DEFAULT_DEPMAP_MAX_NAN = 0.5
 TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
+_SEP_NAMES = {",": "comma", "\t": "tab"}
+_SEP_SUFFIX = {",": ".csv", "\t": ".tsv"}
 
 
 # ---------------------------------------------------------------------- embedding table
@@ -96,8 +99,23 @@ def _read_frame(path: Path):
                 df = df.reset_index()
             return df
         if base in TEXT_SUFFIXES:
-            return pd.read_csv(path, sep=TEXT_SUFFIXES[base], low_memory=False)
-    except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
+            sep = TEXT_SUFFIXES[base]
+            df = pd.read_csv(path, sep=sep, low_memory=False)
+            if df.shape[1] == 1:
+                other = guess_separator(first_line(path), sep)
+                if other is not None:
+                    rename = f" (or rename it to {_SEP_SUFFIX[other]})" if other in _SEP_SUFFIX else ""
+                    raise KgbuildInputError(
+                        f"the table has a single column {str(df.columns[0])[:60]!r}: it looks {other!r}-separated, "
+                        f"but a {base} file is read as {sep!r}-separated; save it {_SEP_NAMES[sep]}-separated"
+                        f"{rename}", path=path, line=1)
+            return df
+    except KgbuildInputError:
+        raise
+    except (ValueError, OSError, EOFError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        located = reader_error(path, err)
+        if located is not None:
+            raise located from None
         raise KgbuildInputError(f"cannot read the table ({type(err).__name__}: {err})", path=path) from None
     raise KgbuildInputError(
         f"unknown embedding file type {''.join(path.suffixes) or '(none)'}; use .parquet, .csv, .tsv, .txt "
@@ -331,6 +349,11 @@ def _check_finite(path: Path, genes: np.ndarray, values: np.ndarray, features, r
     kind = "NaN" if np.isnan(values[r, c]) else "an infinite value"
     hint = ("; remove it, or pass --max-nan-frac F to drop genes with more than a fraction F of NaN and "
             "fill the rest with the feature mean") if kind == "NaN" else ""
+    sep = next((TEXT_SUFFIXES[s.lower()] for s in path.suffixes if s.lower() in TEXT_SUFFIXES), None)
+    other = guess_separator(str(genes[r]), sep) if sep is not None and kind == "NaN" else None
+    if other is not None and np.isnan(values[r]).all():
+        hint = (f"; the gene name holds {other!r} and every value of the row is missing: this line looks "
+                f"{other!r}-separated, but the file is read as {sep!r}-separated")
     where = {}
     if row_lines is not None:
         where = {"line": int(row_lines[r])} if _is_text(path) else {}

@@ -33,7 +33,7 @@ from kgbuild.edge_table import EdgeTable
 from kgbuild.errors import KgbuildInputError
 from kgbuild.filters import filter_codes, min_weight_mask
 from kgbuild.provenance import input_record
-from kgbuild.sources.textfiles import find_bad_line, first_line, raise_bad_line, release_from_name
+from kgbuild.sources.textfiles import find_bad_line, first_line, raise_bad_line, reader_error, release_from_name
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,10 @@ def read_info(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             path, sep="\t", usecols=[0, name_pos], dtype=str, keep_default_na=False, na_filter=False,
             quoting=csv.QUOTE_NONE, skip_blank_lines=False, engine="c", compression="infer",
         )
-    except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as err:
+    except (pd.errors.ParserError, ValueError, UnicodeDecodeError, OSError, EOFError) as err:
+        located = reader_error(path, err)
+        if located is not None:
+            raise located from None
         raise KgbuildInputError(f"cannot parse the file: {err}", path=path) from None
     ids = df.iloc[:, 0].to_numpy(dtype=str)
     names = df.iloc[:, 1].to_numpy(dtype=str)
