@@ -24,10 +24,21 @@ Reactome       ``ReactomePathways.gmt``                     1-2 pathways per mod
 screen         parquet, column ``gene`` + ``z_1..z_d``      ``Â² F + N(0, noise²)`` with ``F ~ N(0, 1)``
                (float32), like the DepMap embeddings        and ``Â`` the normalised symmetric adjacency
 =============  ==========================================  ============================================
+
+The noise levels in the right-hand column are those of :class:`SourceNoise` (the writers' defaults).
+``txpert simulate --graph-noise F`` scales all of them with one number (:meth:`SourceNoise.scaled`):
+probabilities of keeping true information (coverage, STRING recall, share of a module in its Reactome
+pathway, share of correct MF annotations) are raised to the power ``F``, amounts of false information
+(STRING false pairs and score noise, wrong and NOT GO annotations, random Reactome genes and pathways,
+embedding noise) are multiplied by ``F``. ``F = 1`` gives exactly the defaults, ``F = 0`` complete, clean
+views of the truth (the cellular-component annotations, random by design, stay as they are), ``F = 2``
+much noisier ones (e.g. STRING: 72 % coverage, 56 % recall, 50 % false pairs).
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +63,61 @@ QUALIFIER = {"P": "involved_in", "F": "enables", "C": "located_in"}
 EVIDENCE = ("IDA", "IMP", "IPI", "IGI", "TAS", "ISS", "IEA", "HDA")
 
 
+@dataclass(frozen=True)
+class SourceNoise:
+    """Noise levels of every example source: fields ``<source>_<writer keyword>``, defaults = today's files.
+
+    ``kwargs("string")`` gives the keyword arguments of :func:`write_string`, and so on.
+    """
+
+    string_coverage: float = 0.85
+    string_recall: float = 0.75
+    string_false_fraction: float = 0.25
+    string_score_sd: float = 80.0
+    go_coverage: float = 0.75
+    go_wrong_fraction: float = 0.1
+    go_not_fraction: float = 0.05
+    go_function_precision: float = 0.6
+    reactome_coverage: float = 0.6
+    reactome_member_min: float = 0.5
+    reactome_member_max: float = 0.9
+    reactome_cascade_fraction: float = 0.6
+    reactome_max_extra: int = 2
+    reactome_random_pathways: float = 1.0
+    screen_coverage: float = 0.7
+    screen_noise: float = 1.0
+
+    #: fields that are probabilities of keeping true information (raised to the power F); the others are
+    #: amounts of false information (multiplied by F; the probabilities among them capped at 1)
+    KEEP = ("string_coverage", "string_recall", "go_coverage", "go_function_precision", "reactome_coverage",
+            "reactome_member_min", "reactome_member_max", "reactome_cascade_fraction", "screen_coverage")
+    PROBABILITIES = ("go_wrong_fraction", "go_not_fraction")
+
+    @classmethod
+    def scaled(cls, factor: float) -> "SourceNoise":
+        """All noise levels scaled by ``factor`` (see the module docstring); ``1`` returns the defaults."""
+        if not (math.isfinite(factor) and factor >= 0):
+            raise ValueError(f"--graph-noise must be a finite number >= 0, got {factor}")
+        default = cls()
+        if factor == 1:
+            return default  # exactly today's values, not values recomputed through a power
+        values = {}
+        for f in fields(cls):
+            v = getattr(default, f.name)
+            if f.name in cls.KEEP:
+                values[f.name] = float(v ** factor)
+            elif isinstance(v, int):
+                values[f.name] = int(round(v * factor))
+            else:
+                values[f.name] = min(1.0, v * factor) if f.name in cls.PROBABILITIES else v * factor
+        return cls(**values)
+
+    def kwargs(self, source: str) -> dict:
+        """The keyword arguments of one source's writer (``string``, ``go``, ``reactome``, ``screen``)."""
+        prefix = f"{source}_"
+        return {f.name[len(prefix):]: getattr(self, f.name) for f in fields(self) if f.name.startswith(prefix)}
+
+
 def covered_genes(net: GroundTruthNetwork, rng: np.random.Generator, coverage: float) -> np.ndarray:
     """Boolean ``(N,)`` mask: the genes a source knows about (each independently with prob ``coverage``)."""
     return rng.random(net.n_genes) < coverage
@@ -59,8 +125,11 @@ def covered_genes(net: GroundTruthNetwork, rng: np.random.Generator, coverage: f
 
 # ---------------------------------------------------------------------- STRING
 def write_string(net: GroundTruthNetwork, out_dir: Path, seed: int, coverage: float = 0.85,
-                 recall: float = 0.75, false_fraction: float = 0.25) -> dict:
-    """``protein.links`` + ``protein.info`` (both gzip) under ``out_dir/string/``."""
+                 recall: float = 0.75, false_fraction: float = 0.25, score_sd: float = 80.0) -> dict:
+    """``protein.links`` + ``protein.info`` (both gzip) under ``out_dir/string/``.
+
+    ``false_fraction`` false pairs per kept true pair; ``score_sd`` the noise of the true pairs' scores.
+    """
     rng = np.random.default_rng(seed)
     cov = covered_genes(net, rng, coverage)
     strength = net.undirected_strength()
@@ -68,7 +137,7 @@ def write_string(net: GroundTruthNetwork, out_dir: Path, seed: int, coverage: fl
     true = (strength[iu, ju] > 0) & cov[iu] & cov[ju]
     keep = true & (rng.random(len(iu)) < recall)
     scores = np.full(len(iu), -1.0)
-    scores[keep] = 300 + 600 * np.minimum(1.0, strength[iu, ju][keep] / 1.2) + rng.normal(0, 80, int(keep.sum()))
+    scores[keep] = 300 + 600 * np.minimum(1.0, strength[iu, ju][keep] / 1.2) + rng.normal(0, score_sd, int(keep.sum()))
     candidates = np.flatnonzero(~true & cov[iu] & cov[ju])
     n_false = min(len(candidates), int(round(false_fraction * keep.sum())))
     false = rng.choice(candidates, size=n_false, replace=False)
@@ -159,8 +228,12 @@ def _obo_text(terms: list[dict]) -> str:
 
 
 def write_go(net: GroundTruthNetwork, out_dir: Path, seed: int, coverage: float = 0.75,
-             wrong_fraction: float = 0.1, not_fraction: float = 0.05) -> dict:
-    """``go-basic.obo`` (plain text) + a GAF 2.2 (gzip) under ``out_dir/go/``."""
+             wrong_fraction: float = 0.1, not_fraction: float = 0.05, function_precision: float = 0.6) -> dict:
+    """``go-basic.obo`` (plain text) + a GAF 2.2 (gzip) under ``out_dir/go/``.
+
+    Per covered gene: a wrong BP annotation with prob ``wrong_fraction``, a NOT-qualified one with prob
+    ``not_fraction``; an MF annotation (60 %) names the module's function with prob ``function_precision``.
+    """
     rng = np.random.default_rng(seed)
     terms, ids = _go_terms(net, rng)
     write_text(out_dir / GO_OBO, _obo_text(terms))
@@ -182,7 +255,7 @@ def write_go(net: GroundTruthNetwork, out_dir: Path, seed: int, coverage: float 
             wrong = [t for t in all_branches if t not in ids["branch"][k]]
             rows.add((g, "NOT|", wrong[int(rng.integers(len(wrong)))], ev(), "P"))
         if rng.random() < 0.6:
-            f = k % n_fun if rng.random() < 0.6 else int(rng.integers(n_fun))
+            f = k % n_fun if rng.random() < function_precision else int(rng.integers(n_fun))
             rows.add((g, "", ids["functions"][f], ev(), "F"))
         if rng.random() < 0.7:
             rows.add((g, "", ids["compartments"][int(rng.integers(len(ids["compartments"])))], ev(), "C"))
@@ -200,22 +273,31 @@ def write_go(net: GroundTruthNetwork, out_dir: Path, seed: int, coverage: float 
 
 
 # ---------------------------------------------------------------------- Reactome
-def write_reactome(net: GroundTruthNetwork, out_dir: Path, seed: int, coverage: float = 0.6) -> dict:
-    """``ReactomePathways.sim.gmt`` under ``out_dir/reactome/``."""
+def write_reactome(net: GroundTruthNetwork, out_dir: Path, seed: int, coverage: float = 0.6,
+                   member_min: float = 0.5, member_max: float = 0.9, cascade_fraction: float = 0.6,
+                   max_extra: int = 2, random_pathways: float = 1.0) -> dict:
+    """``ReactomePathways.sim.gmt`` under ``out_dir/reactome/``.
+
+    A module pathway holds a ``U(member_min, member_max)`` share of its module plus ``0..max_extra`` random
+    genes; a cascade pathway ``cascade_fraction`` of two linked modules; ``random_pathways`` scales the
+    number of small pathways of random genes (``max(2, modules // 2)`` at 1).
+    """
     rng = np.random.default_rng(seed)
     cov = covered_genes(net, rng, coverage)
     pathways: list[tuple[str, list[int]]] = []
     for k in range(net.n_modules):
         members = np.flatnonzero(net.module == k)
         for j in range(int(rng.integers(1, 3))):
-            part = members[rng.random(len(members)) < rng.uniform(0.5, 0.9)]
-            extra = rng.choice(net.n_genes, size=int(rng.integers(0, 3)), replace=False)
+            part = members[rng.random(len(members)) < rng.uniform(member_min, member_max)]
+            n_extra = min(net.n_genes, int(rng.integers(0, max_extra + 1)))
+            extra = rng.choice(net.n_genes, size=n_extra, replace=False)
             pathways.append((f"Simulated-signalling-module-{k + 1}-pathway-{j + 1}", np.union1d(part, extra).tolist()))
     for k in rng.choice(net.n_modules, size=max(1, net.n_modules // 3), replace=False).tolist():
         other = (k + 1) % net.n_modules
         both = np.flatnonzero((net.module == k) | (net.module == other))
-        pathways.append((f"Simulated-cascade-{k + 1}-to-{other + 1}", both[rng.random(len(both)) < 0.6].tolist()))
-    for j in range(max(2, net.n_modules // 2)):
+        in_cascade = both[rng.random(len(both)) < cascade_fraction]
+        pathways.append((f"Simulated-cascade-{k + 1}-to-{other + 1}", in_cascade.tolist()))
+    for j in range(int(round(random_pathways * max(2, net.n_modules // 2)))):
         pathways.append((f"Simulated-small-complex-{j + 1}",
                          rng.choice(net.n_genes, size=int(rng.integers(3, 7)), replace=False).tolist()))
     lines = []
