@@ -1,6 +1,6 @@
 """Graph ablation on the simulated data: TxPert trained on the original graph and on rewired / downsampled
-copies (``kgbuild perturb``), several seeds; prints test Pearson Δ mean ± sd per graph and the general
-baseline.
+copies (``kgbuild perturb``), several seeds; prints test Pearson Δ mean ± sd per graph, the training-free
+graph baselines (graph_neighbours, linear_graph) per graph, and the general and linear baselines.
 
 The pipeline is the demo's (:mod:`txpert_head.demo`): ``txpert simulate`` (the demo's example size),
 ``kgbuild string | go | reactome | screen``, ``kgbuild merge``, then ``kgbuild perturb --rewire P`` /
@@ -63,12 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     options = {**(QUICK_TRAIN_OPTIONS if args.quick else TRAIN_OPTIONS), **parse_overrides(args.overrides)}
     ab = graph_ablation(rec, ds, variants, "unseen_single", options, args.seeds, args.work / "runs")
     print(f"\nunseen singles, seeds {args.seeds} (split seed = model seed); test Pearson Δ")
-    print(f"{'graph':<26}{'TxPert mean ± sd':>18}{'neighbours ± sd':>18}   TxPert per seed")
-    rows = [(g["name"], g["pearson_delta"], g["graph_neighbours"]) for g in ab["graphs"]]
-    rows.append(("general baseline", ab["general"], []))
-    for name, vals, nb in rows:
-        print(f"{name:<26}{mean_sd(vals):>18}{mean_sd(nb):>18}   {' '.join(f'{x:.3f}' for x in vals)}")
-    print("(neighbours: the training-free graph_neighbours baseline on the same split and graph)")
+    print(f"{'graph':<26}{'TxPert mean ± sd':>18}{'neighbours ± sd':>18}{'lin. graph ± sd':>18}   TxPert per seed")
+    rows = [(g["name"], g["pearson_delta"], g["graph_neighbours"], g["linear_graph"]) for g in ab["graphs"]]
+    rows.append(("general baseline", ab["general"], [], []))
+    if ab["linear"]:
+        rows.append(("linear baseline", ab["linear"], [], []))
+    for name, vals, nb, lg in rows:
+        print(f"{name:<26}{mean_sd(vals):>18}{mean_sd(nb):>18}{mean_sd(lg):>18}   {' '.join(f'{x:.3f}' for x in vals)}")
+    print("(neighbours / lin. graph: the training-free graph_neighbours / linear_graph baselines on the same split "
+          "and graph)")
     orig = float(np.mean(ab["graphs"][0]["pearson_delta"]))
     print("\noriginal - variant (mean over seeds; > 0: the graph's structure helps):")
     for g in ab["graphs"][1:]:

@@ -6,7 +6,9 @@
    then ``kgbuild merge``.
 2. Papalexi 2021 THP-1 (raw counts, batches = bio_rep) on unseen singles and Norman 2019 K562 on
    doubles: for each seed s (split seed = model seed = s), TxPert (plain) and TxPert + target-gene term,
-   and the baselines on the same split. Reports mean ± sd over seeds.
+   and the baselines on the same split (every baseline of :func:`txpert_head.baselines.run_baselines` that
+   applies: general, additive, graph_neighbours, linear and linear_graph on the multigraph, split-half).
+   Reports mean ± sd over seeds.
 
 Usage::
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from txpert_head import demo
-from txpert_head.report import build_blocks, mean_sd, to_html, to_markdown, write_report
+from txpert_head.report import ablation_blocks, build_blocks, mean_sd, to_html, to_markdown, write_report
 
 
 def tiny_png(path: Path) -> str:
@@ -42,17 +42,20 @@ def fake_result(out: Path) -> dict:
                   "model": {"pearson_delta": 0.41, "retrieval": 0.8, "mse": 0.01, "n_perturbations": 38},
                   "baselines": {"general": {"pearson_delta": 0.13, "retrieval": 0.5, "mse": 0.02,
                                             "n_perturbations": 38},
+                                "linear": {"pearson_delta": 0.21, "retrieval": 0.6, "mse": 0.02,
+                                           "n_perturbations": 38},
                                 "split_half": {"pearson_delta": float("nan"), "retrieval": None, "mse": 0.003}},
                   "subgroups": {}, "best_epoch": 7, "train_seconds": 50.0,
                   "paired": {"general": {"difference": 0.28, "ci_low": 0.2, "ci_high": 0.35, "level": 0.95,
                                          "p_value": 0.0001, "wins": 30, "n": 38}},
                   "plots": {"learning_curves": "figs/lc.png", "pearson_vs_general": "figs/pvg.png",
                             "predicted_vs_true": "figs/pvt.png"}}],
-        "ablation": {"task": "unseen_single", "seeds": [0, 1], "general": [0.12, 0.14], "plot": "figs/ab.png",
+        "ablation": {"task": "unseen_single", "seeds": [0, 1], "general": [0.12, 0.14], "linear": [0.2, 0.22],
+                     "plot": "figs/ab.png",
                      "graphs": [{"name": "original", "path": "graphs/multi.kg.npz", "pearson_delta": [0.40, 0.42],
-                                 "graph_neighbours": [0.5, 0.6]},
+                                 "graph_neighbours": [0.5, 0.6], "linear_graph": [0.3, 0.3]},
                                 {"name": "rewire 1.0", "path": "graphs/rw.kg.npz", "pearson_delta": [0.30, 0.34],
-                                 "graph_neighbours": [0.04, 0.02]}]},
+                                 "graph_neighbours": [0.04, 0.02], "linear_graph": [0.1, 0.1]}]},
         "checks": [{"name": "model above general", "passed": True, "detail": "0.41 vs 0.13"},
                    {"name": "rewired below original", "passed": False, "detail": "x"}],
     }
@@ -71,7 +74,9 @@ def test_report_writer_renders_every_section_in_markdown_and_html(tmp_path):
     assert "| general baseline | 0.130 | 0.500 | 0.020 | 38 |" in md
     assert "| split-half (experimental ceiling) | - | - | 0.003 | - |" in md  # NaN / None shown as '-'
     assert "| general baseline | +0.280 | [+0.200, +0.350] | 30/38 | 0.0001 |" in md
-    assert "| original | `graphs/multi.kg.npz` | 0.410 ± 0.014 | 0.400 / 0.420 | 0.550 ± 0.071 |" in md
+    assert "| original | `graphs/multi.kg.npz` | 0.410 ± 0.014 | 0.400 / 0.420 | 0.550 ± 0.071 | 0.300 ± 0.000 |" in md
+    assert "| linear (Ahlmann-Eltze et al. 2025) | 0.210 | 0.600 | 0.020 | 38 |" in md
+    assert "| linear baseline (no graph) | - | 0.210 ± 0.014 | 0.200 / 0.220 | - | - |" in md
     assert "- PASS: model above general" in md and "- FAIL: rewired below original" in md
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert len(images) == 5 and all((tmp_path / p).is_file() for p in images)
@@ -182,6 +187,34 @@ def test_describe_dataset_finds_columns_labels_and_task(tmp_path):
         demo.describe_dataset(write_h5ad(tmp_path / "y.h5ad", {"guide": ["A", "B"]}))
 
 
+def test_graph_ablation_collects_the_training_free_graph_baselines(tmp_path):
+    """With every run reused (no training), the ablation still computes graph_neighbours and linear_graph
+    per graph and seed, and takes general / linear from the first graph's run."""
+    from kgbuild.graph import MultiGraph
+    from txpert_head.synthetic import synthetic_data, synthetic_graph
+
+    data = synthetic_data(n_cells=600, n_genes=30, n_perts=12, seed=2, normalize=False)
+    path = tmp_path / "d.h5ad"
+    anndata.AnnData(data.X, obs=pd.DataFrame({"perturbation": data.condition, "batch": data.batch},
+                                             index=[f"c{i}" for i in range(data.n_obs)]),
+                    var=pd.DataFrame(index=data.genes)).write_h5ad(path)
+    graphs = {"original": tmp_path / "g.kg.npz", "other": tmp_path / "h.kg.npz"}
+    synthetic_graph(30, seed=2).save(graphs["original"])
+    MultiGraph.from_edges("x", ["G1", "G2", "G3"], ["G2", "G3", "G4"], [1.0, 1.0, 1.0]).save(graphs["other"])
+    ds = demo.Dataset("d", path, "perturbation", ["ctrl"], "batch", None, "unseen_single")
+    rep = {"model": {"pearson_delta": 0.3}, "baselines": {"general": {"pearson_delta": 0.1},
+                                                          "linear": {"pearson_delta": 0.2}}}
+    reuse = {(name, seed): rep for name in graphs for seed in (0, 1)}
+    ab = demo.graph_ablation(demo.Recorder(tmp_path / "out"), ds, graphs, "unseen_single", {}, [0, 1],
+                             tmp_path / "runs", reuse)
+    assert ab["general"] == [0.1, 0.1] and ab["linear"] == [0.2, 0.2]
+    for g in ab["graphs"]:
+        assert len(g["graph_neighbours"]) == 2 and len(g["linear_graph"]) == 2
+        assert all(np.isfinite(g["linear_graph"]))
+    md = to_markdown(ablation_blocks(ab))
+    assert "linear graph baseline (no training)" in md and "| linear baseline (no graph) |" in md
+
+
 # ---------------------------------------------------------------------- end to end
 @pytest.mark.slow
 def test_quick_demo_runs_end_to_end(tmp_path, monkeypatch):
@@ -202,6 +235,7 @@ def test_quick_demo_runs_end_to_end(tmp_path, monkeypatch):
     assert [g["name"] for g in summary["ablation"]["graphs"]] == ["original", "rewire 0.5", "rewire 1.0"]
     assert all(len(g["graph_neighbours"]) == 1 and np.isfinite(g["graph_neighbours"][0])
                for g in summary["ablation"]["graphs"])
+    assert all(len(g["linear_graph"]) == 1 and np.isfinite(g["linear_graph"][0]) for g in summary["ablation"]["graphs"])
     assert "| TxPert (this run) |" in md and "| general baseline |" in md
     assert len(summary["checks"]) == 4
     assert "sign-flip p" in summary["checks"][0]["detail"] and "| TxPert minus |" in md

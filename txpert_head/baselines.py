@@ -17,16 +17,41 @@ With training changes ``Δ_q = x̄_q − r_q`` (see :mod:`txpert_head.profiles`)
   line preferred, else the mean over lines); ``Δ̄`` when g has no such neighbour. It asks what the
   graph's one-hop neighbourhoods alone predict: a map graph that carries signal lifts it above
   ``general``, a rewired one does not.
+* ``linear`` (Ahlmann-Eltze, Huber & Anders, Nat Methods 2025, the ``training_data`` embeddings of their
+  ``run_linear_pretrained_model.R``; needs no training beyond a closed form): ``general``, except that an
+  unseen single gene g that is a measured gene gets the bilinear model's prediction. For line L, with the n
+  training singles of L (else the per-gene mean over lines), the m of them whose gene is measured, and the
+  control as one more column (change 0, embedding 0), as the paper does:
+
+  - ``X = c_L 1ᵀ + [Δ_1 … Δ_n, 0]`` (G × n+1): the training pseudobulk expression (``c_L`` the mean control
+    row of L);
+  - ``A`` (G × K): the gene embedding, the first K = 10 principal-component scores of X with genes as
+    observations (``prcomp(X)``: each column centred over genes; ``A = U_K S_K`` of the centred X);
+  - ``Y = [Δ_q1 … Δ_qm, 0]`` (G × m+1) over the measured q, ``b = rowmeans(Y)``, and ``B`` (K × m+1): the
+    perturbation embedding, the rows ``a_q`` of A of the perturbed genes (0 for the control);
+  - ``W = (AᵀA + λI)⁻¹ Aᵀ (Y − b 1ᵀ) Bᵀ (BBᵀ + λI)⁻¹`` with λ = 0.1 (ridge on both sides);
+  - ``Δ̃_g = A W a_g + b`` with ``a_g`` the row of A for g.
+
+  Genes that are not measured (or lines with fewer than 2 measured training singles) fall back to ``Δ̄``.
+* ``linear_graph``: ``linear`` with the perturbation embedding taken from the graph, so that it reaches
+  genes that are graph nodes but not measured: ``B``'s columns are the rows of
+  :func:`spectral_embedding` (K = 10 eigenvectors of the normalized Laplacian of the union graph) for the
+  training singles in the embedded graph, and ``Δ̃_g = A W e_g + b`` for an unseen gene g in it; A
+  is still the PCA embedding of X. Genes outside the embedded graph fall back to ``Δ̄``.
+
+  Both linear baselines keep a trained condition's own change, and a combination sums its constituents'
+  terms, exactly as ``general`` (they replace only ``general``'s unseen-gene ``Δ̄``).
 * ``split_half`` (experimental reproducibility): the rows of each test condition are split in two halves
   within each batch; one half's change predicts the other's, over several seeds.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from kgbuild.graph import MultiGraph
 from txpert_head import metrics
@@ -35,7 +60,9 @@ from txpert_head.data import PerturbData, constituents
 from txpert_head.profiles import condition_name, retrieval_candidates, rows_by_condition, true_profiles
 from txpert_head.splits import Condition, Split
 
-BASELINES = ("general", "additive", "nearest_cell_line", "graph_neighbours", "split_half")
+BASELINES = ("general", "additive", "nearest_cell_line", "graph_neighbours", "linear", "linear_graph", "split_half")
+LINEAR_DIM = 10  # K: embedding dimensions of the linear baselines (the paper's default pca_dim)
+LINEAR_RIDGE = 0.1  # λ: ridge penalty on both sides (the paper's default ridge_penalty)
 
 
 def _nan_stat(fn, values) -> float:
@@ -116,6 +143,169 @@ def graph_neighbours(deltas: dict[Condition, np.ndarray], conditions: Sequence[C
     return general(deltas, conditions, reference, unseen_gene=estimate)
 
 
+def solve_y_axb(Y: np.ndarray, A: np.ndarray, B: np.ndarray,
+                ridge: float = LINEAR_RIDGE) -> tuple[np.ndarray, np.ndarray]:
+    """``(W, b)`` of ``Y ≈ A W B + b 1ᵀ``: ``b = rowmeans(Y)``,
+    ``W = (AᵀA + λI)⁻¹ Aᵀ (Y − b 1ᵀ) Bᵀ (BBᵀ + λI)⁻¹``.
+
+    ``Y`` (G, n), ``A`` (G, k), ``B`` (m, n); ``W`` (k, m). The closed form of ``solve_y_axb`` in
+    Ahlmann-Eltze et al.'s ``run_linear_pretrained_model.R`` with ``A_ridge = B_ridge = λ``."""
+    Y = np.asarray(Y, dtype=np.float64)
+    A = np.asarray(A, dtype=np.float64)
+    B = np.asarray(B, dtype=np.float64)
+    center = Y.mean(axis=1)
+    left = np.linalg.solve(A.T @ A + ridge * np.eye(A.shape[1]), A.T @ (Y - center[:, None]) @ B.T)
+    W = np.linalg.solve(B @ B.T + ridge * np.eye(B.shape[0]), left.T).T  # BBᵀ + λI is symmetric
+    return W, center
+
+
+def pca_gene_embedding(X: np.ndarray, dim: int = LINEAR_DIM) -> np.ndarray:
+    """The first ``dim`` principal-component scores of the rows of ``X`` (G, n): genes are the observations,
+    each column is centred over genes, scores ``U_k S_k`` (R's ``prcomp(X)$x[, 1:k]``); (G, k) with
+    ``k = min(dim, G, n)``. Signs are fixed (largest |loading| positive); the linear baselines do not depend on
+    them."""
+    X = np.asarray(X, dtype=np.float64)
+    Xc = X - X.mean(axis=0, keepdims=True)
+    U, S, _ = np.linalg.svd(Xc, full_matrices=False)
+    k = min(dim, len(S))
+    scores = U[:, :k] * S[:k]
+    flip = np.sign(scores[np.abs(scores).argmax(axis=0), np.arange(k)])
+    return scores * np.where(flip == 0, 1.0, flip)
+
+
+def spectral_embedding(graph: MultiGraph, dim: int = LINEAR_DIM,
+                       dense_max: int = 1000) -> tuple[dict[str, int], np.ndarray]:
+    """Spectral embedding of the graph's nodes: ``(lookup gene -> row, E (n, k))``.
+
+    The union of the layers with edge weights clipped at 0 and summed over layers and directions,
+    ``A = Σ_layers (W + Wᵀ)`` without self-loops, restricted to its largest connected component (other nodes
+    get no row: in a disconnected graph the smallest Laplacian eigenvectors only say which component a node is
+    in). With ``S = D^-1/2 A D^-1/2`` (the normalized Laplacian is ``I − S``), E holds the eigenvectors of the
+    ``dim`` largest eigenvalues of S after the first (the trivial ``D^1/2 1``), i.e. the ``dim`` smallest
+    nontrivial eigenvectors of the normalized Laplacian, each scaled to unit root mean square over the n
+    nodes so that the ridge penalty λ weighs as it does against the PCA scores (``k = min(dim, n − 2)``;
+    ``scipy.sparse.linalg.eigsh`` with a fixed start vector, dense ``eigh`` up to ``dense_max`` nodes, signs
+    fixed (largest |entry| positive): deterministic)."""
+    n_all = graph.num_nodes
+    src, dst = (np.asarray(a, dtype=np.int64) for a in graph.edge_index)
+    w = np.clip(np.asarray(graph.edge_weight, dtype=np.float64), 0.0, None)
+    keep = (src != dst) & (w > 0)
+    adj = sp.coo_matrix((w[keep], (src[keep], dst[keep])), shape=(n_all, n_all)).tocsr()
+    adj = (adj + adj.T).tocsr()
+    adj.eliminate_zeros()
+    if adj.nnz == 0:
+        return {}, np.zeros((0, 0))
+    from scipy.sparse.csgraph import connected_components
+
+    _, label = connected_components(adj, directed=False)
+    sizes = np.bincount(label)
+    nodes = np.flatnonzero(label == int(np.argmax(sizes)))  # the first largest component on ties
+    n = len(nodes)
+    k = min(dim, n - 2)
+    if k < 1:
+        return {}, np.zeros((0, 0))
+    sub = adj[nodes][:, nodes]
+    inv_sqrt = 1.0 / np.sqrt(np.asarray(sub.sum(axis=1)).ravel())
+    S = sp.diags(inv_sqrt) @ sub @ sp.diags(inv_sqrt)
+    if n <= dense_max:
+        vals, vecs = np.linalg.eigh(S.toarray())
+    else:
+        from scipy.sparse.linalg import eigsh
+
+        v0 = np.random.default_rng(0).uniform(0.5, 1.5, n)
+        vals, vecs = eigsh(S.tocsr(), k=k + 1, which="LA", v0=v0, tol=1e-8)
+    order = np.argsort(-vals, kind="stable")[1:k + 1]
+    E = vecs[:, order] * np.sqrt(n)
+    flip = np.sign(E[np.abs(E).argmax(axis=0), np.arange(E.shape[1])])
+    E = E * np.where(flip == 0, 1.0, flip)
+    return {str(graph.nodes[i]): r for r, i in enumerate(nodes.tolist())}, E
+
+
+def _line_singles(deltas: dict[Condition, np.ndarray], line: str) -> dict[str, np.ndarray]:
+    """Training single changes for line ``line``: its own when it has any, else the per-gene mean over lines."""
+    singles = {c: d for c, d in deltas.items() if len(constituents(c[1])) == 1}
+    own = {p: d for (l, p), d in singles.items() if l == line}
+    if own:
+        return own
+    genes = sorted({p for _, p in singles})
+    return {g: np.mean([d for (_, p), d in singles.items() if p == g], axis=0) for g in genes}
+
+
+def linear_estimator(deltas: dict[Condition, np.ndarray], controls: Mapping[str, np.ndarray],
+                     pert_embedding: Callable[[np.ndarray], tuple[dict[str, int], np.ndarray]],
+                     dim: int = LINEAR_DIM, ridge: float = LINEAR_RIDGE) -> Callable[[str, str], np.ndarray | None]:
+    """The ``unseen_gene(line, gene)`` callback of the linear baselines (module docstring).
+
+    ``controls[line]``: the line's mean control expression ``c_L`` (G,). ``pert_embedding(A)`` gives the
+    perturbation embedding from the gene embedding A (G, k): ``(lookup gene -> row, E (rows, k'))``; the
+    model is fitted on the training singles in ``lookup`` (at least 2, else every gene falls back to the
+    general baseline), once per line."""
+    fits: dict[str, tuple | None] = {}
+
+    def fit(line: str):
+        singles = _line_singles(deltas, line)
+        if not singles:
+            return None
+        names = sorted(singles)
+        Y_all = np.stack([singles[g] for g in names], axis=1)  # (G, n)
+        ctrl = np.asarray(controls[line], dtype=np.float64)
+        X = ctrl[:, None] + np.concatenate([Y_all, np.zeros((len(ctrl), 1))], axis=1)  # with the control column
+        A = pca_gene_embedding(X, dim)
+        lookup, E = pert_embedding(A)
+        used = [k for k, g in enumerate(names) if g in lookup]
+        if len(used) < 2:
+            return None
+        Y = np.concatenate([Y_all[:, used], np.zeros((len(ctrl), 1))], axis=1)
+        B = np.concatenate([E[[lookup[names[k]] for k in used]], np.zeros((1, E.shape[1]))], axis=0).T
+        W, center = solve_y_axb(Y, A, B, ridge)
+        return A @ W, center, lookup, E
+
+    def estimate(line: str, gene: str) -> np.ndarray | None:
+        if line not in fits:
+            fits[line] = fit(line)
+        model = fits[line]
+        if model is None or gene not in model[2]:
+            return None
+        AW, center, lookup, E = model
+        return AW @ E[lookup[gene]] + center
+
+    return estimate
+
+
+def linear(deltas: dict[Condition, np.ndarray], conditions: Sequence[Condition], reference: np.ndarray,
+           genes: Sequence[str], controls: Mapping[str, np.ndarray], dim: int = LINEAR_DIM,
+           ridge: float = LINEAR_RIDGE) -> np.ndarray:
+    """Linear baseline of Ahlmann-Eltze et al. predicted means (P, G): ``general`` with an unseen measured
+    gene's change from the bilinear PCA model (module docstring). ``genes``: the measured genes (the rows of
+    the change vectors); ``controls``: line -> mean control expression (G,)."""
+    lookup = {str(g): i for i, g in enumerate(genes)}
+    estimate = linear_estimator(deltas, controls, lambda A: (lookup, A), dim, ridge)
+    return general(deltas, conditions, reference, unseen_gene=estimate)
+
+
+def linear_graph(deltas: dict[Condition, np.ndarray], conditions: Sequence[Condition], reference: np.ndarray,
+                 controls: Mapping[str, np.ndarray], graph: MultiGraph, dim: int = LINEAR_DIM,
+                 ridge: float = LINEAR_RIDGE,
+                 embedding: tuple[dict[str, int], np.ndarray] | None = None) -> np.ndarray:
+    """Linear baseline with the graph's spectral embedding as perturbation embedding, predicted means (P, G)
+    (module docstring). ``embedding``: a precomputed :func:`spectral_embedding` of ``graph``."""
+    lookup, E = embedding if embedding is not None else spectral_embedding(graph, dim)
+    estimate = linear_estimator(deltas, controls, lambda A: (lookup, E), dim, ridge)
+    return general(deltas, conditions, reference, unseen_gene=estimate)
+
+
+def line_control_means(data: PerturbData, controls: ControlIndex) -> dict[str, np.ndarray]:
+    """Cell line -> mean of its control rows (G,) float64 (all batches): the linear baselines' ``c_L``."""
+    return {line: np.asarray(data.X[rows].mean(axis=0), dtype=np.float64).ravel()
+            for line, rows in controls.by_line.items() if len(rows)}
+
+
+def linear_applies(data: PerturbData, train: Sequence[Condition]) -> bool:
+    """``linear`` runs when at least 2 training singles are measured genes."""
+    index = data.gene_index
+    return len({p for _, p in train if len(constituents(p)) == 1 and p in index}) >= 2
+
+
 def additive(deltas: dict[Condition, np.ndarray], conditions: Sequence[Condition], reference: np.ndarray) -> np.ndarray:
     """Additive baseline predicted means (P, G): sum of the constituents' training single changes."""
     out = np.array(reference, dtype=np.float64, copy=True)
@@ -182,8 +372,9 @@ def run_baselines(data: PerturbData, split: Split, which: Sequence[str] = BASELI
     every baseline but ``split_half`` (whose prediction is a different half of the data per seed).
 
     ``additive`` is only run for splits with combinations, ``nearest_cell_line`` only with several cell
-    lines, ``graph_neighbours`` only with a ``graph``, ``split_half`` only when conditions have at least two
-    rows and ``split_half_seeds`` > 0.
+    lines, ``graph_neighbours`` and ``linear_graph`` only with a ``graph``, ``linear`` only when at least two
+    training singles are measured genes, ``split_half`` only when conditions have at least two rows and
+    ``split_half_seeds`` > 0.
     """
     controls = controls or ControlIndex(data)
     rows = rows_by_condition(data)
@@ -205,6 +396,10 @@ def run_baselines(data: PerturbData, split: Split, which: Sequence[str] = BASELI
             pred = nearest_cell_line(deltas, controls, test, ref)
         elif name == "graph_neighbours" and graph is not None:
             pred = graph_neighbours(deltas, test, ref, graph)
+        elif name == "linear" and linear_applies(data, split.train):
+            pred = linear(deltas, test, ref, data.genes, line_control_means(data, controls))
+        elif name == "linear_graph" and graph is not None:
+            pred = linear_graph(deltas, test, ref, line_control_means(data, controls), graph)
         elif name == "split_half" and not data.pseudobulk and split_half_seeds > 0:
             draws = []
             for s in range(split_half_seeds):

@@ -168,7 +168,8 @@ def _print_vcc(block: dict | None) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
 @click.option("--part", type=click.Choice(["test", "val"]), default="test", show_default=True)
 @click.option("--no-baselines", is_flag=True,
-              help="Skip the baselines (general, additive, nearest cell line, graph neighbours, split-half).")
+              help="Skip the baselines (general, additive, nearest cell line, graph neighbours, linear, "
+                   "linear graph, split-half).")
 @click.option("--no-vcc", is_flag=True, help="Skip the Virtual Cell Challenge metrics (DES, PDS, MAE, S).")
 @click.option("--split-half-seeds", type=click.IntRange(min=0), default=5, show_default=True,
               help="Draws of the split-half reproducibility ceiling (0 skips it).")
@@ -226,12 +227,15 @@ def predict(run_dir, perturbations, cell_line, out):
 @click.option("--no-vcc", is_flag=True, help="Skip the Virtual Cell Challenge metrics (DES, PDS, MAE, S).")
 @click.option("--graph", "graph_path", default=None, type=click.Path(dir_okay=False, exists=True),
               help="Multigraph file (.kg.npz): adds the graph_neighbours baseline, what the graph's one-hop "
-                   "neighbourhoods predict for unseen genes without training.")
+                   "neighbourhoods predict for unseen genes without training, and linear_graph, the linear "
+                   "baseline with the graph's spectral embedding as perturbation embedding.")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Folder for baselines.json/csv.")
 @user_errors(*ERRORS)
 def baseline(task, split_seed, holdout_line, split_half_seeds, no_vcc, graph_path, out, **kw):
     """Baselines on a split: general, additive (combinations), nearest cell line (several lines), graph
-    neighbours (with --graph) and split-half experimental reproducibility.
+    neighbours (with --graph), the linear model of Ahlmann-Eltze, Huber & Anders 2025 (linear: PCA
+    embedding of the training data + ridge; linear_graph, with --graph: the graph's spectral embedding for
+    the perturbed genes) and split-half experimental reproducibility.
 
     \b
     Example:

@@ -322,8 +322,9 @@ def rec_rel(rec: Recorder, path: Path) -> str:
 def graph_ablation(rec: Recorder, ds: Dataset, graphs: dict[str, Path], task: str, options: dict,
                    seeds: Sequence[int], runs: Path, reuse: dict[tuple[str, int], dict] | None = None) -> dict:
     """Train on each graph with each seed (split seed = model seed); Pearson Δ per graph and seed, the
-    training-free graph-neighbour baseline per graph and seed (what ``txpert baseline --graph`` gives), and
-    the general baseline of each seed's split. ``reuse[(graph name, seed)]`` skips runs already done."""
+    training-free graph baselines per graph and seed (``graph_neighbours`` and ``linear_graph``: what
+    ``txpert baseline --graph`` gives), and the general and linear baselines of each seed's split.
+    ``reuse[(graph name, seed)]`` skips runs already done."""
     from kgbuild.graph import MultiGraph
     from txpert_head.baselines import run_baselines
     from txpert_head.controls import ControlIndex
@@ -332,8 +333,10 @@ def graph_ablation(rec: Recorder, ds: Dataset, graphs: dict[str, Path], task: st
     reuse = dict(reuse or {})
     table: dict[str, list[float]] = {name: [] for name in graphs}
     neighbours: dict[str, list[float]] = {name: [] for name in graphs}
+    lin_graph: dict[str, list[float]] = {name: [] for name in graphs}
     general: list[float] = []
-    data = ds.options().load()  # for the neighbour baseline: the data, its controls and each graph, read once
+    lin: list[float] = []
+    data = ds.options().load()  # for the graph baselines: the data, its controls and each graph, read once
     controls = ControlIndex(data)
     loaded = {name: MultiGraph.load(path) for name, path in graphs.items()}
     for seed in seeds:
@@ -344,14 +347,18 @@ def graph_ablation(rec: Recorder, ds: Dataset, graphs: dict[str, Path], task: st
                 rep = train_one(rec, ds, path, task, options, seed, runs / f"ablation_{slug(name)}_s{seed}",
                                 f"ablation {name} seed {seed}", baselines=(k == 0))
             table[name].append(float(rep["model"]["pearson_delta"]))
-            res = run_baselines(data, split, which=("graph_neighbours",), controls=controls, seed=seed,
-                                graph=loaded[name])
+            res = run_baselines(data, split, which=("graph_neighbours", "linear_graph"), controls=controls,
+                                seed=seed, graph=loaded[name])
             neighbours[name].append(float(res["graph_neighbours"]["summary"]["pearson_delta"]))
+            lin_graph[name].append(float(res["linear_graph"]["summary"]["pearson_delta"]))
             if k == 0:
                 general.append(float(rep["baselines"]["general"]["pearson_delta"]))
-    return {"task": task, "seeds": list(seeds), "general": general,
+                if "linear" in rep["baselines"]:
+                    lin.append(float(rep["baselines"]["linear"]["pearson_delta"]))
+    return {"task": task, "seeds": list(seeds), "general": general, "linear": lin,
             "graphs": [{"name": name, "path": rec_rel(rec, graphs[name]), "pearson_delta": table[name],
-                        "graph_neighbours": neighbours[name]} for name in graphs]}
+                        "graph_neighbours": neighbours[name], "linear_graph": lin_graph[name]}
+                       for name in graphs]}
 
 
 def ablation_plot(ab: dict, path: Path) -> Path:
@@ -450,6 +457,13 @@ def run_simulated(rec: Recorder, quick: bool, seeds: Sequence[int], doubles: boo
                         "options `unknown_token` and `self_mask` (docs/training-and-evaluation.md) close most of "
                         "that gap on this data." if neighbours > rep["model"]["pearson_delta"] else
                         "TxPert gets more out of the graph than neighbour averaging."))
+    linear = {k: rep.get("baselines", {}).get(k, {}).get("pearson_delta") for k in ("linear", "linear_graph")}
+    if any(v is not None for v in linear.values()):
+        notes.append("The linear baselines of Ahlmann-Eltze et al. 2025 (no training beyond a closed-form ridge fit: "
+                     "a PCA embedding of the training data, or the graph's spectral embedding for the perturbed "
+                     "genes; docs/metrics.md) score "
+                     + " and ".join(f"{v:.3f} (`{k}`)" for k, v in linear.items() if v is not None)
+                     + f" on the unseen singles, TxPert {rep['model']['pearson_delta']:.3f}.")
     if doubles:
         notes.append("Doubles: the simulated combinations are the sum of their singles plus a small interaction, so "
                      "for a double whose two singles were both trained on, the general/additive baseline (the sum "

@@ -10,8 +10,8 @@ A report is built from a plain dictionary (what :mod:`txpert_head.demo` collects
                "subgroups": {...}, "paired": {baseline: paired comparison}, "best_epoch", "train_seconds",
                "plots": {"learning_curves", ...}}],
      "ablation": {"task", "seeds", "graphs": [{"name", "path", "pearson_delta": [per seed],
-                                                "graph_neighbours": [per seed]}],
-                  "general": [per seed]} | None,
+                                                "graph_neighbours": [per seed], "linear_graph": [per seed]}],
+                  "general": [per seed], "linear": [per seed]} | None,
      "checks": [{"name", "passed", "detail"}],
      "notes": [str]}
 
@@ -35,6 +35,8 @@ METRICS = (("pearson_delta", "Pearson Δ", "higher is better"), ("retrieval", "r
            ("mse", "MSE", "lower is better"))
 BASELINE_LABELS = {"general": "general baseline", "additive": "additive baseline",
                    "nearest_cell_line": "nearest cell line", "graph_neighbours": "graph neighbours (no training)",
+                   "linear": "linear (Ahlmann-Eltze et al. 2025)",
+                   "linear_graph": "linear, graph spectral embedding",
                    "split_half": "split-half (experimental ceiling)"}
 
 Block = tuple  # ("h", level, text) | ("p", text) | ("list", items) | ("code", text) | ("table", header, rows)
@@ -94,9 +96,12 @@ def paired_table(paired: dict) -> Block:
 def ablation_blocks(ab: dict) -> list[Block]:
     seeds = ", ".join(str(s) for s in ab["seeds"])
     rows = [[g["name"], f"`{g['path']}`", mean_sd(g["pearson_delta"]), " / ".join(fmt(v) for v in g["pearson_delta"]),
-             mean_sd(g.get("graph_neighbours", []))] for g in ab["graphs"]]
+             mean_sd(g.get("graph_neighbours", [])), mean_sd(g.get("linear_graph", []))] for g in ab["graphs"]]
     rows.append(["general baseline (no graph)", "-", mean_sd(ab["general"]), " / ".join(fmt(v) for v in ab["general"]),
-                 "-"])
+                 "-", "-"])
+    if ab.get("linear"):
+        rows.append(["linear baseline (no graph)", "-", mean_sd(ab["linear"]),
+                     " / ".join(fmt(v) for v in ab["linear"]), "-", "-"])
     blocks: list[Block] = [
         ("h", 2, "Graph ablation: original versus rewired graphs"),
         ("p", f"TxPert trained on the {ab['task']} task with the same settings on each graph; split seed = model "
@@ -104,7 +109,7 @@ def ablation_blocks(ab: dict) -> list[Block]:
               f"edge count and every node its in-degree; a fraction P of the edges get new sources), so only "
               f"*which* genes are linked changes. Test Pearson Δ, mean ± sd over seeds:"),
         ("table", ["graph", "file", "TxPert Pearson Δ (mean ± sd)", "per seed",
-                   "graph-neighbour baseline (no training)"], rows),
+                   "graph-neighbour baseline (no training)", "linear graph baseline (no training)"], rows),
     ]
     if ab.get("plot"):
         blocks.append(("img", "Pearson Δ per graph and seed", ab["plot"]))
@@ -113,9 +118,13 @@ def ablation_blocks(ab: dict) -> list[Block]:
                         "through the target-gene term, and the shared change); the gap between the rewired graphs "
                         "and the original is what the graph's structure carries to unseen perturbations. With a "
                         "rewired graph the validation score typically peaks in the first epochs and falls as the "
-                        "model fits the wrong neighbourhoods. The last column needs no training: each unseen gene "
-                        "gets the weighted mean change of its trained graph neighbours (`graph_neighbours`, "
-                        "docs/metrics.md), so it shows how much signal each graph's neighbourhoods carry."))
+                        "model fits the wrong neighbourhoods. The graph-neighbour column needs no training: each "
+                        "unseen gene gets the weighted mean change of its trained graph neighbours (`graph_neighbours`, "
+                        "docs/metrics.md), so it shows how much signal each graph's neighbourhoods carry. The "
+                        "linear baselines need no training either: the linear model of Ahlmann-Eltze et al. 2025 "
+                        "(`linear`, its own row: PCA embedding of the training data, ridge fit in closed form) and "
+                        "the same with each graph's spectral embedding for the perturbed genes (`linear_graph`, "
+                        "last column), the simple baselines deep models have so far failed to beat."))
     return blocks
 
 

@@ -14,8 +14,9 @@ collects, for every evaluated condition ``p = (cell line L, perturbation)``, the
   (n_p, G). With ``control_mode="mean"`` every input of a batch is that batch's control mean, so the
   predicted cells are one point per batch (a point mass): DES then rests on the fold-change truncation
   explained in :mod:`txpert_head.vcc_metrics`. The block's ``prediction`` field says which kind was scored.
-  The baselines (general, additive, nearest cell line, graph neighbours) predict a mean profile (G,),
-  passed as such: :func:`vcc_metrics.vcc_scores` replicates it to as many identical cells as the truth has.
+  The baselines (general, additive, nearest cell line, graph neighbours, linear, linear graph) predict a
+  mean profile (G,), passed as such: :func:`vcc_metrics.vcc_scores` replicates it to as many identical
+  cells as the truth has.
   ``split_half`` is not scored (its "prediction" is the other half of the same cells).
 * **cell-mean baseline**: the VCC reference every scaled value is measured against. For line L it is the
   mean of the perturbed training cells of L, every cell equal to that mean (what
@@ -60,7 +61,7 @@ __all__ = ["CELL_MEAN", "VCC_BASELINES", "baselines_vcc", "line_cell_mean", "mod
 
 CELL_MEAN = "cell_mean"
 PSEUDOBULK_SKIPPED = {"skipped": "pseudobulk data: DES needs single cells"}  # the block for pseudobulk data
-VCC_BASELINES = ("general", "additive", "nearest_cell_line", "graph_neighbours")
+VCC_BASELINES = ("general", "additive", "nearest_cell_line", "graph_neighbours", "linear", "linear_graph")
 DEFAULT_MAX_CONTROL_CELLS = 2048
 METRICS = ("des", "pds", "mae")
 
