@@ -12,18 +12,31 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from gnn.backends import Backend, get_backend
+from gnn.effects import EffectInputs
 from gnn.kinds.multigraph import BMPBody, HybridBody, MLGBody
 from gnn.kinds.single import ExphormerBody, GATBody
 from gnn.kinds.spec import EncoderSpec
 from kgbuild.graph import MultiGraph
 
 #: kind -> (body class, fixed keyword arguments)
+NODE_INPUTS = ("effects", "id")
+
+
+class EncoderOutput(NamedTuple):
+    """One encoder pass: ``Z`` (V, d); with ``node_inputs="effects"`` also the prior codes ``prior`` (V, r) and
+    ``visible`` (V,) bool (own code used), else ``None`` for both."""
+
+    Z: Tensor
+    prior: Tensor | None = None
+    visible: Tensor | None = None
+
+
 KINDS: dict[str, tuple[Callable[..., nn.Module], dict]] = {
     "gat": (GATBody, {"conv": "gat"}),
     "gatv2": (GATBody, {"conv": "gatv2"}),
@@ -39,10 +52,18 @@ class PerturbationEncoder(nn.Module):
     r"""Embeds every gene of a vocabulary with a GNN over a :class:`~kgbuild.graph.MultiGraph`.
 
     Vocabulary: the graph's nodes in graph order, then the genes of ``genes`` that are absent from the
-    graph, in the order given (``V`` entries in all). ``H^0 \in R^{V \times dim}`` is a learnable embedding
-    (``N(0, 1)`` init); the body (``kind``) maps it to ``Z = \mathrm{enc}() \in R^{V \times dim}``. Absent
-    genes receive no messages: they keep their own learnable row and pass only through the self / residual
-    path of each layer.
+    graph, in the order given (``V`` entries in all). The input ``H^0 \in R^{V \times dim}`` is
+
+    * ``node_inputs="effects"`` (the default of ``txpert train``): ``H^0 = F W + b``, a linear map of the
+      effect features ``F (V, F)`` of :class:`gnn.effects.EffectInputs` -- each gene's own observed training
+      effect (when visible) and the weighted mean effect of its trained in-neighbours, per layer. A gene never
+      perturbed in training still gets an informative row from its neighbourhood. The codes are set by the
+      caller (:meth:`set_effects`); until then every gene looks unseen.
+    * ``node_inputs="id"``: a learnable embedding per gene (``N(0, 1)`` init). An unseen gene's row is never
+      trained, so its output is mostly noise (kept for comparison).
+
+    The body (``kind``) maps ``H^0`` to ``Z = \mathrm{enc}() \in R^{V \times dim}``. Absent genes receive no
+    messages: they pass only through the self / residual path of each layer.
 
     Args:
         graph: the multigraph (all layers are used; multigraph kinds use the layer of every edge).
@@ -60,13 +81,18 @@ class PerturbationEncoder(nn.Module):
             ``H^0_i = E_i`` if ``i`` is known and not hidden, else ``u``. A gene without training signal then
             enters the GNN as "some gene" rather than as its random initial row, so its output is driven by
             its neighbourhood -- the situation of an unseen perturbation. Off by default.
+        node_inputs: ``"effects"`` or ``"id"`` (above).
+        code_dim: ``r``, the width of the effect codes (``node_inputs="effects"``).
+        gene_dim: ``K``, the width of a per-gene feature table (``node_inputs="effects"``; 0: none), set with
+            :meth:`set_gene_features`.
         **kind_options: passed to the kind's body, e.g. ``expander_degree``, ``num_virtual``, ``seed`` for
             the Exphormer kinds; ``add_self_loops`` for ``gat``/``gatv2``; ``conv`` for ``gat-hybrid``.
     """
 
     def __init__(self, graph: MultiGraph, genes: Sequence[str] | None = None, kind: str = "gat", dim: int = 64,
                  layers: int = 2, heads: int = 2, dropout: float = 0.0, backend: str | Backend = "auto",
-                 use_edge_weight: bool = True, unknown_token: bool = False, **kind_options):
+                 use_edge_weight: bool = True, unknown_token: bool = False, node_inputs: str = "id",
+                 code_dim: int = 16, gene_dim: int = 0, **kind_options):
         super().__init__()
         if not isinstance(graph, MultiGraph):
             raise TypeError(f"graph must be a kgbuild MultiGraph, got {type(graph).__name__}")
@@ -76,6 +102,10 @@ class PerturbationEncoder(nn.Module):
             raise ValueError(f"need dim >= 1, layers >= 0, heads >= 1; got dim={dim}, layers={layers}, heads={heads}")
         if dim % heads:
             raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+        if node_inputs not in NODE_INPUTS:
+            raise ValueError(f"node_inputs must be one of {', '.join(NODE_INPUTS)}, got {node_inputs!r}")
+        if unknown_token and node_inputs != "id":
+            raise ValueError("unknown_token replaces learned ID rows: it needs node_inputs='id'")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         lookup = graph.node_lookup
@@ -94,8 +124,15 @@ class PerturbationEncoder(nn.Module):
             raise TypeError(f"kind {kind!r} takes no option(s) {', '.join(unknown)}; it accepts: {', '.join(sorted(allowed)) or 'none'}")
         spec = EncoderSpec(graph=graph, num_nodes=len(self.vocab), dim=dim, layers=layers, heads=heads,
                            dropout=dropout, use_edge_weight=use_edge_weight)
-        self.embedding = nn.Embedding(len(self.vocab), dim)
-        nn.init.normal_(self.embedding.weight)
+        self.node_inputs = node_inputs
+        if node_inputs == "id":
+            self.embedding = nn.Embedding(len(self.vocab), dim)
+            nn.init.normal_(self.embedding.weight)
+            self.effects = None
+        else:
+            self.embedding = None
+            self.effects = EffectInputs(graph, len(self.vocab), code_dim, gene_dim)
+            self.input_proj = nn.Linear(self.effects.dim, dim)
         self.unknown = nn.Parameter(torch.zeros(dim)) if unknown_token else None
         # which rows use their own input embedding (set_known); not saved in checkpoints: callers set it
         self.register_buffer("known", torch.ones(len(self.vocab), dtype=torch.bool), persistent=False)
@@ -133,19 +170,57 @@ class PerturbationEncoder(nn.Module):
             known[torch.tensor(rows, dtype=torch.long, device=known.device)] = True
         self.known.copy_(known)
 
-    def forward(self, hide: Tensor | None = None) -> Tensor:
-        """``Z`` of shape ``(V, dim)``: row ``i`` embeds ``vocab[i]``.
+    def set_effects(self, genes: Sequence[str], codes: Tensor, mean_code: Tensor) -> None:
+        """The observed effect codes ``codes`` (n, r) of ``genes`` (n names; genes outside the vocabulary are
+        ignored) and the mean code ``mean_code`` (r,); every other gene has none. Needs ``node_inputs="effects"``."""
+        if self.effects is None:
+            raise ValueError("set_effects needs an encoder built with node_inputs='effects'")
+        codes = torch.as_tensor(codes, dtype=torch.float32)
+        full = torch.zeros(self.num_nodes, self.effects.code_dim)
+        has = torch.zeros(self.num_nodes, dtype=torch.bool)
+        pairs = [(self._index[g], k) for k, g in enumerate(genes) if g in self._index]
+        if pairs:
+            rows = torch.tensor([a for a, _ in pairs], dtype=torch.long)
+            full[rows] = codes[torch.tensor([b for _, b in pairs], dtype=torch.long)]
+            has[rows] = True
+        self.effects.set_codes(full, has, torch.as_tensor(mean_code, dtype=torch.float32))
 
-        ``hide``: optional bool ``(V,)``; with ``unknown_token`` those rows take the ``unknown`` input row in
-        this call (training-time self-masking: the model must embed them from their neighbourhood).
+    def set_gene_features(self, genes: Sequence[str], features: Tensor) -> None:
+        """Per-gene features ``features`` (n, K) of ``genes`` (n names; others in the vocabulary get none)."""
+        if self.effects is None:
+            raise ValueError("set_gene_features needs an encoder built with node_inputs='effects'")
+        features = torch.as_tensor(features, dtype=torch.float32)
+        full = torch.zeros(self.num_nodes, features.shape[1])
+        present = torch.zeros(self.num_nodes, dtype=torch.bool)
+        pairs = [(self._index[g], k) for k, g in enumerate(genes) if g in self._index]
+        if pairs:
+            rows = torch.tensor([a for a, _ in pairs], dtype=torch.long)
+            full[rows] = features[torch.tensor([b for _, b in pairs], dtype=torch.long)]
+            present[rows] = True
+        self.effects.set_gene_features(full, present)
+
+    def encode(self, hide: Tensor | None = None) -> EncoderOutput:
+        """One pass: ``Z`` (V, dim), row ``i`` embedding ``vocab[i]``, and (``node_inputs="effects"``) the prior
+        codes and visibility of :class:`gnn.effects.EffectInputs`.
+
+        ``hide``: optional bool ``(V,)``; those genes' own inputs are hidden in this call (training-time
+        self-masking: the model must embed them from their neighbourhood): their effect codes
+        (``node_inputs="effects"``), or their ID rows, replaced by the ``unknown`` row (``unknown_token``).
         """
+        if self.effects is not None:
+            eff = self.effects(self.backend, hide)
+            return EncoderOutput(self.body(self.input_proj(eff.features), self.backend), eff.prior, eff.visible)
         h = self.embedding.weight
         if self.unknown is not None:
             keep = self.known if hide is None else self.known & ~hide.to(self.known.device)
             h = torch.where(keep.unsqueeze(1), h, self.unknown.to(h.dtype).expand_as(h))
         elif hide is not None:
-            raise ValueError("hide needs an encoder built with unknown_token=True")
-        return self.body(h, self.backend)
+            raise ValueError("hide needs an encoder built with unknown_token=True or node_inputs='effects'")
+        return EncoderOutput(self.body(h, self.backend))
+
+    def forward(self, hide: Tensor | None = None) -> Tensor:
+        """``Z`` of shape ``(V, dim)``: row ``i`` embeds ``vocab[i]`` (see :meth:`encode`)."""
+        return self.encode(hide).Z
 
     def index(self, genes: Sequence[str]) -> Tensor:
         """Rows of ``genes`` in ``Z`` (LongTensor on the module's device); KeyError names unknown genes."""
@@ -155,8 +230,8 @@ class PerturbationEncoder(nn.Module):
         if missing:
             shown = ", ".join(map(repr, missing[:10])) + (f" (+{len(missing) - 10} more)" if len(missing) > 10 else "")
             raise KeyError(f"gene(s) not in the encoder vocabulary: {shown}; pass them in genes= when building the encoder")
-        return torch.tensor([self._index[g] for g in genes], dtype=torch.long, device=self.embedding.weight.device)
+        return torch.tensor([self._index[g] for g in genes], dtype=torch.long, device=self.known.device)
 
     def extra_repr(self) -> str:
         return (f"kind={self.kind!r}, vocab={self.num_nodes} ({self.num_graph_nodes} in graph), dim={self.dim}, "
-                f"layers={self.layer_names}, backend={self.backend.name!r}")
+                f"layers={self.layer_names}, inputs={self.node_inputs!r}, backend={self.backend.name!r}")

@@ -215,6 +215,23 @@ def test_graph_ablation_collects_the_training_free_graph_baselines(tmp_path):
     assert "linear graph baseline (no training)" in md and "| linear baseline (no graph) |" in md
 
 
+def test_ablation_checks_need_the_neighbour_baseline_and_a_rewire_cost():
+    ab = {"seeds": [0, 1], "general": [0.1, 0.2],
+          "graphs": [{"name": "original", "pearson_delta": [0.6, 0.62], "graph_neighbours": [0.55, 0.57]},
+                     {"name": "rewire 0.5", "pearson_delta": [0.59, 0.6]},
+                     {"name": "rewire 1.0", "pearson_delta": [0.58, 0.57]}]}
+    checks = {c["name"]: c["passed"] for c in demo.ablation_checks(ab)}
+    assert checks == {"TxPert on the original graph above the general baseline": True,
+                      "TxPert on the original graph at least the graph-neighbour baseline": True,
+                      "rewire 0.5 graph below the original": True,
+                      "rewire 1.0 graph at least 0.05 below the original": False}  # 0.035 below: not enough
+    ab["graphs"][2]["pearson_delta"] = [0.5, 0.52]
+    ab["graphs"][0]["graph_neighbours"] = [0.7, 0.7]
+    checks = {c["name"]: c["passed"] for c in demo.ablation_checks(ab)}
+    assert checks["rewire 1.0 graph at least 0.05 below the original"]
+    assert not checks["TxPert on the original graph at least the graph-neighbour baseline"]
+
+
 # ---------------------------------------------------------------------- end to end
 @pytest.mark.slow
 def test_quick_demo_runs_end_to_end(tmp_path, monkeypatch):
@@ -237,5 +254,5 @@ def test_quick_demo_runs_end_to_end(tmp_path, monkeypatch):
                for g in summary["ablation"]["graphs"])
     assert all(len(g["linear_graph"]) == 1 and np.isfinite(g["linear_graph"][0]) for g in summary["ablation"]["graphs"])
     assert "| TxPert (this run) |" in md and "| general baseline |" in md
-    assert len(summary["checks"]) == 4
+    assert len(summary["checks"]) == 5  # model > general, >= neighbours, ablation: rewire 0.5, rewire 1.0
     assert "sign-flip p" in summary["checks"][0]["detail"] and "| TxPert minus |" in md

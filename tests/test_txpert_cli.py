@@ -44,7 +44,10 @@ def test_train_evaluate_predict_baseline(files, tmp_path):
     table = pd.read_csv(run / "per_perturbation.csv")
     assert len(table) == metrics["model"]["n_perturbations"]
     assert np.isclose(table["pearson_delta"].mean(), metrics["model"]["pearson_delta"])
-    assert "graph_neighbours" in metrics["baselines"]  # the run's graph gives the neighbour baseline
+    # the run's graph gives the graph baselines; the measured perturbed genes the linear one
+    assert {"graph_neighbours", "linear", "linear_graph"} <= set(metrics["baselines"])
+    assert {"linear", "linear_graph"} <= set(metrics["paired"])
+    assert "vs linear_graph" in res.output
     # TxPert minus each baseline, paired over the test conditions: printed and in metrics.json
     paired = metrics["paired"]["general"]
     assert paired["n"] == len(table)
@@ -62,10 +65,12 @@ def test_train_evaluate_predict_baseline(files, tmp_path):
 
     out = tmp_path / "pred.h5ad"
     # G3 is a trained or held-out gene, G25 a graph gene never perturbed, NOVEL is unknown everywhere
-    res = _invoke(["predict", str(run), "-p", "G3", "-p", "G25+G3", "-p", "NOVEL", "-o", str(out)])
+    # (refused unless --allow-unknown, then marked known = False)
+    res = _invoke(["predict", str(run), "-p", "G3", "-p", "G25+G3", "-p", "NOVEL", "--allow-unknown", "-o", str(out)])
     assert res.exit_code == 0, res.output
     pred = anndata.read_h5ad(out)
     assert pred.obs["perturbation"].tolist() == ["G3", "G25+G3", "NOVEL"]
+    assert pred.obs["known"].tolist() == [True, True, False]
     assert pred.shape == (3, 30) and "delta" in pred.layers
     assert not np.allclose(pred.X[0], pred.X[1])
 

@@ -168,7 +168,7 @@ def ddp_groups(files, tmp_path_factory):
     """Perturbation batches (mse + mmd + sw1) with the unknown token and self-masking (the step's mask must be
     the same on every rank): one process and two (groups sharded by rank)."""
     root = tmp_path_factory.mktemp("groups")
-    loss = ["--loss", "mse+mmd+0.5*sw1", "--set", "cells_per_group=16", "--set", "unknown_token=true",
+    loss = ["--loss", "mse+mmd+0.5*sw1", "--set", "cells_per_group=16", "--set", "min_steps_per_epoch=1", "--set", "node_inputs=id", "--set", "unknown_token=true",
             "--set", "self_mask=0.3"]
     single = _single(files, root / "single", *loss)
     res = _torchrun(files, root / "ddp", *loss, wrapper=False)

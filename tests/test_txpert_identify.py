@@ -139,18 +139,21 @@ def test_queries_weight_batches_by_the_groups_cells(small):
         assert np.allclose(q.observed[k], np.asarray(data.X[rows].mean(0)).ravel() - ref)
 
 
-@pytest.mark.parametrize("unknown_token", [False, True])
-def test_whole_graph_encoder_reproduces_the_receptive_field_rows(small, unknown_token):
+@pytest.mark.parametrize("inputs", [{}, {"node_inputs": "id"}, {"node_inputs": "id", "unknown_token": True}])
+def test_whole_graph_encoder_reproduces_the_receptive_field_rows(small, inputs):
     data, graph, _ = small
-    tr = _trainer(small, "none", "mean", True, graph_hops=2, unknown_token=unknown_token)
+    tr = _trainer(small, "none", "mean", True, graph_hops=2, **inputs)
     assert len(tr.model.encoder.vocab) < graph.num_nodes
     full = candidate_model(tr, "graph")
     assert full.encoder.vocab == graph.nodes.tolist()
     with torch.no_grad():
-        z_small, z_full = tr.model.encoder(), full.encoder()
+        e_small, e_full = tr.model.encode(), full.encode()
+    assert (e_small.prior is None) == ("node_inputs" in inputs)
     for g in data.perturbed_genes():  # exact for the genes the field was built around
         a, b = tr.model.encoder.vocab.index(g), full.encoder.vocab.index(g)
-        assert torch.allclose(z_small[a], z_full[b], atol=1e-5)
+        assert torch.allclose(e_small.Z[a], e_full.Z[b], atol=1e-5)
+        if e_small.prior is not None:  # effect inputs: the prior codes too
+            assert torch.allclose(e_small.prior[a], e_full.prior[b], atol=1e-6)
     assert candidate_model(tr, "trained") is tr.model
 
 

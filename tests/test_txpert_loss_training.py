@@ -68,15 +68,17 @@ def test_distributional_loss_with_mean_controls_is_refused(files, tmp_path):
 
 def test_fingerprint_of_mse_configs_is_unchanged_by_the_loss_options():
     """The new options are left out of the fingerprint at their defaults (old checkpoints stay resumable)."""
-    cfg = TrainConfig(seed=3, lr=0.01)
+    cfg = TrainConfig(seed=3, lr=0.01, node_inputs="id")  # learned ID inputs: the model of the first release
     old = {k: v for k, v in cfg.to_dict().items()
            if k not in ("progress", "device", "checkpoint_every",
                         # options added after the first release of TrainConfig
-                        "loss", "cells_per_group", "unknown_token", "self_mask")}
+                        "loss", "cells_per_group", "unknown_token", "self_mask", "node_inputs", "effect_rank",
+                        "expression_features")}
     assert cfg.fingerprint() == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
     assert TrainConfig(seed=3, lr=0.01, loss="mmd").fingerprint() != cfg.fingerprint()
     assert TrainConfig(seed=3, lr=0.01, cells_per_group=8).fingerprint() != cfg.fingerprint()
-    assert TrainConfig(seed=3, lr=0.01, unknown_token=True).fingerprint() != cfg.fingerprint()
+    assert TrainConfig(seed=3, lr=0.01, node_inputs="id", unknown_token=True).fingerprint() != cfg.fingerprint()
+    assert TrainConfig(seed=3, lr=0.01).fingerprint() != cfg.fingerprint()  # effect inputs: another model
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +90,7 @@ def small():
 def _cfg(**kw):
     base = dict(epochs=3, batch_size=64, progress=False, encoder_dim=8, encoder_heads=2, hidden=16, dropout=0.2,
                 checkpoint_every=3, encoder_backend="pyg", eval_cells=64, patience=10, loss="mse+mmd+sw1",
-                cells_per_group=12)
+                cells_per_group=12, min_steps_per_epoch=1, control_mode="batch")
     base.update(kw)
     return TrainConfig(**base)
 
@@ -141,7 +143,7 @@ def test_mse_with_cells_per_group_is_the_mean_over_perturbations_of_their_paired
     """``cells_per_group`` with plain MSE: the distributional losses' batches; loss = mean over the step's
     perturbations of the paired MSE of their cells (recomputed here from the same seeded draws)."""
     data, graph, split = small
-    tr = Trainer(data, graph, split, _cfg(loss="mse", epochs=1, dropout=0.0))
+    tr = Trainer(data, graph, split, _cfg(loss="mse", epochs=1, dropout=0.0, self_mask=0.0))  # no hidden inputs
     assert tr.grouped
     groups = tr.step_items(tr.epoch_order(0), 0)
     rng = np.random.default_rng([5, 0, 0])

@@ -88,7 +88,7 @@ def test_unknown_token_and_self_mask_train_and_resume(small, tmp_path):
     interrupted run resumes to the same metrics (the mask is drawn from the step's seeded generator)."""
     data, graph, split = small
     torch.set_num_threads(1)
-    cfg = dict(unknown_token=True, self_mask=0.3)
+    cfg = dict(node_inputs="id", unknown_token=True, self_mask=0.3)
     full = Trainer(data, graph, split, _cfg(**cfg), tmp_path / "full")
     known = set(full.known_genes)
     assert not any(g in known for _, p in split.test for g in p.split("+"))
@@ -106,14 +106,20 @@ def test_unknown_token_and_self_mask_train_and_resume(small, tmp_path):
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in result.history]
     assert resumed.test_summary["pearson_delta"] == result.test_summary["pearson_delta"]
     # the mask changes training: same seed without it ends elsewhere
-    plain = Trainer(data, graph, split, _cfg(unknown_token=True), tmp_path / "plain").fit()
+    plain = Trainer(data, graph, split, _cfg(node_inputs="id", unknown_token=True), tmp_path / "plain").fit()
     assert [h["train_loss"] for h in plain.history] != [h["train_loss"] for h in result.history]
 
 
 def test_self_mask_needs_unknown_token():
     with pytest.raises(ValueError, match="unknown_token"):
-        TrainConfig(self_mask=0.2)
+        TrainConfig(node_inputs="id", self_mask=0.2)
     with pytest.raises(ValueError, match="self_mask"):
-        TrainConfig(unknown_token=True, self_mask=1.0)
+        TrainConfig(node_inputs="id", unknown_token=True, self_mask=1.0)
+    with pytest.raises(ValueError, match="node_inputs = 'id'"):
+        TrainConfig(unknown_token=True)  # the unknown token replaces learned ID rows
     # options at their defaults do not change the fingerprint of older configurations
-    assert TrainConfig().fingerprint() == TrainConfig(unknown_token=False, self_mask=0.0).fingerprint()
+    assert (TrainConfig(node_inputs="id").fingerprint()
+            == TrainConfig(node_inputs="id", unknown_token=False, self_mask=0.0).fingerprint())
+    # with effect inputs the default mask rate is 0.5, and it is part of the fingerprint
+    assert TrainConfig().mask_rate == 0.5
+    assert TrainConfig().fingerprint() == TrainConfig(self_mask=0.5).fingerprint() != TrainConfig(self_mask=0.0).fingerprint()

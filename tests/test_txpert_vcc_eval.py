@@ -24,7 +24,7 @@ from txpert_head.vcc_metrics import cell_mean_baseline, vcc_scores
 
 def _cfg(**kw):
     base = dict(epochs=1, batch_size=64, progress=False, encoder_dim=8, encoder_heads=2, hidden=16,
-                encoder_backend="pyg", eval_cells=40, min_steps_per_epoch=2)
+                encoder_backend="pyg", eval_cells=40, min_steps_per_epoch=2, control_mode="batch")  # cell level
     base.update(kw)
     return TrainConfig(**base)
 
@@ -195,7 +195,7 @@ def test_errors_are_clear(small):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("vcc_cli")
-    write_cli_inputs(root, n_doubles=10, epochs=1, eval_cells=40)
+    write_cli_inputs(root, n_doubles=10, epochs=1, eval_cells=40, control_mode="batch")  # cell-level predictions
     return root
 
 
@@ -219,7 +219,7 @@ def test_train_and_evaluate_print_and_write_the_vcc_block(files, tmp_path):
     assert res.exit_code == 0, res.output
     assert "Virtual Cell Challenge metrics" in res.output and "TxPert prediction scored as: cells" in res.output
     metrics = json.loads((run / "metrics.json").read_text())
-    _check_block(metrics["vcc"], ["general", "additive", "graph_neighbours"])
+    _check_block(metrics["vcc"], ["general", "additive", "graph_neighbours", "linear", "linear_graph"])
     table = pd.read_csv(run / "per_perturbation.csv")
     for col in ("vcc_des", "vcc_pds", "vcc_mae", "general_vcc_des", "additive_vcc_pds", "cell_mean_vcc_mae"):
         assert col in table.columns, col
@@ -233,7 +233,7 @@ def test_train_and_evaluate_print_and_write_the_vcc_block(files, tmp_path):
         assert any(line.startswith(name) and len(line.split()) >= 8 for line in lines), name
     assert "DES" in res.output and "PDS" in res.output and "sMAE" in res.output
     ev = json.loads((run / "evaluation_test.json").read_text())
-    _check_block(ev["vcc"], ["general", "additive", "graph_neighbours"])
+    _check_block(ev["vcc"], ["general", "additive", "graph_neighbours", "linear", "linear_graph"])
     # the same weights and cells give the same block as at the end of training
     for k in ("des", "pds", "mae", "score"):
         assert ev["vcc"]["model"][k] == pytest.approx(metrics["vcc"]["model"][k], abs=1e-9)
@@ -269,7 +269,8 @@ def test_evaluate_works_on_a_run_folder_written_before_vcc(files, tmp_path):
     res = _invoke(["evaluate", str(run)])
     assert res.exit_code == 0, res.output
     assert "TxPert prediction scored as: point mass per batch" in res.output
-    _check_block(json.loads((run / "evaluation_test.json").read_text())["vcc"], ["general", "graph_neighbours"])
+    _check_block(json.loads((run / "evaluation_test.json").read_text())["vcc"],
+                 ["general", "graph_neighbours", "linear", "linear_graph"])
 
 
 def test_baseline_command_prints_the_vcc_block(files, tmp_path):
@@ -278,16 +279,17 @@ def test_baseline_command_prints_the_vcc_block(files, tmp_path):
     assert res.exit_code == 0, res.output
     assert "Virtual Cell Challenge metrics" in res.output and "scored as" not in res.output
     report = json.loads((tmp_path / "b" / "baselines.json").read_text())
-    assert set(report["vcc"]["baselines"]) == {"general", "additive"} and "model" not in report["vcc"]
+    assert set(report["vcc"]["baselines"]) == {"general", "additive", "linear"} and "model" not in report["vcc"]
     assert report["vcc"]["cell_mean"]["score"] == 0.0
-    # with a graph: the graph-neighbour baseline too, in both blocks
+    # with a graph: the graph baselines too (graph neighbours, linear with the graph embedding), in both blocks
     res = _invoke(["baseline", "--data", str(files / "d.h5ad"), "--perturbation-col", "gene", "--batch-col", "rep",
                    "--task", "double", "--split-half-seeds", "0", "--graph", str(files / "g.kg.npz"),
                    "-o", str(tmp_path / "bg")])
     assert res.exit_code == 0, res.output
     report_g = json.loads((tmp_path / "bg" / "baselines.json").read_text())
     assert report_g["graph"] == str(files / "g.kg.npz")
-    assert "graph_neighbours" in report_g["baselines"] and "graph_neighbours" in report_g["vcc"]["baselines"]
+    for name in ("graph_neighbours", "linear_graph"):
+        assert name in report_g["baselines"] and name in report_g["vcc"]["baselines"]
     assert report_g["baselines"]["general"] == report["baselines"]["general"]
     assert "split_half" in report["baselines"] and "split_half" not in report_g["baselines"]  # 0 draws: skipped
     assert (tmp_path / "b" / "baselines_vcc_per_perturbation.csv").exists()

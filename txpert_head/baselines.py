@@ -47,6 +47,7 @@ With training changes ``Δ_q = x̄_q − r_q`` (see :mod:`txpert_head.profiles`)
 
 from __future__ import annotations
 
+import logging
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -59,6 +60,8 @@ from txpert_head.controls import ControlIndex
 from txpert_head.data import PerturbData, constituents
 from txpert_head.profiles import condition_name, retrieval_candidates, rows_by_condition, true_profiles
 from txpert_head.splits import Condition, Split
+
+log = logging.getLogger(__name__)
 
 BASELINES = ("general", "additive", "nearest_cell_line", "graph_neighbours", "linear", "linear_graph", "split_half")
 LINEAR_DIM = 10  # K: embedding dimensions of the linear baselines (the paper's default pca_dim)
@@ -401,6 +404,11 @@ def run_baselines(data: PerturbData, split: Split, which: Sequence[str] = BASELI
         elif name == "linear_graph" and graph is not None:
             pred = linear_graph(deltas, test, ref, line_control_means(data, controls), graph)
         elif name == "split_half" and not data.pseudobulk and split_half_seeds > 0:
+            few = [condition_name(c) for c in test if len(rows[c]) < 2]
+            if few:  # (as documented: only when every condition can be split in two)
+                log.warning("split-half baseline skipped: %d test condition(s) have a single row (%s)", len(few),
+                            ", ".join(few[:5]) + (" ..." if len(few) > 5 else ""))
+                continue
             draws = []
             for s in range(split_half_seeds):
                 p, t, r = split_half(data, controls, test, rows, seed=seed * 1000 + s)

@@ -8,10 +8,13 @@ import click
 
 from kgbuild.cli_common import user_errors
 from kgbuild.graph import GraphError, GraphFileError
+from kgbuild.outputs import OutputError
 from txpert_head.data import DataError
 from txpert_head.splits import TASKS, SplitError
 
-ERRORS = (DataError, SplitError, GraphError, GraphFileError, FileNotFoundError, KeyError, ValueError)
+# CheckpointError (txpert_head.train; a damaged checkpoint or weights of another model, naming the file) and
+# RunFolderError (txpert_head.run; a busy, foreign or unwritable run folder) are ValueErrors; imported lazily
+ERRORS = (DataError, SplitError, GraphError, GraphFileError, OutputError, FileNotFoundError, KeyError, ValueError)
 
 
 def data_options(fn):
@@ -186,12 +189,14 @@ def evaluate(run_dir, part, no_baselines, no_vcc, split_half_seeds):
       txpert evaluate runs/papalexi
       txpert evaluate runs/norman --part val --no-vcc
     """
+    from kgbuild.outputs import output_errors
     from txpert_head.run import evaluate_run, write_csv, write_json
 
     table, summary = evaluate_run(run_dir, part, baselines=not no_baselines, vcc=not no_vcc,
                                   split_half_seeds=split_half_seeds)
-    write_json(summary, Path(run_dir) / f"evaluation_{part}.json")
-    write_csv(table, Path(run_dir) / f"evaluation_{part}.csv")
+    with output_errors(Path(run_dir) / f"evaluation_{part}.json"):
+        write_json(summary, Path(run_dir) / f"evaluation_{part}.json")
+        write_csv(table, Path(run_dir) / f"evaluation_{part}.csv")
     _print_table({"model": summary, "baselines": summary.get("baselines", {}), "paired": summary.get("paired")})
     _print_vcc(summary.get("vcc"))
 
@@ -201,11 +206,15 @@ def evaluate(run_dir, part, no_baselines, no_vcc, split_half_seeds):
 @click.option("-p", "--perturbation", "perturbations", multiple=True, required=True,
               help="Gene or combination (A+B); any gene of the graph, seen in training or not (repeatable).")
 @click.option("--cell-line", default=None, help="Cell line whose controls are the input (if the data has several).")
+@click.option("--allow-unknown", is_flag=True,
+              help="Also predict perturbations of genes that are neither graph nodes nor perturbed in the data "
+                   "(refused by default: the model knows nothing about them); their rows get obs 'known' False.")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output .h5ad.")
 @user_errors(*ERRORS)
-def predict(run_dir, perturbations, cell_line, out):
+def predict(run_dir, perturbations, cell_line, allow_unknown, out):
     """Predict mean expression for perturbations with a trained run; writes an .h5ad (X: prediction,
-    layers['delta']: change versus the control mean).
+    layers['delta']: change versus the control mean, obs 'known': every gene is a graph node or was
+    perturbed in the data).
 
     \b
     Example:
@@ -213,7 +222,7 @@ def predict(run_dir, perturbations, cell_line, out):
     """
     from txpert_head.run import predict_run
 
-    path = predict_run(run_dir, perturbations, out, cell_line)
+    path = predict_run(run_dir, perturbations, out, cell_line, allow_unknown=allow_unknown)  # warns of unknown genes
     click.echo(f"wrote {path} ({len(perturbations)} perturbation(s))")
 
 

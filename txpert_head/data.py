@@ -9,6 +9,10 @@ A dataset is ``n`` cells (or pseudobulk rows) by ``G`` measured genes. Each row 
 Expression is kept sparse (CSR, float32) and log-normalised: raw integer counts are scaled to
 4,000 counts per cell and ``log1p``-ed, ``x' = log(1 + 4000 * x / sum(x))``; input that is already
 normalised (non-integer values) is used as is. Both can be forced with ``normalize="counts"|"none"``.
+A matrix that is raw counts except for a few entries (negative or non-integer values among integer
+counts, e.g. five negative entries) is neither: ``auto`` refuses it with the reason and the override,
+instead of silently training on unnormalised values; values used as is that are far above log scale
+give a warning.
 """
 
 from __future__ import annotations
@@ -146,6 +150,63 @@ def canonical_conditions(labels: Iterable[object], control_labels: Sequence[str]
     return np.asarray(out, dtype=object)[inv].astype(str)
 
 
+#: at most this share of the non-zero values may break the integer-count pattern for a matrix to be
+#: refused as "counts with a few bad entries" rather than taken as already-normalised data
+NEAR_COUNTS_SHARE = 0.01
+#: values used as is above this are far from log-normalised scale (log1p(4000) ~ 8.3, log1p(1e6) ~ 13.8)
+LOG_SCALE_MAX = 30.0
+
+
+@dataclass
+class ValueProfile:
+    """What the stored (non-zero) values of an expression matrix look like: counts, log data, or neither."""
+
+    n: int = 0  # non-zero stored values
+    negative: int = 0
+    non_integer: int = 0
+    max: float = 0.0
+    first_negative: int | None = None  # position in X.data of the first negative / non-integer value
+    first_non_integer: int | None = None
+
+    @property
+    def counts(self) -> bool:
+        """Raw counts: every value a non-negative integer, some above 1."""
+        return self.n > 0 and self.negative == 0 and self.non_integer == 0 and self.max > 1
+
+    @property
+    def near_counts(self) -> bool:
+        """Integer counts except for a few entries (at most :data:`NEAR_COUNTS_SHARE` of the values)."""
+        bad = self.negative + self.non_integer
+        return not self.counts and self.max > 1 and 0 < bad <= NEAR_COUNTS_SHARE * self.n
+
+
+def value_profile(X: sp.csr_matrix, chunk: int = 1 << 24) -> ValueProfile:
+    """Scan every stored value of ``X`` (in chunks): counts of negative and non-integer values, the maximum."""
+    data = X.data
+    prof = ValueProfile()
+    for lo in range(0, data.size, chunk):
+        part = data[lo:lo + chunk]
+        nz = part != 0
+        neg = part < 0
+        frac = np.abs(part - np.round(part)) >= 1e-6
+        prof.n += int(nz.sum())
+        prof.negative += int(neg.sum())
+        prof.non_integer += int(frac.sum())
+        if part.size:
+            prof.max = max(prof.max, float(part.max()))
+        if prof.first_negative is None and neg.any():
+            prof.first_negative = lo + int(np.argmax(neg))
+        if prof.first_non_integer is None and frac.any():
+            prof.first_non_integer = lo + int(np.argmax(frac))
+    return prof
+
+
+def _where(X: sp.csr_matrix, k: int, rows: Sequence[str], genes: Sequence[str]) -> str:
+    """``value at cell 'c12', gene 'G4'`` for position ``k`` of ``X.data``."""
+    row = int(np.searchsorted(X.indptr, k, side="right") - 1)
+    return f"{X.data[k]:g} at cell {rows[row]!r}, gene {genes[int(X.indices[k])]!r}"
+
+
 def looks_like_counts(X: sp.spmatrix | np.ndarray, sample: int = 200_000) -> bool:
     """True when every sampled stored value is a non-negative integer (raw UMI counts)."""
     data = X.data if sp.issparse(X) else np.asarray(X).ravel()
@@ -159,7 +220,8 @@ def looks_like_counts(X: sp.spmatrix | np.ndarray, sample: int = 200_000) -> boo
 def normalize_counts(X: sp.csr_matrix, target_sum: float = TARGET_SUM) -> sp.csr_matrix:
     """``log1p(target_sum * x / rowsum(x))`` per row; all-zero rows stay zero. CSR in, CSR float32 out."""
     X = sp.csr_matrix(X, dtype=np.float32, copy=True)
-    totals = np.asarray(X.sum(axis=1)).ravel()
+    # row sums in float64 (float32 sums of huge counts overflow to inf)
+    totals = np.asarray(sp.csr_matrix(X, dtype=np.float64).sum(axis=1)).ravel()
     empty = totals <= 0
     if empty.any():
         log.warning("%d row(s) have no counts; left as zeros", int(empty.sum()))
@@ -212,6 +274,11 @@ def load_h5ad(
     controls = (control,) if isinstance(control, str) else tuple(control)
     if normalize not in NORMALIZE_MODES:
         raise DataError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
+    if adata.n_obs == 0:
+        raise DataError(f"{path}: the file has no cells (0 rows)")
+    if adata.n_vars == 0:
+        raise DataError(f"{path}: the file has no genes (0 columns)")
+    check_unique_genes(adata.var_names.astype(str).tolist(), path)
     obs = adata.obs
     labels = _column(obs, perturbation_col, "perturbation", path, "")
     cell_line = _column(obs, cell_line_col, "cell line", path, "all")
@@ -224,17 +291,28 @@ def load_h5ad(
             f"{', '.join(map(repr, controls))}; most common labels: {', '.join(map(repr, top))} "
             f"(set the control label option)"
         )
+    if np.all(condition == CONTROL):
+        raise DataError(
+            f"{path}: no perturbed cells: every row of column {perturbation_col!r} is a control label "
+            f"({', '.join(map(repr, controls))}); check --perturbation-col and --control"
+        )
     if layer is not None:
         if layer not in adata.layers:
             raise DataError(f"{path}: no layer {layer!r}; layers present: {', '.join(adata.layers.keys()) or 'none'}")
         X = adata.layers[layer]
     else:
         X = adata.X
-    X = sp.csr_matrix(X, dtype=np.float32)
+    if X is None:
+        raise DataError(f"{path}: the file has no expression matrix (X is empty)")
+    try:
+        X = sp.csr_matrix(X, dtype=np.float32)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"{path}: the expression matrix is not numeric ({err})") from None
     if X.nnz and not np.all(np.isfinite(X.data)):
-        raise DataError(f"{path}: expression holds NaN or infinite values")
-    counts = looks_like_counts(X)
-    do_norm = normalize == "counts" or (normalize == "auto" and counts)
+        bad = int(np.sum(~np.isfinite(X.data)))
+        raise DataError(f"{path}: expression holds {bad} NaN or infinite value(s) (or values beyond the float32 "
+                        f"range, ~3.4e38)")
+    do_norm = _normalise_or_not(X, normalize, path, adata.obs_names.astype(str), adata.var_names.astype(str))
     if do_norm:
         log.info("%s: raw counts detected; normalising to %g per cell and log1p", path, TARGET_SUM)
         X = normalize_counts(X)
@@ -253,6 +331,63 @@ def load_h5ad(
     log.info("%s: %d rows x %d genes, %d perturbations, %d cell line(s), %d batch(es)", path, data.n_obs,
              data.n_genes, len(data.perturbations()), len(np.unique(cell_line)), len(np.unique(batch)))
     return data
+
+
+def check_unique_genes(genes: Sequence[str], source: str) -> None:
+    """Raise :class:`DataError` naming the repeated gene names (``var_names``) with their columns."""
+    seen: dict[str, list[int]] = {}
+    for i, g in enumerate(genes):
+        seen.setdefault(g, []).append(i)
+    dups = {g: cols for g, cols in seen.items() if len(cols) > 1}
+    if dups:
+        shown = "; ".join(f"{g!r} (columns {', '.join(map(str, cols[:5]))}{' ...' if len(cols) > 5 else ''})"
+                          for g, cols in list(dups.items())[:10])
+        raise DataError(
+            f"{source}: duplicate gene names in var_names: {len(seen)} unique names for {len(genes)} columns; "
+            f"{len(dups)} repeated: {shown}{' ...' if len(dups) > 10 else ''}. Each column must be one gene: "
+            f"drop or merge the repeated columns (or make the names unique, e.g. anndata's var_names_make_unique)"
+        )
+
+
+def _normalise_or_not(X: sp.csr_matrix, normalize: str, path: str, rows: Sequence[str],
+                      genes: Sequence[str]) -> bool:
+    """Whether to normalise ``X`` as counts (see the module docstring); raises :class:`DataError` for counts with
+    a few bad entries under ``auto`` and for negative values under ``counts``; warns when values used as is are
+    far above log scale."""
+    prof = value_profile(X)
+    if prof.n == 0:
+        raise DataError(f"{path}: every expression value is 0; there is nothing to learn from")
+    if normalize == "counts":
+        if prof.negative:
+            raise DataError(
+                f"{path}: --normalize counts, but {prof.negative} value(s) are negative (e.g. "
+                f"{_where(X, prof.first_negative, rows, genes)}); counts cannot be negative. Fix those entries, "
+                f"or use --normalize none to use the values as they are")
+        return True
+    if normalize == "none":
+        return False
+    if prof.counts:
+        return True
+    if prof.near_counts:
+        bad = []
+        if prof.negative:
+            bad.append(f"{prof.negative} negative value(s) (e.g. {_where(X, prof.first_negative, rows, genes)})")
+        if prof.non_integer:
+            bad.append(f"{prof.non_integer} non-integer value(s) (e.g. {_where(X, prof.first_non_integer, rows, genes)})")
+        share = 1 - (prof.negative + prof.non_integer) / prof.n
+        raise DataError(
+            f"{path}: the expression looks like raw counts ({share:.2%} of the {prof.n:,} non-zero values are "
+            f"non-negative integers, max {prof.max:g}) except for {' and '.join(bad)}, so it is neither counts "
+            f"nor normalised data and is not normalised automatically. Fix those entries, or choose: "
+            f"--normalize none (use the values as they are) or --normalize counts (normalise them as counts; "
+            f"needs no negative values)")
+    if prof.max > LOG_SCALE_MAX:
+        log.warning(
+            "%s: expression is used as is (not integer counts), but values reach %g, far above log-normalised "
+            "scale (log1p(4000) = 8.3): the values look not log-transformed, and training on them weights the "
+            "highest-expressed genes. If they are counts or unlogged values, pass --normalize counts; if they are "
+            "as intended, pass --normalize none to silence this", path, prof.max)
+    return False
 
 
 def check_controls_per_batch(data: PerturbData) -> None:

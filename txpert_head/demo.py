@@ -42,11 +42,8 @@ SIMULATE_ARGS = ["--seed", "0", "--genes", "300", "--singles", "150", "--doubles
 QUICK_SIMULATE_ARGS = ["--seed", "0", "--genes", "200", "--singles", "80", "--doubles", "10",
                        "--cells-per-perturbation", "40", "--batches", "2"]
 
-# TxPert options of the demo (delta model with the target-gene term, batch-mean control input).
-TRAIN_OPTIONS: dict[str, Any] = dict(
-    epochs=40, patience=8, basal="none", control_mode="mean", target_term=True, batch_size=32,
-    min_steps_per_epoch=10, lr=3e-4, hidden=64, dropout=0.2, encoder_kind="gat", encoder_dim=32,
-    encoder_layers=2, encoder_heads=2, encoder_dropout=0.2, progress=False)
+# TxPert options of the demo: the defaults of `txpert train` (no --set), without progress bars.
+TRAIN_OPTIONS: dict[str, Any] = dict(progress=False)
 QUICK_TRAIN_OPTIONS = {**TRAIN_OPTIONS, "epochs": 12, "patience": 4}
 REWIRE = ("0.5", "1.0")
 
@@ -380,17 +377,34 @@ def ablation_plot(ab: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
+#: a fully rewired graph must cost TxPert at least this much Pearson Δ (the model uses the graph)
+REWIRE_COST = 0.05
+
+
 def ablation_checks(ab: dict) -> list[dict]:
-    """Honest pass/fail lines for the report: original above the general baseline, rewired below original."""
+    """Honest pass/fail lines for the report: the original graph above the general baseline and at least the
+    training-free graph-neighbour baseline; a partly rewired graph below the original, a fully rewired one at
+    least :data:`REWIRE_COST` below."""
     import numpy as np
 
     means = {g["name"]: float(np.mean(g["pearson_delta"])) for g in ab["graphs"]}
     gen = float(np.mean(ab["general"]))
     orig = means["original"]
+    n = f"mean over {len(ab['seeds'])} seed(s)"
     checks = [{"name": "TxPert on the original graph above the general baseline", "passed": orig > gen,
-               "detail": f"{orig:.3f} vs {gen:.3f}, mean over {len(ab['seeds'])} seed(s)"}]
+               "detail": f"{orig:.3f} vs {gen:.3f}, {n}"}]
+    neighbours = ab["graphs"][0].get("graph_neighbours")
+    if neighbours:
+        nb = float(np.mean(neighbours))
+        checks.append({"name": "TxPert on the original graph at least the graph-neighbour baseline",
+                       "passed": orig >= nb, "detail": f"{orig:.3f} vs {nb:.3f}, {n}"})
     for name, v in means.items():
-        if name != "original":
+        if name == "original":
+            continue
+        if name.startswith("rewire") and float(name.split()[-1]) >= 1.0:
+            checks.append({"name": f"{name} graph at least {REWIRE_COST} below the original",
+                           "passed": orig - v >= REWIRE_COST, "detail": f"{v:.3f} vs {orig:.3f} ({v - orig:+.3f})"})
+        else:
             checks.append({"name": f"{name} graph below the original", "passed": v < orig,
                            "detail": f"{v:.3f} vs {orig:.3f}"})
     return checks
@@ -453,10 +467,11 @@ def run_simulated(rec: Recorder, quick: bool, seeds: Sequence[int], doubles: boo
         notes.append(f"The graph-neighbour baseline (no training: an unseen gene's change is the weighted mean of its "
                      f"trained graph neighbours' changes) scores {neighbours:.3f} on the unseen singles, TxPert "
                      f"{rep['model']['pearson_delta']:.3f}. "
-                     + ("TxPert does not yet get out of the graph what simple neighbour averaging does; the opt-in "
-                        "options `unknown_token` and `self_mask` (docs/training-and-evaluation.md) close most of "
-                        "that gap on this data." if neighbours > rep["model"]["pearson_delta"] else
-                        "TxPert gets more out of the graph than neighbour averaging."))
+                     + ("TxPert starts from this estimate (its untrained prior, epoch 0) but scores below it on this "
+                        "split: the training that validation chose did not carry over to the test perturbations."
+                        if neighbours > rep["model"]["pearson_delta"] else
+                        "TxPert starts from this estimate (its untrained prior, epoch 0; docs/training-and-evaluation.md) "
+                        "and gets more out of the graph than neighbour averaging."))
     linear = {k: rep.get("baselines", {}).get(k, {}).get("pearson_delta") for k in ("linear", "linear_graph")}
     if any(v is not None for v in linear.values()):
         notes.append("The linear baselines of Ahlmann-Eltze et al. 2025 (no training beyond a closed-form ridge fit: "
@@ -467,8 +482,8 @@ def run_simulated(rec: Recorder, quick: bool, seeds: Sequence[int], doubles: boo
     if doubles:
         notes.append("Doubles: the simulated combinations are the sum of their singles plus a small interaction, so "
                      "for a double whose two singles were both trained on, the general/additive baseline (the sum "
-                     "of the two measured single changes) is close to the experimental ceiling; TxPert is not "
-                     "expected to beat it there.")
+                     "of the two measured single changes) is close to the experimental ceiling; TxPert starts from "
+                     "that sum (its prior for trained genes) and can only add a correction.")
     return {"mode": "simulated", "data": f"`txpert simulate` example in `{rec_rel(rec, sim)}`", "notes": notes,
             "graph": {"path": rec.show(merged), "summary_text": graph.format_summary(),
                       "degree_plot": rec_rel(rec, degree_png)},
@@ -494,7 +509,7 @@ def run_real(rec: Recorder, data: Path, quick: bool, seed: int, datasets: Sequen
     degree_png = plots.degree_distribution(graph, rec.out / "figures" / "degree_distribution.png")
     # real graphs are large: restrict each run to the perturbed genes' 2-hop receptive field (exact for the
     # 2 message-passing layers, much faster)
-    options = {**(QUICK_TRAIN_OPTIONS if quick else TRAIN_OPTIONS), "graph_hops": TRAIN_OPTIONS["encoder_layers"]}
+    options = QUICK_TRAIN_OPTIONS if quick else TRAIN_OPTIONS
     run_list, checks, notes = [], [], []
     for ds in described:
         run_dir = runs / f"{slug(ds.name)}_{ds.task}"

@@ -63,7 +63,6 @@ import torch
 from tqdm.auto import tqdm
 
 from kgbuild.atomic import atomic_path
-from kgbuild.graph import MultiGraph
 from txpert_head.controls import ControlIndex
 from txpert_head.data import CONTROL, DataError, PerturbData, parse_label
 from txpert_head.model import TxPert
@@ -187,43 +186,14 @@ def build_queries(query: PerturbData, conditions: Sequence[Condition], control_m
 
 
 # ---------------------------------------------------------------------------------------------- candidates
-def expand_to_graph(trainer, graph: MultiGraph) -> TxPert:
-    """A copy of the trainer's model whose encoder covers all of ``graph`` (see the module docstring)."""
-    from txpert_head.train import build_model
-
-    src = trainer.model
-    dst = build_model(graph, trainer.data.genes, trainer.encoder_genes, trainer.cfg).to(trainer.device)
-    if trainer.cfg.unknown_token:
-        dst.encoder.set_known(trainer.known_genes)
-    if trainer.cfg.encoder_kind.startswith("exphormer"):
-        log.warning("encoder %s: expander edges are redrawn over the whole graph, so embeddings differ from the "
-                    "trained receptive-field encoder", trainer.cfg.encoder_kind)
-    src_params = dict(src.named_parameters())
-    with torch.no_grad():
-        for name, p in dst.named_parameters():
-            if name == "encoder.embedding.weight":
-                old = {g: i for i, g in enumerate(src.encoder.vocab)}
-                pairs = [(j, old[g]) for j, g in enumerate(dst.encoder.vocab) if g in old]
-                new_idx = torch.tensor([a for a, _ in pairs], dtype=torch.long, device=p.device)
-                old_idx = torch.tensor([b for _, b in pairs], dtype=torch.long, device=p.device)
-                p[new_idx] = src_params[name].detach()[old_idx]
-            else:
-                if src_params[name].shape != p.shape:
-                    raise RuntimeError(f"parameter {name} has shape {tuple(src_params[name].shape)} in the trained "
-                                       f"model and {tuple(p.shape)} on the whole graph")
-                p.copy_(src_params[name].detach())
-    dst.eval()
-    return dst
-
-
 def candidate_model(trainer, scope: str = "graph") -> TxPert:
     """The model whose encoder vocabulary is the candidate set (``scope`` ``graph``: every node of the
     trainer's whole graph, ``trainer.graph``; or ``trained``)."""
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
-    if scope == "trained" or trainer.cfg.graph_hops is None:
+    if scope == "trained" or trainer.cfg.hops is None:
         return trainer.model
-    return expand_to_graph(trainer, trainer.graph)
+    return trainer.whole_graph_model()
 
 
 def read_candidates(path: str | Path) -> list[str]:
@@ -260,7 +230,7 @@ def candidate_rows(vocab: Sequence[str], wanted: Sequence[str] | None = None,
 
 # ---------------------------------------------------------------------------------------------- scoring
 @torch.no_grad()
-def _changes(model: TxPert, Z: torch.Tensor, X: torch.Tensor, ref: torch.Tensor, rows: np.ndarray,
+def _changes(model: TxPert, enc, X: torch.Tensor, ref: torch.Tensor, rows: np.ndarray,
              batch_rows: int, progress: bool, desc: str):
     """Yield ``(lo, D)`` per candidate batch: ``D`` (k, n_in, G) float64 = model(x_i, c) − ρ_i."""
     n_in = X.shape[0]
@@ -270,7 +240,7 @@ def _changes(model: TxPert, Z: torch.Tensor, X: torch.Tensor, ref: torch.Tensor,
         k = len(r)
         x = X.unsqueeze(0).expand(k, -1, -1).reshape(k * n_in, -1)
         p = r.view(k, 1, 1).expand(k, n_in, 1).reshape(k * n_in, 1)
-        yield lo, model(x, p, Z=Z).view(k, n_in, -1).double() - ref.unsqueeze(0)
+        yield lo, model(x, p, enc=enc).view(k, n_in, -1).double() - ref.unsqueeze(0)
 
 
 @torch.no_grad()
@@ -286,7 +256,7 @@ def score_candidates(model: TxPert, rows: np.ndarray, queries: Queries, score: s
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
     model.eval()
     device = next(model.parameters()).device
-    Z = model.encoder()
+    enc = model.encode()
     X = torch.from_numpy(queries.inputs).to(device)  # (n_in, G)
     ref = torch.from_numpy(queries.input_ref).to(device)  # (n_in, G) float64
     W = torch.from_numpy(queries.weights).to(device)  # (Q, n_in)
@@ -294,7 +264,7 @@ def score_candidates(model: TxPert, rows: np.ndarray, queries: Queries, score: s
     M = None
     if center:
         M = torch.zeros_like(ref)
-        for _, D in _changes(model, Z, X, ref, rows, batch_rows, progress, "background"):
+        for _, D in _changes(model, enc, X, ref, rows, batch_rows, progress, "background"):
             M += D.sum(0)
         M /= len(rows)
         obs = obs - W @ M
@@ -302,7 +272,7 @@ def score_candidates(model: TxPert, rows: np.ndarray, queries: Queries, score: s
         obs = obs - obs.mean(1, keepdim=True)
     obs_sq = (obs * obs).sum(1)  # (Q,)
     out = np.empty((len(queries.names), len(rows)), dtype=np.float64)
-    for lo, D in _changes(model, Z, X, ref, rows, batch_rows, progress, "candidates"):  # D: (k, n_in, G)
+    for lo, D in _changes(model, enc, X, ref, rows, batch_rows, progress, "candidates"):  # D: (k, n_in, G)
         k = D.shape[0]
         if M is not None:
             D = D - M.unsqueeze(0)

@@ -26,6 +26,10 @@ def learning_curves(history: Sequence[dict], path: Path) -> Path:
     """Training loss and validation Pearson Δ per epoch."""
     frame = pd.DataFrame(history)
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.4))
+    if "epoch" not in frame:  # no training epoch (epochs = 0, patience = 0): empty panels
+        frame = pd.DataFrame({"epoch": [], "train_loss": []})
+        for a in ax:
+            a.text(0.5, 0.5, "no training epochs", ha="center", va="center", transform=a.transAxes)
     ax[0].plot(frame["epoch"], frame["train_loss"], marker="o")
     ax[0].set(xlabel="epoch", ylabel="training MSE", title="training loss")
     if "val_pearson_delta" in frame:

@@ -9,31 +9,46 @@
     <run>/per_perturbation.csv     one row per test condition: model and baseline metrics (+ VCC columns)
     <run>/plots/*.png              learning curves, model vs general baseline, predicted vs true Δ
     <run>/checkpoints/{last,best}.pt
+    <run>/.lock                    while ``txpert train`` runs in the folder (removed at the end)
+
+A run folder changes only once a run is accepted: the data, options and output folder are checked, and
+(when resuming) the checkpoint is read and its options compared, before anything is written. One
+``txpert train`` at a time may use a folder (an exclusive ``flock`` of ``<run>/.lock``). A run that fails
+before its first checkpoint removes what it wrote (a new folder disappears again).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no run-folder lock
+    fcntl = None
 
 import numpy as np
 import pandas as pd
 
 from kgbuild.atomic import atomic_path, atomic_write
 from kgbuild.graph import MultiGraph
+from kgbuild.outputs import output_errors
 from txpert_head import distributed, plots
 from txpert_head.baselines import run_baselines
 from txpert_head.controls import ControlIndex
-from txpert_head.data import CONTROL, PerturbData, canonical_conditions, graph_overlap, load_h5ad
+from txpert_head.data import (CONTROL, DataError, PerturbData, canonical_conditions, constituents, graph_overlap,
+                              load_h5ad)
 from txpert_head.paired import paired_comparison
 from txpert_head.profiles import condition_name, true_profiles
 from txpert_head.splits import Split, make_split
-from txpert_head.train import TrainConfig, Trainer, load_checkpoint
+from txpert_head.train import LEGACY_OPTIONS, CheckpointError, TrainConfig, Trainer, load_checkpoint, load_weights
 from txpert_head.vcc_eval import PSEUDOBULK_SKIPPED, baselines_vcc, model_vcc
 
 log = logging.getLogger(__name__)
@@ -113,13 +128,187 @@ def load_graph_for(data: PerturbData, graph_path: str | Path) -> MultiGraph:
     return graph
 
 
+class RunFolderError(ValueError):
+    """A run folder that cannot be used: another ``txpert train`` holds it, it holds another run, or it cannot
+    be written (the message says which, and what was left)."""
+
+
+#: errno values of a write that failed for a reason outside the program (full disk, permissions, ...)
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO,
+                 errno.ENOTDIR, errno.EISDIR}
+
+
+class RunFolder:
+    """The output folder of one ``txpert train`` (rank 0 only): created when missing, locked, and on a failure
+    before the run's first checkpoint emptied of what this run wrote (and removed when this run created it).
+
+    The lock is an exclusive, non-blocking ``fcntl.flock`` of ``<run>/.lock`` (it holds the owner's pid); the
+    file is removed, while still locked, when the run ends. A process that locked a lock file removed meanwhile
+    sees that the path no longer names its file and tries again, so two processes never both hold the folder.
+    A process killed with ``kill -9`` leaves the file unlocked: the next run takes it over."""
+
+    LOCK = ".lock"
+    #: files a run writes (removed again when the run fails before its first checkpoint)
+    WRITES = ("config.json", "split.json", "checkpoints/best.pt", "checkpoints/last.pt", "metrics.json",
+              "per_perturbation.csv", "plots/learning_curves.png", "plots/pearson_vs_general.png",
+              "plots/predicted_vs_true.png")
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.created: list[Path] = []  # folders this run made (deepest last)
+        self.existed: set[str] = set()  # of WRITES, the files present before this run
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Create the folder, lock it; :class:`RunFolderError` when it cannot be written or is in use."""
+        missing = []
+        for p in [self.out.absolute(), *self.out.absolute().parents]:
+            if p.exists():
+                break
+            missing.append(p)
+        with output_errors(self.out):
+            self.out.mkdir(parents=True, exist_ok=True)
+            if not self.out.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(self.out))
+        self.created = [p for p in reversed(missing) if p.is_dir()]
+        try:
+            self._lock()
+        except BaseException:
+            self._remove_created()
+            raise
+        self.existed = {name for name in self.WRITES if (self.out / name).exists()}
+
+    def _lock(self) -> None:
+        if fcntl is None:  # pragma: no cover
+            return
+        path = self.out / self.LOCK
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as err:
+                raise RunFolderError(f"cannot write {self.out}: {err.strerror}; nothing was written") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise RunFolderError(f"cannot lock {path}: {err.strerror}") from None
+                holder = os.read(fd, 64).decode("utf-8", "replace").strip()
+                os.close(fd)
+                who = f"pid {holder}" if holder.isdigit() else "another process"
+                raise RunFolderError(
+                    f"{self.out} is in use by another `txpert train` ({who}); wait for it to finish or choose "
+                    "another output folder (nothing was written)") from None
+            try:
+                here, mine = os.stat(path), os.fstat(fd)
+                same = (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the previous holder removed the file we locked: lock the new one
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    @property
+    def checkpointed(self) -> bool:
+        return (self.out / "checkpoints" / "last.pt").exists()
+
+    def release(self, failed: bool) -> bool:
+        """Unlock; after a failure before the first checkpoint, remove what this run wrote (and the folders
+        it created). Returns True when it removed the run's files."""
+        cleaned = False
+        if failed and not self.checkpointed and "config.json" not in self.existed:
+            for name in self.WRITES:
+                if name not in self.existed:
+                    try:
+                        (self.out / name).unlink()
+                    except FileNotFoundError:
+                        pass
+                    except OSError:
+                        continue
+            for sub in ("checkpoints", "plots"):
+                try:
+                    (self.out / sub).rmdir()  # only when empty
+                except OSError:
+                    pass
+            cleaned = True
+        if self._fd is not None:
+            try:
+                os.unlink(self.out / self.LOCK)  # still locked: nobody else is inside
+            except OSError:
+                pass
+            os.close(self._fd)
+            self._fd = None
+        if cleaned:
+            self._remove_created()
+        return cleaned
+
+    def _remove_created(self) -> None:
+        for p in reversed(self.created):
+            try:
+                p.rmdir()  # only when empty
+            except OSError:
+                break
+
+
+def _option_changes(old: Any, cfg: TrainConfig) -> str:
+    """``hidden 16 -> 64, lr ...``: training options of a run's config.json that differ from ``cfg``."""
+    if not isinstance(old, dict):
+        return ""
+    new = cfg.to_dict()
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    skip = ("progress", "device", "checkpoint_every")
+    changes = [f"{k} {json.dumps(old.get(k, LEGACY_OPTIONS.get(k, defaults.get(k))))} -> {json.dumps(v)}"
+               for k, v in new.items() if k not in skip
+               and json.dumps(old.get(k, LEGACY_OPTIONS.get(k, defaults.get(k)))) != json.dumps(v)]
+    return ", ".join(changes)
+
+
+def check_resumable(out: Path, config: dict[str, Any], cfg: TrainConfig) -> None:
+    """Before anything is written: a run folder with a checkpoint may only be resumed by the same run -- the
+    same data, graph and task (config.json) and the same training options (the checkpoint's fingerprint).
+    Raises :class:`RunFolderError` (or :class:`CheckpointError` for an unreadable checkpoint) otherwise."""
+    last = out / "checkpoints" / "last.pt"
+    if not last.exists():
+        return
+    previous = out / "config.json"
+    old: dict[str, Any] | None = None
+    if previous.exists():
+        try:
+            old = json.loads(previous.read_text())
+        except (OSError, ValueError) as err:
+            raise RunFolderError(f"{previous} cannot be read ({err}); use a new output folder, or --no-resume to "
+                                 "start over in this one (nothing was changed)") from None
+        if not isinstance(old, dict):
+            raise RunFolderError(f"{previous} is not a txpert run configuration; use a new output folder")
+        now = json.loads(json.dumps(_clean({k: v for k, v in config.items() if k != "train"})))
+        if {k: v for k, v in old.items() if k != "train"} != now:
+            raise RunFolderError(f"{out} holds a run on other data, graph or task; choose a new output folder "
+                                 "(nothing was changed)")
+    try:
+        ck = load_checkpoint(last)
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}; use a new output folder, or --no-resume to start over in this one "
+                              "(nothing was changed)") from None
+    if ck.get("fingerprint") != cfg.fingerprint():
+        changes = _option_changes(old.get("train") if old else None, cfg)
+        raise RunFolderError(
+            f"{last} was written with different training options{f' ({changes})' if changes else ''}; rerun with "
+            "the run's options to resume it, use a new output folder, or --no-resume to start over in this one "
+            "(nothing was changed)")
+
+
 def train_run(data_opts: DataOptions, graph_path: str | Path, task: str, cfg: TrainConfig, out: str | Path,
               split_seed: int = 0, holdout_line: str | None = None, resume: bool = True,
               baselines: bool = True, vcc: bool = True) -> dict[str, Any]:
     """Train, evaluate on the test split, compare with baselines and write the run folder; returns metrics.
 
-    Under torchrun every rank trains its shard (see :mod:`txpert_head.distributed`); only rank 0 writes files,
-    and every rank returns rank 0's report."""
+    Nothing is written until the run is accepted: the data, graph, split and model are built and (when
+    resuming) the checkpoint checked first (:func:`check_resumable`); the folder is locked for the run
+    (:class:`RunFolder`). Under torchrun every rank trains its shard (see :mod:`txpert_head.distributed`);
+    only rank 0 writes files, and every rank returns rank 0's report."""
     out = Path(out)
     ctx = distributed.setup(cfg.device)
     data = data_opts.load()
@@ -127,15 +316,56 @@ def train_run(data_opts: DataOptions, graph_path: str | Path, task: str, cfg: Tr
     split = make_split(data, task, seed=split_seed, holdout_line=holdout_line)
     config = {"data": dataclasses.asdict(data_opts), "graph": str(graph_path), "task": task,
               "split_seed": split_seed, "holdout_line": holdout_line, "train": cfg.to_dict()}
-    previous = out / "config.json"
-    if resume and previous.exists() and (out / "checkpoints" / "last.pt").exists():
-        old = json.loads(previous.read_text())
-        if {k: v for k, v in old.items() if k != "train"} != json.loads(json.dumps({k: v for k, v in config.items() if k != "train"})):
-            raise ValueError(f"{out} holds a run on other data, graph or task; choose a new output folder")
+    trainer = Trainer(data, graph, split, cfg, out, dist=ctx)  # may refuse the data or split: nothing written yet
+    folder = RunFolder(out) if ctx.is_main else None
+    refused: BaseException | None = None
+    if folder is not None:
+        try:
+            folder.acquire()
+        except ValueError as err:  # RunFolderError, OutputError: nothing was made
+            refused = err
+        else:
+            try:
+                if resume:
+                    check_resumable(out, config, cfg)
+            except BaseException as err:
+                folder.release(failed=True)
+                if not isinstance(err, ValueError):
+                    raise
+                refused = err
+    message = ctx.broadcast(None if refused is None else str(refused))  # every rank stops together
+    if refused is not None:
+        raise refused
+    if message is not None:
+        raise RunFolderError(message)
+    try:
+        report = _train_and_report(trainer, data, graph, split, config, out, ctx, resume, baselines, vcc,
+                                   split_seed)
+    except OSError as err:
+        if err.errno not in _WRITE_ERRNOS:
+            if folder is not None:
+                folder.release(failed=True)
+            raise
+        cleaned = folder.release(failed=True) if folder is not None else False
+        where = f" ({err.filename})" if err.filename else ""
+        kept = ("the run had not reached its first checkpoint, so nothing of it was kept" if cleaned else
+                "the run folder keeps its last checkpoint: run the same command again to resume")
+        raise RunFolderError(f"cannot write {out}: {err.strerror or err}{where}; {kept}") from err
+    except BaseException:
+        if folder is not None:
+            folder.release(failed=True)
+        raise
+    if folder is not None:
+        folder.release(failed=False)
+    return report
+
+
+def _train_and_report(trainer: Trainer, data: PerturbData, graph: MultiGraph, split: Split, config: dict[str, Any],
+                      out: Path, ctx: Any, resume: bool, baselines: bool, vcc: bool, split_seed: int) -> dict[str, Any]:
+    """The accepted run: write config.json and split.json, train, evaluate, write the report (rank 0)."""
     if ctx.is_main:
         write_json(config, out / "config.json")
         write_json(split.to_json(), out / "split.json")
-    trainer = Trainer(data, graph, split, cfg, out, dist=ctx)
     result = trainer.fit(resume=resume)
     if not ctx.is_main:  # torchrun: rank 0 writes the run folder below and sends its report
         return distributed.finish(ctx, None)
@@ -143,6 +373,8 @@ def train_run(data_opts: DataOptions, graph_path: str | Path, task: str, cfg: Tr
     report: dict[str, Any] = {"model": result.test_summary, "subgroups": result.subgroup_summary,
                               "best_epoch": result.best_epoch, "best_val_pearson_delta": result.best_val,
                               "train_seconds": result.seconds, "history": result.history}
+    if result.untrained_val:  # epoch 0: the untrained prior (best_epoch 0 when training did not beat it)
+        report["untrained_val_pearson_delta"] = result.untrained_val.get("val_pearson_delta")
     if baselines:
         base = run_baselines(data, split, controls=trainer.controls, seed=split_seed, graph=graph)
         table = _baseline_section(report, table, base, split_seed)
@@ -196,25 +428,37 @@ def _vcc_section(trainer: Trainer, conditions: Sequence, base: dict[str, dict] |
     return block, table.merge(vcc_table, on="condition", how="left")
 
 
+def _read_json(path: Path) -> Any:
+    """A JSON file of a run folder; a missing or damaged one is a :class:`RunFolderError` naming it."""
+    if not path.exists():
+        raise RunFolderError(f"{path}: missing; the run folder is incomplete (train it again with `txpert train`)")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise RunFolderError(f"{path}: cannot be read ({err}); the run folder is damaged") from None
+
+
 def load_run(run_dir: str | Path, data_path: str | None = None) -> tuple[Trainer, dict[str, Any]]:
     """Rebuild the trainer of a finished run with its best weights."""
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
     if not cfg_path.exists():
         raise FileNotFoundError(f"{run_dir}: not a run folder (no config.json); train one with `txpert train`")
-    config = json.loads(cfg_path.read_text())
+    config = _read_json(cfg_path)
+    if not isinstance(config, dict) or not isinstance(config.get("data"), dict) or "train" not in config:
+        raise RunFolderError(f"{cfg_path}: not a txpert run configuration (no data or train options)")
     opts = DataOptions(**config["data"])
     if data_path:
         opts.path = data_path
     data = opts.load()
     graph = load_graph_for(data, config["graph"])
-    split = Split.from_json(json.loads((run_dir / "split.json").read_text()))
-    cfg = TrainConfig.from_dict(config["train"])
+    split = Split.from_json(_read_json(run_dir / "split.json"))
+    cfg = TrainConfig.from_dict({**LEGACY_OPTIONS, **config["train"]})
     trainer = Trainer(data, graph, split, cfg, None)
     best = run_dir / "checkpoints" / "best.pt"
     if not best.exists():
         raise FileNotFoundError(f"{best}: no trained weights; the run did not finish an epoch")
-    trainer.model.load_state_dict(load_checkpoint(best, trainer.device)["model"])
+    load_weights(trainer.model, load_checkpoint(best, trainer.device)["model"], best)
     return trainer, config
 
 
@@ -225,9 +469,10 @@ def evaluate_run(run_dir: str | Path, part: str = "test", baselines: bool = True
 
     Returns ``(table, summary)``: ``table`` has one row per condition (the model's metrics, the baselines'
     ``<baseline>_<metric>`` and the VCC columns); ``summary`` holds the model's mean metrics at the top level,
-    plus ``"baselines"`` ``{name: means}`` (general, and additive / nearest_cell_line where they apply, and the
-    split-half ceiling over ``split_half_seeds`` draws unless 0, all on the same part; ``"baselines_sd"`` holds
-    the split-half spread) and ``"vcc"`` (see :func:`txpert_head.vcc_eval.model_vcc`).
+    plus ``"baselines"`` ``{name: means}`` (general, and additive / nearest_cell_line / graph_neighbours /
+    linear / linear_graph where they apply, and the split-half ceiling over ``split_half_seeds`` draws unless
+    0, all on the same part; ``"baselines_sd"`` holds the split-half spread) and ``"vcc"`` (see
+    :func:`txpert_head.vcc_eval.model_vcc`).
     """
     trainer, config = load_run(run_dir)
     conds = list(getattr(trainer.split, part))
@@ -248,15 +493,21 @@ def evaluate_run(run_dir: str | Path, part: str = "test", baselines: bool = True
 
 
 def predict_run(run_dir: str | Path, perturbations: Sequence[str], out: str | Path, cell_line: str | None = None,
-                control: Sequence[str] = (CONTROL,)) -> Path:
-    """Predicted mean expression of each perturbation (any genes, seen or not) written as ``.h5ad``.
+                control: Sequence[str] = (CONTROL,), allow_unknown: bool = False) -> Path:
+    """Predicted mean expression of each perturbation (any genes of the graph or the data, seen or not)
+    written as ``.h5ad``.
 
-    obs: ``perturbation``, ``cell_line``; X: predicted mean log-expression (P, G); ``layers['delta']``:
-    prediction minus the cell line's control mean.
+    obs: ``perturbation``, ``cell_line``, ``known``; X: predicted mean log-expression (P, G);
+    ``layers['delta']``: prediction minus the cell line's control mean.
+
+    A gene that is neither a node of the run's graph nor perturbed in its data has no encoder row: the model
+    knows nothing about it, and its "prediction" is the change of a perturbation without that gene. Such
+    perturbations raise :class:`DataError` naming the genes, unless ``allow_unknown``: then they are
+    predicted, logged as a warning and marked ``known = False``.
     """
     import anndata
 
-    trainer, _ = load_run(run_dir)
+    trainer, config = load_run(run_dir)
     lines = sorted(trainer.controls.by_line)
     if cell_line is None:
         if len(lines) > 1:
@@ -266,14 +517,27 @@ def predict_run(run_dir: str | Path, perturbations: Sequence[str], out: str | Pa
         raise ValueError(f"unknown cell line {cell_line!r}; the data has {', '.join(lines)}")
     canon = canonical_conditions(list(perturbations), list(control), where="--perturbation: ")
     conds = [(cell_line, str(p)) for p in canon]
+    trainer.cover_genes([g for p in canon for g in constituents(p)])
+    unknown = sorted({g for p in canon for g in constituents(p) if g not in trainer.encoder_index})
+    if unknown:
+        what = (f"gene(s) {', '.join(unknown)} are neither nodes of the run's graph ({config.get('graph')}) nor "
+                "perturbed in its data: the model knows nothing about them and would predict the change of a "
+                "perturbation without them")
+        if not allow_unknown:
+            raise DataError(f"{what}. Check the symbols, or pass --allow-unknown to predict them anyway "
+                            "(their rows are marked known = False)")
+        log.warning("%s; predicted anyway (--allow-unknown), marked known = False", what)
+    known = [all(g in trainer.encoder_index for g in constituents(p)) for p in canon]
     pred = trainer.predict_means(conds, rows_for={})
     ctrl = trainer.controls.means[trainer.controls.line_of_group == cell_line].astype(np.float64).mean(0)
-    obs = pd.DataFrame({"perturbation": list(canon), "cell_line": cell_line}, index=[f"p{i}" for i in range(len(conds))])
+    obs = pd.DataFrame({"perturbation": list(canon), "cell_line": cell_line, "known": known},
+                       index=[f"p{i}" for i in range(len(conds))])
     adata = anndata.AnnData(pred.astype(np.float32), obs=obs, var=pd.DataFrame(index=trainer.data.genes))
     adata.layers["delta"] = (pred - ctrl).astype(np.float32)
     adata.uns["txpert_run"] = str(run_dir)
+    adata.uns["unknown_genes"] = list(unknown)
     out = Path(out)
-    with atomic_path(out) as tmp:
+    with output_errors(out), atomic_path(out) as tmp:
         adata.write_h5ad(tmp)
     return out
 
@@ -284,7 +548,8 @@ def baseline_run(data_opts: DataOptions, task: str, out: str | Path, split_seed:
     """Baselines only: writes ``baselines.json`` and ``baselines_per_perturbation.csv`` into ``out``.
 
     ``graph_path``: a multigraph file; adds the ``graph_neighbours`` baseline (what the graph's neighbourhoods
-    predict without training).
+    predict without training) and ``linear_graph`` (the linear baseline with the graph's spectral embedding;
+    :mod:`txpert_head.baselines`).
 
     ``vcc``: also the VCC block of the baselines (``report["vcc"]``, :func:`txpert_head.vcc_eval.baselines_vcc`,
     true cells capped at 256 per condition) and its per-condition table ``baselines_vcc_per_perturbation.csv``."""
@@ -297,12 +562,15 @@ def baseline_run(data_opts: DataOptions, task: str, out: str | Path, split_seed:
     report = {"task": task, "split_seed": split_seed, "data": dataclasses.asdict(data_opts),
               "graph": None if graph_path is None else str(graph_path), "baselines": means, "baselines_sd": sds}
     frames = [v["table"].assign(baseline=k) for k, v in res.items()]
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(pd.concat(frames), out / "baselines_per_perturbation.csv")
+    vcc_table = None
     if vcc and data.pseudobulk:
         report["vcc"] = dict(PSEUDOBULK_SKIPPED)
     elif vcc:
         report["vcc"], vcc_table = baselines_vcc(data, ControlIndex(data), split.test, split.train, res, seed=split_seed)
-        write_csv(vcc_table, out / "baselines_vcc_per_perturbation.csv")
-    write_json(report, out / "baselines.json")
+    with output_errors(out):  # computed first: nothing is written when a step fails
+        out.mkdir(parents=True, exist_ok=True)
+        write_csv(pd.concat(frames), out / "baselines_per_perturbation.csv")
+        if vcc_table is not None:
+            write_csv(vcc_table, out / "baselines_vcc_per_perturbation.csv")
+        write_json(report, out / "baselines.json")
     return report

@@ -38,7 +38,10 @@ import hashlib
 import json
 import logging
 import math
+import numbers
 import time
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -54,6 +57,7 @@ from txpert_head.controls import CONTROL_MODES, ControlIndex
 from txpert_head.distributed import DistContext, setup as setup_distributed
 from txpert_head.losses import DISTRIBUTIONAL_TERMS, LossSpecError, build_loss, parse_loss_spec, per_group_loss
 from txpert_head.data import PerturbData, constituents
+from txpert_head.effects import EffectCodes, effect_codes
 from txpert_head.model import TxPert
 from txpert_head.receptive import receptive_field
 from txpert_head.profiles import condition_name, retrieval_candidates, rows_by_condition, true_profiles
@@ -62,7 +66,14 @@ from txpert_head.splits import Condition, Split
 log = logging.getLogger(__name__)
 
 DEFAULT_CELLS_PER_GROUP = 32
-_NEW_OPTION_DEFAULTS = {"loss": "mse", "cells_per_group": None, "unknown_token": False, "self_mask": 0.0}  # left out of the fingerprint at these values
+# left out of the fingerprint at these values (options added later; older checkpoints stay resumable)
+_NEW_OPTION_DEFAULTS = {"loss": ("mse",), "cells_per_group": (None,), "unknown_token": (False,), "self_mask": (0.0,),
+                        "node_inputs": ("id",), "effect_rank": (64,),
+                        "expression_features": (True,)}
+#: what a run folder written before an option existed meant by it (config.json without the key)
+LEGACY_OPTIONS = {"node_inputs": "id"}
+NODE_INPUTS = ("effects", "id")
+DEFAULT_EFFECT_MASK = 0.5
 
 
 @dataclass
@@ -70,57 +81,89 @@ class TrainConfig:
     """Every knob of a run (written to the run folder as ``config.json``)."""
 
     seed: int = 0
-    epochs: int = 20
-    batch_size: int = 256
+    epochs: int = 40
+    batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    patience: int = 5
+    patience: int = 8
     encoder_kind: str = "gat"
-    encoder_dim: int = 64
-    encoder_layers: int = 2
+    encoder_dim: int = 32
+    encoder_layers: int = 1
     encoder_heads: int = 2
     encoder_dropout: float = 0.0
     encoder_backend: str = "auto"
     use_edge_weight: bool = True
-    basal: str = "mlp"
-    hidden: int = 256
-    dropout: float = 0.1
-    target_term: bool = False
-    control_mode: str = "batch"
+    basal: str = "none"
+    hidden: int = 64
+    dropout: float = 0.2
+    target_term: bool = True
+    control_mode: str = "auto"
     checkpoint_every: int = 50
     eval_cells: int = 256
     device: str = "auto"
     progress: bool = True
     max_steps_per_epoch: int | None = None
-    min_steps_per_epoch: int = 1
+    min_steps_per_epoch: int = 10
     aggregate: bool = True
-    graph_hops: int | None = None
+    graph_hops: int | str | None = "auto"
     loss: str = "mse"
     cells_per_group: int | None = None
     unknown_token: bool = False
-    self_mask: float = 0.0
+    self_mask: float | None = None
+    node_inputs: str = "effects"
+    effect_rank: int = 64
+    expression_features: bool = True
 
     def __post_init__(self) -> None:
-        if self.control_mode not in CONTROL_MODES:
-            raise ValueError(f"control_mode must be one of {CONTROL_MODES}, got {self.control_mode!r}")
-        if self.batch_size < 1 or self.epochs < 0:
-            raise ValueError("batch_size must be >= 1 and epochs >= 0")
+        check_option_types(self)
         try:
             terms = parse_loss_spec(self.loss)
         except LossSpecError as err:
             raise LossSpecError(f"loss: {err}") from None
+        if self.control_mode == "auto":  # batch-mean inputs (fast, aggregated) unless the loss compares cell sets
+            self.control_mode = "batch" if self.distributional else "mean"
+        if self.control_mode not in CONTROL_MODES:
+            raise ValueError(f"control_mode must be 'auto' or one of {CONTROL_MODES}, got {self.control_mode!r}")
+        if self.batch_size < 1 or self.epochs < 0:
+            raise ValueError("batch_size must be >= 1 and epochs >= 0")
         if self.cells_per_group is not None and (not isinstance(self.cells_per_group, int) or self.cells_per_group < 1):
             raise ValueError(f"cells_per_group must be a positive integer, got {self.cells_per_group!r}")
-        if not 0.0 <= self.self_mask < 1.0:
+        if self.node_inputs not in NODE_INPUTS:
+            raise ValueError(f"node_inputs must be one of {', '.join(NODE_INPUTS)}, got {self.node_inputs!r}")
+        if self.unknown_token and self.node_inputs != "id":
+            raise ValueError("unknown_token replaces learned ID input rows: set node_inputs = 'id' too")
+        if not isinstance(self.effect_rank, int) or self.effect_rank < 1:
+            raise ValueError(f"effect_rank must be a positive integer, got {self.effect_rank!r}")
+        if not (self.graph_hops is None or self.graph_hops == "auto"
+                or (isinstance(self.graph_hops, int) and self.graph_hops >= 0)):
+            raise ValueError(f"graph_hops must be 'auto', null (the whole graph) or an integer >= 0, got {self.graph_hops!r}")
+        if self.self_mask is not None and not 0.0 <= self.self_mask < 1.0:
             raise ValueError(f"self_mask must be in [0, 1), got {self.self_mask!r}")
-        if self.self_mask > 0 and not self.unknown_token:
-            raise ValueError("self_mask hides genes behind the shared unknown input row: set unknown_token = true too")
+        if self.mask_rate > 0 and not (self.unknown_token or self.node_inputs == "effects"):
+            raise ValueError("self_mask hides genes' own inputs: it needs node_inputs = 'effects', or unknown_token = "
+                             "true with node_inputs = 'id'")
         dist_terms = [n for _, n in terms if n in DISTRIBUTIONAL_TERMS]
         if dist_terms and self.control_mode == "mean":
             raise ValueError(
                 f"loss {self.loss!r}: the term(s) {', '.join(dist_terms)} compare a perturbation's predicted and true "
                 "cell sets, but control_mode 'mean' gives every cell of a perturbation and batch the same input (the "
                 "predicted set is one point); use control_mode 'batch' or 'random' (cell-level training)")
+
+    @property
+    def mask_rate(self) -> float:
+        """Per-step probability of hiding a gene's own input: ``self_mask``, or by default 0.5 with
+        ``node_inputs="effects"`` (chosen on validation splits) and 0 otherwise."""
+        if self.self_mask is not None:
+            return float(self.self_mask)
+        return DEFAULT_EFFECT_MASK if self.node_inputs == "effects" else 0.0
+
+    @property
+    def hops(self) -> int | None:
+        """Receptive-field hops: ``graph_hops``, or for ``"auto"`` the encoder's layers (plus one with
+        ``node_inputs="effects"``, whose features read each node's in-neighbours); None: the whole graph."""
+        if self.graph_hops == "auto":
+            return self.encoder_layers + (1 if self.node_inputs == "effects" else 0)
+        return self.graph_hops
 
     @property
     def distributional(self) -> bool:
@@ -152,9 +195,69 @@ class TrainConfig:
         """Hash of the options that change the result (not progress/device/checkpoint cadence).
 
         Options added later are left out while at their defaults, so older checkpoints stay resumable."""
-        d = {k: v for k, v in self.to_dict().items() if k not in ("progress", "device", "checkpoint_every")
-             and not (k in _NEW_OPTION_DEFAULTS and v == _NEW_OPTION_DEFAULTS[k])}
+        values = {**self.to_dict(), "self_mask": self.mask_rate}  # the rate in force (None: the default rate)
+        d = {k: v for k, v in values.items() if k not in ("progress", "device", "checkpoint_every")
+             and not (k in _NEW_OPTION_DEFAULTS and v in _NEW_OPTION_DEFAULTS[k])}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+#: string values an option typed ``... | str | ...`` accepts (other strings are type errors)
+_STRING_CHOICES = {"graph_hops": ("auto",)}
+
+
+def _type_words(tp: Any, name: str) -> tuple[tuple[Any, ...], str]:
+    """The accepted types of an annotation (``int | None`` -> ``(int, NoneType)``) and how to say them."""
+    args = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    words = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+    said = [" or ".join(map(repr, _STRING_CHOICES[name])) if a is str and name in _STRING_CHOICES
+            else words.get(a, getattr(a, "__name__", str(a))) for a in args]
+    return args, (said[0] if len(said) == 1 else ", ".join(said[:-1]) + " or " + said[-1])
+
+
+def _accepts(kind: Any, value: Any, name: str) -> bool:
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, (bool, np.bool_))
+    if isinstance(value, (bool, np.bool_)):  # True is not 1 here: a boolean for a number is a mistake
+        return False
+    if kind is int:
+        return isinstance(value, numbers.Integral)
+    if kind is float:  # integers are numbers too (lr = 1)
+        return isinstance(value, numbers.Real)
+    if kind is str:
+        return isinstance(value, str) and (name not in _STRING_CHOICES or value in _STRING_CHOICES[name])
+    return isinstance(value, kind)
+
+
+#: smallest value of integer options (sizes and counts); a smaller one is refused before anything is built
+_INT_MIN = {"epochs": 0, "batch_size": 1, "patience": 0, "encoder_dim": 1, "encoder_layers": 0, "encoder_heads": 1,
+            "hidden": 1, "checkpoint_every": 0, "eval_cells": 1, "max_steps_per_epoch": 1, "min_steps_per_epoch": 0,
+            "effect_rank": 1, "cells_per_group": 1}
+
+
+def check_option_types(cfg: Any) -> None:
+    """Raise ValueError unless every field of the dataclass ``cfg`` has a value of its annotated type
+    (``int``, ``float`` (integers accepted, finite), ``bool``, ``str``, unions with ``None``; strings of
+    ``int | str | None`` fields only from :data:`_STRING_CHOICES`). The message names the option, the value
+    and the expected type."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        kinds, said = _type_words(hints[f.name], f.name)
+        if not any(_accepts(k, value, f.name) for k in kinds):
+            raise ValueError(f"option {f.name} = {value!r}: expected {said}")
+        if float in kinds and isinstance(value, numbers.Real) and not math.isfinite(value):
+            raise ValueError(f"option {f.name} = {value!r}: expected a finite number")
+        low = _INT_MIN.get(f.name)
+        if low is not None and isinstance(value, numbers.Integral) and value < low:
+            raise ValueError(f"option {f.name} = {value!r}: expected an integer >= {low}")
+    device = getattr(cfg, "device", "auto")
+    if device != "auto":
+        try:
+            torch.device(device)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"option device = {device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
 
 
 class Interrupted(RuntimeError):
@@ -164,7 +267,11 @@ class Interrupted(RuntimeError):
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: CUDA is not available here; use device = 'cpu' (--set device=cpu) or "
+                         "'auto'")
+    return device
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -173,24 +280,86 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read (damaged, truncated, not a txpert checkpoint, holding code) or whose
+    weights do not fit the model; the message names the file."""
+
+
+def _first_line(err: BaseException, limit: int = 160) -> str:
+    text = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Safe load (``weights_only=True``): tensors and plain Python values only."""
-    return torch.load(path, map_location=device, weights_only=True)
+    """Safe load (``weights_only=True``): tensors and plain Python values only.
+
+    Raises :class:`CheckpointError` naming ``path`` when the file cannot be read as a checkpoint (an
+    ``UnpicklingError`` for a file holding code, a zip or EOF error for a damaged one, ...)."""
+    try:
+        ck = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # torch raises many types for damaged files
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_first_line(err)}); the file is damaged or "
+                              "was not written by txpert") from None
+    if not isinstance(ck, dict) or not isinstance(ck.get("model"), dict):
+        raise CheckpointError(f"{path}: not a txpert checkpoint (no model weights in it)")
+    return ck
 
 
-def build_model(graph: MultiGraph, genes: Sequence[str], encoder_genes: Sequence[str], cfg: TrainConfig) -> TxPert:
-    """Encoder over ``graph`` (with rows for ``encoder_genes``) and the TxPert head for ``genes`` columns."""
+def load_weights(model: torch.nn.Module, state: dict[str, Any], path: Path | str) -> None:
+    """``model.load_state_dict(state)``; a mismatch (other shapes or names: the checkpoint belongs to another
+    model) raises :class:`CheckpointError` naming ``path``."""
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, KeyError, ValueError) as err:
+        raise CheckpointError(f"{path}: its weights do not fit the run's model ({_first_line(err)}); the "
+                              "checkpoint belongs to another model or run options") from None
+
+
+def build_model(graph: MultiGraph, genes: Sequence[str], encoder_genes: Sequence[str], cfg: TrainConfig,
+                effects: EffectCodes | None = None) -> TxPert:
+    """Encoder over ``graph`` (with rows for ``encoder_genes``) and the TxPert head for ``genes`` columns.
+
+    ``effects``: the observed training effect codes (needed with ``node_inputs="effects"``); they are set in
+    the encoder and the prior path of the model."""
     from gnn import PerturbationEncoder
 
+    if cfg.node_inputs == "effects" and effects is None:
+        raise ValueError("node_inputs='effects' needs the training effect codes")
     torch.manual_seed(cfg.seed)
     enc = PerturbationEncoder(graph, genes=list(encoder_genes), kind=cfg.encoder_kind, dim=cfg.encoder_dim,
                               layers=cfg.encoder_layers, heads=cfg.encoder_heads, dropout=cfg.encoder_dropout,
                               backend=cfg.encoder_backend, use_edge_weight=cfg.use_edge_weight,
-                              unknown_token=cfg.unknown_token)
+                              unknown_token=cfg.unknown_token, node_inputs=cfg.node_inputs,
+                              code_dim=effects.rank if cfg.node_inputs == "effects" else 16,
+                              gene_dim=effects.rank if cfg.node_inputs == "effects" and cfg.expression_features else 0)
     col = {g: i for i, g in enumerate(genes)}
     row_to_col = torch.tensor([col.get(g, -1) for g in enc.vocab], dtype=torch.long)
-    return TxPert(enc, len(genes), row_to_col, basal=cfg.basal, hidden=cfg.hidden, dropout=cfg.dropout,
-                  target_term=cfg.target_term)
+    model = TxPert(enc, len(genes), row_to_col, basal=cfg.basal, hidden=cfg.hidden, dropout=cfg.dropout,
+                   target_term=cfg.target_term, prior_rank=effects.rank if cfg.node_inputs == "effects" else None)
+    if cfg.node_inputs == "effects":
+        enc.set_effects(effects.genes, torch.from_numpy(effects.codes), torch.from_numpy(effects.mean_code))
+        model.set_prior_basis(torch.from_numpy(effects.basis))
+        if cfg.expression_features:  # a measured gene's row of the effect basis (the linear baseline's G)
+            enc.set_gene_features(list(genes), torch.from_numpy(effects.gene_embedding()))
+    return model
+
+
+#: learning-rate factor of the prior's few scalars (layer trust, shrinkage): they move in tens of steps
+PRIOR_LR_FACTOR = 30.0
+
+
+def make_optimizer(model: TxPert, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over the model; the scalars of the effect prior (:mod:`gnn.effects`) get ``PRIOR_LR_FACTOR``
+    times the learning rate and no weight decay."""
+    prior = [p for n, p in model.named_parameters() if n.endswith(("effects.layer_trust", "effects.shrink"))]
+    ids = {id(p) for p in prior}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in ids]}]
+    if prior:
+        groups.append({"params": prior, "lr": cfg.lr * PRIOR_LR_FACTOR, "weight_decay": 0.0})
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 @dataclass
@@ -202,6 +371,7 @@ class FitResult:
     test_summary: dict[str, float] = field(default_factory=dict)
     subgroup_summary: dict[str, dict[str, float]] = field(default_factory=dict)
     seconds: float = 0.0
+    untrained_val: dict[str, float] = field(default_factory=dict)  # validation metrics of the untrained prior
 
 
 class Trainer:
@@ -222,9 +392,13 @@ class Trainer:
         self.controls = controls or ControlIndex(data)
         self.rows = rows_by_condition(data)
         self.encoder_genes = data.perturbed_genes()
-        if cfg.graph_hops is not None:
-            graph = receptive_field(graph, self.encoder_genes, cfg.graph_hops)
-        self.model = build_model(graph, data.genes, self.encoder_genes, cfg).to(self.device)
+        if cfg.hops is not None:
+            graph = receptive_field(graph, self.encoder_genes, cfg.hops)
+        train = [c for c in split.train if c in self.rows]
+        mean, ref = true_profiles(data, self.controls, train, self.rows)
+        self.train_deltas = {c: mean[k] - ref[k] for k, c in enumerate(train)}
+        self.effects = effect_codes(self.train_deltas, data.n_genes, cfg.effect_rank) if cfg.node_inputs == "effects" else None
+        self.model = build_model(graph, data.genes, self.encoder_genes, cfg, self.effects).to(self.device)
         # genes with training signal as perturbations; with unknown_token every other gene enters the GNN
         # through the shared unknown input row (as an unseen perturbation will at test time)
         self.known_genes = sorted({g for _, p in split.train for g in constituents(p)})
@@ -256,21 +430,26 @@ class Trainer:
         self._init_at_mean_change()
         # DistributedDataParallel under torchrun; the target-gene head can miss a rank's shard
         self.net = self.dist.wrap(self.model, self.device, find_unused=cfg.target_term)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = make_optimizer(self.model, cfg)
         self.state: dict[str, Any] = {"epoch": 0, "step": 0, "best_val": -math.inf, "best_epoch": -1,
                                       "bad_epochs": 0, "history": [], "loss_sum": 0.0, "loss_n": 0}
         self._val_cache: dict[str, Any] = {}
 
     @torch.no_grad()
     def _init_at_mean_change(self) -> None:
-        """Start from the general baseline: the decoder's output bias is the mean training change
-        ``mean_q Δ_q`` (delta variant) or mean expression (MLP basal), and the target-gene term's bias is the
-        mean change of measured perturbed genes in their own perturbation."""
-        train = [c for c in self.split.train if c in self.rows]
-        mean, ref = true_profiles(self.data, self.controls, train, self.rows)
-        delta = mean - ref
+        """Start from a baseline: the decoder's output bias is the mean training change ``mean_q Δ_q`` (delta
+        variant) or mean expression (MLP basal) -- the general baseline; with the prior path (effect inputs),
+        which already adds the (neighbours' or mean) change, 0 or the mean control expression. The target-gene
+        term's bias is the mean change of measured perturbed genes in their own perturbation."""
+        train = list(self.train_deltas)
+        delta = np.stack([self.train_deltas[c] for c in train])
+        mean, _ = true_profiles(self.data, self.controls, train, self.rows)
+        prior = self.model.prior_basis is not None
         last = self.model.decoder[-1]
-        init = delta.mean(0) if self.model.basal is None else mean.mean(0)
+        if self.model.basal is None:
+            init = np.zeros(delta.shape[1]) if prior else delta.mean(0)
+        else:
+            init = (mean - delta).mean(0) if prior else mean.mean(0)
         last.bias.copy_(torch.as_tensor(init, dtype=last.bias.dtype))
         if self.model.target_term:
             col = self.data.gene_index
@@ -391,10 +570,10 @@ class Trainer:
         """Training-time self-masking (``cfg.self_mask = p > 0``): a bool ``(V,)`` hiding each encoder row with
         probability p for this step, so known genes must also be embedded from their neighbourhood; ``None``
         when off. Drawn from the step's ``rng``: deterministic, resumable and identical on every rank."""
-        if self.cfg.self_mask <= 0:
+        if self.cfg.mask_rate <= 0:
             return None
         n = self.model.encoder.num_nodes
-        return torch.from_numpy(rng.random(n) < self.cfg.self_mask).to(self.device)
+        return torch.from_numpy(rng.random(n) < self.cfg.mask_rate).to(self.device)
 
     def draw_group_rows(self, groups: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
         """Up to ``cells_per_group`` rows of each training perturbation in ``groups`` (sorted; all of a
@@ -442,7 +621,7 @@ class Trainer:
         cell line (up to ``eval_cells``) as inputs.
         """
         self.model.eval()
-        Z = self.model.encoder()
+        enc = self.model.encode()
         rng = np.random.default_rng([self.cfg.seed if seed is None else seed, 999_983])
         rows_for = self.rows if rows_for is None else rows_for
         for line, pert in conditions:
@@ -455,7 +634,7 @@ class Trainer:
                 idx = np.sort(rng.choice(idx, self.cfg.eval_cells, replace=False))
             x = torch.from_numpy(np.ascontiguousarray(self.controls.inputs(idx, self.cfg.control_mode, rng)))
             rows = self.pert_rows_for(pert).unsqueeze(0).expand(len(idx), -1)
-            yield idx, self.model(x.to(self.device), rows.to(self.device), Z=Z)
+            yield idx, self.model(x.to(self.device), rows.to(self.device), enc=enc)
 
     def predict_means(self, conditions: Sequence[Condition], rows_for: dict[Condition, np.ndarray] | None = None,
                       seed: int | None = None) -> np.ndarray:
@@ -480,6 +659,47 @@ class Trainer:
             rows.append(np.asarray(idx))
             cells.append(y.double().cpu().numpy())
         return (rows, cells) if return_rows else cells
+
+    def whole_graph_model(self) -> TxPert:
+        """A copy of the model whose encoder covers all of :attr:`graph` (the model itself when it was built on
+        the whole graph): trained weights copied, learned ID rows matched by gene, the effect codes set again.
+
+        With ``graph_hops`` the encoder was built on the receptive field of the data's perturbed genes; the
+        message-passing kinds give the same rows for those genes on the whole graph (the Exphormer kinds redraw
+        their expander edges, so their rows differ), and every other graph gene gets a row too."""
+        if self.cfg.hops is None:
+            return self.model
+        src = self.model
+        dst = build_model(self.graph, self.data.genes, self.encoder_genes, self.cfg, self.effects).to(self.device)
+        if self.cfg.unknown_token:
+            dst.encoder.set_known(self.known_genes)
+        if self.cfg.encoder_kind.startswith("exphormer"):
+            log.warning("encoder %s: expander edges are redrawn over the whole graph, so embeddings differ from the "
+                        "trained receptive-field encoder", self.cfg.encoder_kind)
+        src_params = dict(src.named_parameters())
+        with torch.no_grad():
+            for name, p in dst.named_parameters():
+                if name == "encoder.embedding.weight":
+                    old = {g: i for i, g in enumerate(src.encoder.vocab)}
+                    pairs = [(j, old[g]) for j, g in enumerate(dst.encoder.vocab) if g in old]
+                    new_idx = torch.tensor([a for a, _ in pairs], dtype=torch.long, device=p.device)
+                    old_idx = torch.tensor([b for _, b in pairs], dtype=torch.long, device=p.device)
+                    p[new_idx] = src_params[name].detach()[old_idx]
+                else:
+                    if src_params[name].shape != p.shape:
+                        raise RuntimeError(f"parameter {name} has shape {tuple(src_params[name].shape)} in the trained "
+                                           f"model and {tuple(p.shape)} on the whole graph")
+                    p.copy_(src_params[name].detach())
+        dst.eval()
+        return dst
+
+    def cover_genes(self, genes: Sequence[str]) -> None:
+        """Make sure every graph gene of ``genes`` has an encoder row: when some lie outside the receptive field
+        the model was built on, switch to :meth:`whole_graph_model` (prediction only)."""
+        lookup = self.graph.node_lookup
+        if any(g in lookup and g not in self.encoder_index for g in genes):
+            self.model = self.whole_graph_model()
+            self.encoder_index = {g: i for i, g in enumerate(self.model.encoder.vocab)}
 
     def pert_rows_for(self, pert: str) -> torch.Tensor:
         """Encoder rows of a perturbation's genes; genes unknown to the encoder contribute nothing (-1)."""
@@ -527,7 +747,7 @@ class Trainer:
         if ck.get("fingerprint") != self.cfg.fingerprint():
             raise ValueError(f"{path} was written with different training options; use a new output folder "
                              f"or delete the checkpoint to start over")
-        self.model.load_state_dict(ck["model"])
+        load_weights(self.model, ck["model"], path)
         self.optimizer.load_state_dict(ck["optimizer"])
         ranks = ck.get("torch_rng_ranks")
         same_world = isinstance(ranks, list) and len(ranks) == self.dist.world_size
@@ -537,6 +757,28 @@ class Trainer:
         return True
 
     # ------------------------------------------------------------------ the loop
+    def _epoch_zero(self) -> dict[str, torch.Tensor] | None:
+        """Score the untrained model (the prior: ``graph_neighbours`` for unseen singles, ``additive`` for
+        combinations) on the validation split as epoch 0, so model selection keeps it when training does not
+        beat it on validation. Recorded in the history; returns the state to keep as best (None without a
+        validation split)."""
+        if not self.split.val:
+            return None
+        record: dict[str, float] = {}
+        if self.dist.is_main:
+            _, val = self.evaluate(self.split.val)
+            record = {f"val_{k}": v for k, v in val.items() if k != "n_perturbations"}
+        record = self.dist.broadcast(record)
+        st = self.state
+        st["untrained"] = record
+        st["best_val"], st["best_epoch"] = float(record["val_pearson_delta"]), 0
+        state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        best_path = self._ckpt("best.pt")
+        if best_path is not None and self.dist.is_main:
+            atomic_torch_save({"model": state, "epoch": 0}, best_path)
+        log.info("epoch 0 (untrained prior): val_pearson_delta=%.4f", record["val_pearson_delta"])
+        return state
+
     def fit(self, resume: bool = True, on_step: Callable[[int, int], None] | None = None) -> FitResult:
         """Train until ``epochs`` or early stopping; then load the best weights and evaluate the test split."""
         cfg, main = self.cfg, self.dist.is_main
@@ -548,6 +790,8 @@ class Trainer:
         best_state = None
         if best_path is not None and best_path.exists() and st["best_epoch"] >= 0:
             best_state = load_checkpoint(best_path, self.device)["model"]
+        if "untrained" not in st and not st["history"] and self.model.prior_basis is not None and cfg.epochs > 0:
+            best_state = self._epoch_zero()
         while st["epoch"] < cfg.epochs and st["bad_epochs"] < cfg.patience:
             epoch = st["epoch"]
             order = self.epoch_order(epoch)
@@ -579,7 +823,7 @@ class Trainer:
                     score = -record["train_loss"]
             record, score = self.dist.broadcast((record, score))
             st["history"].append(record)
-            if score > st["best_val"] + 1e-6 or st["best_epoch"] < 0:
+            if score > st["best_val"] + 1e-6 or st["best_epoch"] < 0:  # (epoch 0 may already hold the best)
                 st["best_val"], st["best_epoch"], st["bad_epochs"] = float(score), epoch + 1, 0
                 best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
                 if best_path is not None and main:
@@ -592,7 +836,7 @@ class Trainer:
         if best_state is not None:
             self.model.load_state_dict(best_state)
         result = FitResult(history=list(st["history"]), best_epoch=st["best_epoch"], best_val=st["best_val"],
-                           seconds=time.perf_counter() - start)
+                           seconds=time.perf_counter() - start, untrained_val=dict(st.get("untrained", {})))
         if main:
             result.test_table, result.test_summary = self.evaluate(self.split.test)
             for name, conds in self.split.subgroups.items():

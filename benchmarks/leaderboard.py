@@ -1,0 +1,257 @@
+"""Leaderboard: TxPert (default settings, every encoder kind) against the simple baselines, on real and
+simulated screens, several seeds; prints a markdown table and writes it to docs/leaderboard.md.
+
+Rows (data × task):
+
+* ``papalexi unseen singles``: Papalexi 2021 THP-1 (raw counts, batches = ``bio_rep``);
+* ``norman doubles``: Norman 2019 K562 subset, test combinations;
+* ``perturbench cross-cell-line``: PerturBench's devel file, one glioma line held out per seed
+  (seed 0: A172, 1: T98G, 2: U87MG);
+  these three on the real merged graph of ``benchmarks/real_data_eval.py`` (STRING dmfind + GO + Reactome
+  + DepMap screen layer);
+* ``sim <setting>``: ``txpert simulate`` (the demo's size) at several settings of its knobs, unseen singles,
+  on the graph merged from its example sources, and again on that graph fully rewired (``kgbuild perturb
+  --rewire 1.0``): the rewire cost is TxPert(original) − TxPert(rewired).
+
+Methods: TxPert with default options (no ``--set``: ``gat``), the other encoder kinds (only
+``encoder_kind`` changed), and the baselines of :func:`txpert_head.baselines.run_baselines` that apply
+(general, additive, nearest cell line, graph neighbours, linear, linear on the graph, split-half ceiling).
+Split seed = model seed = each of ``--seeds``. Per row: mean ± sd over seeds of the test Pearson Δ, and the
+paired comparison (:func:`txpert_head.paired.paired_comparison`) of default TxPert against the best
+baseline of that row (the highest mean; split-half is a ceiling, not a baseline), pooled over seeds: the
+per-perturbation differences of all seeds together.
+
+Usage::
+
+    .venv/bin/python benchmarks/leaderboard.py --work /tmp/txpert_leaderboard            # about 30 min, 2 cores
+    .venv/bin/python benchmarks/leaderboard.py --quick --kinds gat --no-write           # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+KINDS = ("gat", "gatv2", "exphormer", "exphormer-mg", "gat-hybrid", "gat-mlg", "hybrid-bmp")
+HOLDOUT = ("A172", "T98G", "U87MG")
+#: simulator settings: name -> extra ``txpert simulate`` arguments (on top of the demo's size)
+SIM_SETTINGS = {
+    "default": [],
+    "systematic 0.5": ["--systematic", "0.5"],
+    "systematic 2": ["--systematic", "2"],
+    "local spread 1": ["--spread", "1"],
+    "noisy graph 2": ["--graph-noise", "2"],
+    "weak effects 0.5": ["--effect-size", "0.5"],
+}
+BASELINE_ORDER = ("general", "additive", "nearest_cell_line", "graph_neighbours", "linear", "linear_graph")
+
+
+@dataclass
+class Row:
+    """One leaderboard row: how to read its data, its task and graph(s)."""
+
+    name: str
+    h5ad: Path
+    task: str
+    graph: Path
+    data: dict = field(default_factory=dict)  # DataOptions fields besides the path
+    rewired: Path | None = None
+    holdout: tuple[str, ...] | None = None
+
+
+def real_rows(data: Path, work: Path) -> list[Row]:
+    from real_data_eval import build_graph
+
+    graph = build_graph(data, work / "real_graph")
+    ps = data / "perturbseq"
+    return [
+        Row("papalexi unseen singles", ps / "papalexi2021_thp1_subset.h5ad", "unseen_single", graph,
+            dict(perturbation_col="target", control=["non-targeting"], batch_col="bio_rep")),
+        Row("norman doubles", ps / "norman2019_k562_subset.h5ad", "double", graph,
+            dict(perturbation_col="perturbation", control=["control"], batch_col="batch")),
+        Row("perturbench cross-cell-line", ps / "perturbench_devel.h5ad", "cross_cell_line", graph,
+            dict(perturbation_col="condition", control=["control"], cell_line_col="cell_type"), holdout=HOLDOUT),
+    ]
+
+
+def sim_rows(work: Path, settings: dict[str, list[str]], quick: bool) -> list[Row]:
+    from txpert_head.demo import QUICK_SIMULATE_ARGS, SIMULATE_ARGS, Recorder, build_simulated_graphs, slug
+
+    rows = []
+    for name, extra in settings.items():
+        root = work / "sim" / slug(name)
+        rec = Recorder(root)
+        sim, graphs = root / "sim", root / "graphs"
+        merged, rewired = graphs / "multi.kg.npz", graphs / "multi.rewire1.kg.npz"
+        if not rewired.exists():
+            rec.tool("simulate", "txpert", ["simulate", "-o", sim, *(QUICK_SIMULATE_ARGS if quick else SIMULATE_ARGS),
+                                            *extra])
+            rec.tool("merge", "kgbuild", ["merge", *build_simulated_graphs(rec, sim, graphs), "-o", merged])
+            rec.tool("rewire", "kgbuild", ["perturb", "--rewire", "1.0", "--seed", "0", merged, "-o", rewired])
+        rows.append(Row(f"sim {name}", sim / "perturbseq.h5ad", "unseen_single", merged,
+                        dict(perturbation_col="perturbation", control=["ctrl"], batch_col="batch"), rewired=rewired))
+    return rows
+
+
+def run_one(job: tuple) -> dict:
+    """One training run (a worker process): returns per-perturbation scores of the model (and baselines)."""
+    row, kind, seed, graph, out, baselines, quick = job
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import logging
+
+    import pandas as pd
+    import torch
+
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.ERROR)
+    from txpert_head.run import DataOptions, train_run
+    from txpert_head.train import TrainConfig
+
+    opts = DataOptions(str(row.h5ad), **row.data)
+    extra = {"epochs": 8, "patience": 4} if quick else {}
+    cfg = TrainConfig(seed=seed, encoder_kind=kind, progress=False, **extra)
+    holdout = row.holdout[seed % len(row.holdout)] if row.holdout else None
+    t = time.perf_counter()
+    rep = train_run(opts, graph, row.task, cfg, out, split_seed=seed, holdout_line=holdout, resume=False,
+                    baselines=baselines, vcc=False)
+    table = pd.read_csv(Path(out) / "per_perturbation.csv")
+    cols = ["condition", "pearson_delta"] + [c for c in table.columns if c.endswith("_pearson_delta")
+                                              and c != "pearson_delta"]
+    return {"row": row.name, "kind": kind, "seed": seed, "graph": str(graph), "seconds": time.perf_counter() - t,
+            "best_epoch": rep["best_epoch"], "table": table[cols].to_dict("list"),
+            "baselines": {k: v["pearson_delta"] for k, v in rep.get("baselines", {}).items()}}
+
+
+def fmt(values) -> str:
+    from txpert_head.report import mean_sd
+
+    return mean_sd(values, digits=3) if len(values) else "–"
+
+
+def build_table(rows: list[Row], results: list[dict], seeds: list[int], kinds: list[str]) -> tuple[str, dict]:
+    """The markdown table and a summary dict (per row: means, best baseline, paired comparison, rewire cost)."""
+    from txpert_head.paired import paired_comparison
+
+    def runs(row, kind, graph):
+        return sorted((r for r in results if r["row"] == row.name and r["kind"] == kind and r["graph"] == str(graph)),
+                      key=lambda r: r["seed"])
+
+    summary = {}
+    base_names = [b for b in BASELINE_ORDER if any(b in r["baselines"] for r in results)]
+    head = (["data", "TxPert (gat)"] + [k for k in kinds if k != "gat"] + base_names
+            + ["split-half", "best baseline", "TxPert − best [95% CI]", "p", "wins", "TxPert − general (p)",
+               "rewired TxPert", "rewire cost"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        main = runs(row, "gat", row.graph)
+        if not main:
+            continue
+        model = [float(np.nanmean(r["table"]["pearson_delta"])) for r in main]
+        base = {b: [r["baselines"][b] for r in main if b in r["baselines"]] for b in base_names}
+        base = {b: v for b, v in base.items() if v}
+        best = max(base, key=lambda b: np.mean(base[b]))
+        a = np.concatenate([r["table"]["pearson_delta"] for r in main])
+        b = np.concatenate([r["table"][f"{best}_pearson_delta"] for r in main])
+        pc = paired_comparison(a, b, seed=0)
+        entry = {"TxPert": model, "baselines": base, "best": best, "paired": pc,
+                 "kinds": {k: [float(np.nanmean(r["table"]["pearson_delta"])) for r in runs(row, k, row.graph)]
+                           for k in kinds if k != "gat"},
+                 "split_half": [r["baselines"]["split_half"] for r in main if "split_half" in r["baselines"]]}
+        cells = [row.name, f"**{fmt(model)}**"] + [fmt(entry["kinds"][k]) for k in kinds if k != "gat"]
+        cells += [fmt(base.get(b, [])) for b in base_names] + [fmt(entry["split_half"]), best]
+        vs_general = paired_comparison(a, np.concatenate([r["table"]["general_pearson_delta"] for r in main]), seed=0)
+        entry["vs_general"] = vs_general
+        cells += [f"{pc['difference']:+.3f} [{pc['ci_low']:+.3f}, {pc['ci_high']:+.3f}]", f"{pc['p_value']:.3g}",
+                  f"{pc['wins']}/{pc['n']}", f"{vs_general['difference']:+.3f} ({vs_general['p_value']:.2g})"]
+        if row.rewired is not None:
+            rw = runs(row, "gat", row.rewired)
+            cost = paired_comparison(a, np.concatenate([r["table"]["pearson_delta"] for r in rw]), seed=0)
+            entry["rewired"] = [float(np.nanmean(r["table"]["pearson_delta"])) for r in rw]
+            entry["rewire_cost"] = cost
+            cells += [fmt(entry["rewired"]), f"{cost['difference']:+.3f} (p {cost['p_value']:.3g})"]
+        else:
+            cells += ["–", "–"]
+        lines.append("| " + " | ".join(cells) + " |")
+        summary[row.name] = entry
+    return "\n".join(lines), summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/txpert_leaderboard"), help="working folder (cached)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS, help="encoder kinds ('gat' first)")
+    ap.add_argument("--rows", nargs="*", default=None, help="only rows whose name contains one of these words")
+    ap.add_argument("--no-real", action="store_true", help="simulated rows only")
+    ap.add_argument("--quick", action="store_true", help="small simulations and 8 epochs (smoke run)")
+    ap.add_argument("--jobs", type=int, default=2, help="parallel training processes")
+    ap.add_argument("--no-write", action="store_true", help="print only; do not write docs/leaderboard.md")
+    args = ap.parse_args(argv)
+    kinds = ["gat"] + [k for k in args.kinds if k != "gat"]
+    t0 = time.perf_counter()
+    rows = ([] if args.no_real else real_rows(args.data, args.work)) + sim_rows(args.work, SIM_SETTINGS, args.quick)
+    if args.rows:
+        rows = [r for r in rows if any(w in r.name for w in args.rows)]
+    print(f"data and graphs ready in {time.perf_counter() - t0:.0f} s", flush=True)
+    jobs = []
+    for row in rows:
+        for seed in args.seeds:
+            for kind in kinds:
+                out = args.work / "runs" / f"{row.name.replace(' ', '_')}_{kind}_s{seed}"
+                jobs.append((row, kind, seed, row.graph, out, kind == "gat", args.quick))
+            if row.rewired is not None:
+                out = args.work / "runs" / f"{row.name.replace(' ', '_')}_rewired_s{seed}"
+                jobs.append((row, "gat", seed, row.rewired, out, False, args.quick))
+    results = []
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        for k, res in enumerate(pool.map(run_one, jobs), 1):
+            results.append(res)
+            print(f"[{k}/{len(jobs)} {time.perf_counter() - t0:5.0f}s] {res['row']} {res['kind']} seed {res['seed']}"
+                  f"{' rewired' if 'rewire' in res['graph'] else ''}: {np.nanmean(res['table']['pearson_delta']):.3f} "
+                  f"(best epoch {res['best_epoch']}, {res['seconds']:.0f} s)", flush=True)
+    table, summary = build_table(rows, results, args.seeds, kinds)
+    minutes = (time.perf_counter() - t0) / 60
+    text = "\n".join([
+        "# Leaderboard",
+        "",
+        "Test Pearson Δ (mean ± sd over split seeds " + ", ".join(map(str, args.seeds)) + "; split seed = model "
+        "seed). TxPert runs with its default options (no `--set`); the other encoder kinds change only "
+        "`encoder_kind`. The paired comparison is default TxPert against the best baseline of the row (highest "
+        "mean; split-half is the experimental ceiling, not a baseline), over the test perturbations of all seeds "
+        "together: mean difference, 95% bootstrap interval, two-sided sign-flip p, wins; and the same against "
+        "the general baseline. Rewire cost: TxPert on the simulated graph minus TxPert on the same graph fully "
+        "rewired (paired, p).",
+        "",
+        f"Generated by `.venv/bin/python benchmarks/leaderboard.py{' --quick' if args.quick else ''}` in "
+        f"{minutes:.0f} min on {os.cpu_count()} cores ({args.jobs} parallel runs). Data: the shared real files and "
+        "`txpert simulate` at the demo's size with the knobs named in the row.",
+        "",
+        table,
+        "",
+    ])
+    print("\n" + text)
+    if not args.no_write:
+        (REPO / "docs" / "leaderboard.md").write_text(text)
+        (args.work / "leaderboard.json").write_text(json.dumps({"summary": summary, "runs": [
+            {k: v for k, v in r.items() if k != "table"} for r in results]}, indent=1, default=float))
+        print(f"wrote {REPO / 'docs' / 'leaderboard.md'} and {args.work / 'leaderboard.json'}")
+    print(f"total {minutes:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,157 @@
+r"""Node inputs built from observed perturbation effects: what a gene's own training effect and its graph
+neighbours' training effects say about it.
+
+Every gene ``i`` of the encoder vocabulary may carry an *effect code* ``c_i \in R^r`` (the low-rank code of
+its observed training change, see :func:`txpert_head.effects.effect_codes`) and a visibility flag
+``m_i \in \{0, 1\}`` (1: the code may be used in this pass). Genes never trained as a perturbation have
+``m_i = 0``; during training a random part of the trained genes is hidden as well (``hide``), so the model
+learns to embed a gene from its neighbourhood alone -- the situation of an unseen perturbation.
+
+With ``w_{ji} \ge 0`` the weight of edge ``j \to i`` (negative weights clipped at 0, self loops dropped),
+summed over the graph's layers for the union, or within one layer ``\ell``:
+
+.. math::
+
+    s_i = \sum_j w_{ji} m_j, \qquad
+    n_i = \frac{\sum_j w_{ji} m_j c_j}{s_i} \;(0 \text{ if } s_i = 0)
+
+optionally a fixed table of per-gene features ``f_i \in R^K`` (zeros for genes without a row, with a flag
+``u_i``; e.g. a measured gene's row of the training-effect basis, or a user's gene embeddings), and the
+*prior code*, a learned version of the training-free ``graph_neighbours`` baseline in code space:
+
+.. math::
+
+    \pi_i = m_i c_i + (1 - m_i)\,
+        \frac{\sum_\ell \beta_\ell \sum_j w^\ell_{ji} m_j c_j + \kappa \bar c}{\sum_\ell \beta_\ell s^\ell_i + \kappa}
+
+with ``\bar c`` the mean code of the trained genes (the ``general`` baseline's mean change), ``\beta_\ell > 0``
+a learned trust per edge layer (initially 1) and ``\kappa > 0`` a learned shrinkage towards the mean
+(initially ``kappa_init``, small). Untrained, ``\pi_i`` is close to the ``graph_neighbours`` estimate of gene
+``i`` (exactly ``\bar c`` for a gene without trained neighbours); training moves it between the layers and
+towards the ``general`` baseline as far as the data support. The node
+features are ``[m_i c_i, m_i, \pi_i, n_i, \log(1 + s_i)]`` for the union, then ``[n^\ell_i, \log(1 + s^\ell_i)]``
+for each layer when the graph has more than one, then ``[f_i, u_i]`` when ``K > 0``: ``(V, F)`` with
+``F = 2r + 1 + L'(r + 1) + (K + 1 if K else 0)``, ``L' = L + 1`` for ``L > 1`` layers and 1 otherwise.
+
+The weighted sums run on the backend's ``u_mul_e_sum`` primitive, so DGL and PyG give the same numbers.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gnn.backends.base import Backend
+from gnn.edges import EdgeSet
+from kgbuild.graph import MultiGraph
+
+
+class EffectFeatures(NamedTuple):
+    """``features`` (V, F), ``prior`` (V, r) prior codes, ``visible`` (V,) bool: own code used."""
+
+    features: Tensor
+    prior: Tensor
+    visible: Tensor
+
+
+def feature_dim(code_dim: int, num_layers: int, gene_dim: int = 0) -> int:
+    """``F`` for codes of width ``r = code_dim`` over a graph of ``num_layers`` layers, with ``K = gene_dim``
+    per-gene features."""
+    per = num_layers + 1 if num_layers > 1 else 1
+    return 2 * code_dim + 1 + per * (code_dim + 1) + (gene_dim + 1 if gene_dim else 0)
+
+
+class EffectInputs(nn.Module):
+    """Effect-derived node features over the graph's in-edges (module docstring).
+
+    Args:
+        graph: the multigraph; its nodes are rows ``0..N-1`` of the vocabulary.
+        num_nodes: ``V``, the vocabulary size (rows ``N..V-1`` are genes absent from the graph: no neighbours).
+        code_dim: ``r``.
+        gene_dim: ``K``, the width of the per-gene feature table (0: none).
+        kappa_init: initial shrinkage ``kappa`` of the prior towards the mean code.
+
+    The codes and gene features are data, not parameters: :meth:`set_codes` and :meth:`set_gene_features`
+    fill them (buffers, saved with the model).
+    """
+
+    def __init__(self, graph: MultiGraph, num_nodes: int, code_dim: int, gene_dim: int = 0, kappa_init: float = 0.1):
+        super().__init__()
+        if code_dim < 1:
+            raise ValueError(f"code_dim must be >= 1, got {code_dim}")
+        src, dst = graph.edge_index[0].astype(np.int64), graph.edge_index[1].astype(np.int64)
+        weight = np.clip(np.asarray(graph.edge_weight, dtype=np.float32), 0.0, None)
+        layer = np.asarray(graph.edge_layer, dtype=np.int64)
+        keep = (src != dst) & (weight > 0)
+        src, dst, weight, layer = src[keep], dst[keep], weight[keep], layer[keep]
+        self.num_nodes = int(num_nodes)
+        self.code_dim = int(code_dim)
+        n_layers = len(graph.layers)
+        sets = [EdgeSet(src, dst, weight, np.zeros_like(layer), num_nodes)]
+        if n_layers > 1:
+            sets += [EdgeSet(src[layer == l], dst[layer == l], weight[layer == l], np.zeros(int((layer == l).sum()), np.int64),
+                             num_nodes) for l in range(n_layers)]
+        self.edge_sets = nn.ModuleList(sets)
+        self.n_layers = n_layers
+        # softplus^-1 of the initial values: beta_l = 1, kappa = kappa_init
+        self.layer_trust = nn.Parameter(torch.full((n_layers,), float(np.log(np.expm1(1.0)))))
+        self.shrink = nn.Parameter(torch.tensor(float(np.log(np.expm1(kappa_init)))))
+        self.dim = feature_dim(code_dim, n_layers, gene_dim)
+        self.gene_dim = int(gene_dim)
+        self.register_buffer("gene_features", torch.zeros(num_nodes, gene_dim + 1) if gene_dim else None)
+        self.register_buffer("codes", torch.zeros(num_nodes, code_dim))
+        self.register_buffer("has_code", torch.zeros(num_nodes, dtype=torch.bool))
+        self.register_buffer("mean_code", torch.zeros(code_dim))
+
+    @torch.no_grad()
+    def set_codes(self, codes: Tensor, has_code: Tensor, mean_code: Tensor) -> None:
+        """``codes`` (V, r), ``has_code`` (V,) bool, ``mean_code`` (r,): the observed effects (rows without a
+        code are ignored)."""
+        if tuple(codes.shape) != (self.num_nodes, self.code_dim) or tuple(has_code.shape) != (self.num_nodes,):
+            raise ValueError(f"codes must be ({self.num_nodes}, {self.code_dim}) and has_code ({self.num_nodes},); got "
+                             f"{tuple(codes.shape)} and {tuple(has_code.shape)}")
+        self.codes.copy_(codes.to(self.codes) * has_code.to(self.codes).unsqueeze(1))
+        self.has_code.copy_(has_code.bool())
+        self.mean_code.copy_(mean_code.to(self.mean_code))
+
+    @torch.no_grad()
+    def set_gene_features(self, features: Tensor, present: Tensor) -> None:
+        """``features`` (V, K) and ``present`` (V,) bool: the per-gene feature table (absent rows are zeroed)."""
+        if self.gene_features is None or tuple(features.shape) != (self.num_nodes, self.gene_dim):
+            raise ValueError(f"gene features must be ({self.num_nodes}, {self.gene_dim}); got {tuple(features.shape)}")
+        flag = present.to(self.gene_features).unsqueeze(1)
+        self.gene_features.copy_(torch.cat([features.to(self.gene_features) * flag, flag], dim=1))
+
+    def forward(self, backend: Backend, hide: Tensor | None = None) -> EffectFeatures:
+        """Features, prior codes and visibility for this pass; ``hide`` (V,) bool hides own codes."""
+        visible = self.has_code if hide is None else self.has_code & ~hide.to(self.has_code.device)
+        m = visible.to(self.codes.dtype)
+        c = self.codes * m.unsqueeze(1)
+        feats = [c, m.unsqueeze(1)]
+        per_set = []
+        for es in self.edge_sets:
+            ops = es.ops(backend)
+            w = es.weight.to(c.dtype).unsqueeze(1)  # (E, 1)
+            total = ops.u_mul_e_sum(m.view(-1, 1, 1), w).view(-1)  # (V,)
+            summed = ops.u_mul_e_sum(c.unsqueeze(1), w).squeeze(1)  # (V, r)
+            mean = torch.where((total > 0).unsqueeze(1), summed / total.clamp(min=1e-12).unsqueeze(1),
+                               torch.zeros_like(summed))
+            per_set.append((mean, summed, total))
+        layers = per_set[1:] if self.n_layers > 1 else per_set
+        beta = nn.functional.softplus(self.layer_trust).to(c.dtype)
+        kappa = nn.functional.softplus(self.shrink).to(c.dtype)
+        num = sum(b * summed for b, (_, summed, _) in zip(beta, layers)) + kappa * self.mean_code.to(c.dtype)
+        den = sum(b * total for b, (_, _, total) in zip(beta, layers)) + kappa
+        prior = torch.where(visible.unsqueeze(1), c, num / den.unsqueeze(1))
+        feats.append(prior.detach())
+        for mean, _, total in per_set:
+            feats += [mean, torch.log1p(total).unsqueeze(1)]
+        if self.gene_features is not None:
+            feats.append(self.gene_features.to(c.dtype))
+        return EffectFeatures(torch.cat(feats, dim=1), prior, visible)
+
+    def extra_repr(self) -> str:
+        return f"num_nodes={self.num_nodes}, code_dim={self.code_dim}, features={self.dim}"

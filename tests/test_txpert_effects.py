@@ -1,0 +1,132 @@
+"""Effect inputs: the codes, the neighbour features and prior of :mod:`gnn.effects`, and the TxPert model built
+on them (untrained = the graph-neighbour baseline; epoch 0 kept when training does not help; the receptive
+field gives the same predictions as the whole graph)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gnn import PerturbationEncoder
+from kgbuild.graph import MultiGraph
+from txpert_head import baselines
+from txpert_head.effects import effect_codes
+from txpert_head.profiles import true_profiles
+from txpert_head.splits import make_split
+from txpert_head.synthetic import synthetic_data, synthetic_graph
+from txpert_head.train import TrainConfig, Trainer
+
+
+def test_effect_codes_reconstruct_the_training_changes():
+    rng = np.random.default_rng(0)
+    deltas = {("L", f"G{i}"): rng.normal(size=12) for i in range(5)}
+    deltas[("L", "G0+G1")] = rng.normal(size=12)  # combinations are not coded
+    deltas[("M", "G0")] = rng.normal(size=12)  # a second line: G0's code is its mean change over lines
+    ec = effect_codes(deltas, 12)
+    assert ec.genes == [f"G{i}" for i in range(5)] and ec.rank == 5
+    want = {g: deltas[("L", g)] for g in ec.genes}
+    want["G0"] = (deltas[("L", "G0")] + deltas[("M", "G0")]) / 2
+    for k, g in enumerate(ec.genes):
+        np.testing.assert_allclose(ec.basis @ ec.codes[k], want[g], atol=1e-5)
+    np.testing.assert_allclose(ec.basis @ ec.mean_code, np.mean(list(want.values()), axis=0), atol=1e-5)
+    assert abs(float(np.sqrt(np.mean(ec.codes.astype(np.float64) ** 2))) - 1.0) < 1e-5  # unit scale
+    emb = ec.gene_embedding()
+    np.testing.assert_allclose(emb.T @ emb / 12, np.eye(5), atol=1e-5)  # orthonormal columns, times sqrt(G)
+    assert effect_codes(deltas, 12, max_rank=2).rank == 2
+    assert effect_codes({}, 12).rank == 1  # nothing trained: every gene looks unseen
+
+
+def _two_layer_graph() -> MultiGraph:
+    a = MultiGraph.from_edges("a", ["B", "C", "A"], ["A", "A", "D"], [1.0, 0.5, 2.0], {"source": "t"},
+                              nodes=["A", "B", "C", "D", "E"])
+    b = MultiGraph.from_edges("b", ["C", "D"], ["A", "A"], [0.25, 3.0], {"source": "t"}, nodes=["A", "C", "D"])
+    return MultiGraph.merge([a, b])
+
+
+def test_prior_is_the_weighted_neighbour_mean_of_visible_codes():
+    graph = _two_layer_graph()
+    enc = PerturbationEncoder(graph, genes=["Z"], kind="gat", dim=8, layers=1, backend="pyg",
+                              node_inputs="effects", code_dim=2)
+    codes = {"B": [1.0, 0.0], "C": [0.0, 1.0], "D": [2.0, 2.0]}
+    enc.set_effects(list(codes), torch.tensor(list(codes.values())), torch.tensor([5.0, -5.0]))
+    with torch.no_grad():
+        enc.effects.shrink.fill_(-40.0)  # kappa ~ 0: the plain weighted mean
+        out = enc.encode()
+        row = {g: i for i, g in enumerate(enc.vocab)}
+        # A's in-edges: B (1.0, layer a), C (0.5, a; 0.25, b), D (3.0, b)
+        want = (1.0 * np.array([1, 0]) + 0.75 * np.array([0, 1]) + 3.0 * np.array([2, 2])) / 4.75
+        np.testing.assert_allclose(out.prior[row["A"]].numpy(), want, rtol=1e-6)
+        np.testing.assert_allclose(out.prior[row["B"]].numpy(), [1.0, 0.0])  # visible: its own code
+        np.testing.assert_allclose(out.prior[row["E"]].numpy(), [5.0, -5.0])  # no trained neighbour: the mean
+        np.testing.assert_allclose(out.prior[row["Z"]].numpy(), [5.0, -5.0])  # absent from the graph
+        assert out.visible.tolist() == [g in codes for g in enc.vocab]
+        # hiding D: A's prior uses B and C only, and D's own code is gone from its features
+        hide = torch.tensor([g == "D" for g in enc.vocab])
+        hidden = enc.encode(hide)
+        np.testing.assert_allclose(hidden.prior[row["A"]].numpy(),
+                                   (1.0 * np.array([1, 0]) + 0.75 * np.array([0, 1])) / 1.75, rtol=1e-6)
+        assert not bool(hidden.visible[row["D"]])
+        # layer trust: silencing layer b leaves B and C's layer-a edges
+        enc.effects.layer_trust[1] = -40.0
+        np.testing.assert_allclose(enc.encode().prior[row["A"]].numpy(),
+                                   (1.0 * np.array([1, 0]) + 0.5 * np.array([0, 1])) / 1.5, rtol=1e-5)
+        # shrinkage: a large kappa pulls A towards the mean code
+        enc.effects.shrink.fill_(1e5)
+        np.testing.assert_allclose(enc.encode().prior[row["A"]].numpy(), [5.0, -5.0], rtol=1e-3)
+    assert enc.effects.dim == enc.input_proj.in_features == 2 * 2 + 1 + 3 * (2 + 1)
+
+
+@pytest.fixture(scope="module")
+def small():
+    data = synthetic_data(n_cells=1200, n_genes=30, n_perts=14, seed=4)
+    return data, synthetic_graph(30, seed=4), make_split(data, "unseen_single", seed=0)
+
+
+def _cfg(**kw):
+    base = dict(epochs=0, progress=False, encoder_backend="pyg", eval_cells=10_000, target_term=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_untrained_model_is_the_graph_neighbour_baseline(small):
+    data, graph, split = small
+    tr = Trainer(data, graph, split, _cfg())
+    with torch.no_grad():
+        tr.model.encoder.effects.shrink.fill_(-40.0)  # kappa ~ 0
+    test = list(split.test)
+    pred = tr.predict_means(test)
+    _, ref = true_profiles(data, tr.controls, test, tr.rows)
+    deltas = baselines.training_changes(data, tr.controls, split.train, tr.rows)
+    want = baselines.graph_neighbours(deltas, test, ref, graph)
+    np.testing.assert_allclose(pred, want, atol=1e-4)
+    assert not np.allclose(pred, baselines.general(deltas, test, ref), atol=1e-3)  # the graph matters
+
+
+def test_epoch_zero_is_kept_when_training_does_not_beat_it(small, tmp_path):
+    data, graph, split = small
+    res = Trainer(data, graph, split, _cfg(epochs=2, patience=5, lr=0.0), tmp_path).fit()  # nothing learned
+    assert res.untrained_val and res.best_epoch == 0
+    assert res.best_val == pytest.approx(res.untrained_val["val_pearson_delta"])
+    untrained = Trainer(data, graph, split, _cfg()).evaluate(split.test)[1]
+    assert res.test_summary["pearson_delta"] == pytest.approx(untrained["pearson_delta"], abs=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["gat", "gat-hybrid"])
+def test_receptive_field_gives_the_whole_graph_predictions(kind):
+    """Default ``graph_hops="auto"``: the encoder runs on the receptive field of the perturbed genes only, with
+    the same predictions as on the whole graph (exact for message-passing kinds)."""
+    data = synthetic_data(n_cells=900, n_genes=24, n_perts=8, seed=6)
+    graph = synthetic_graph(80, degree=3, seed=6)  # 80 nodes, of which the data perturbs and measures 24
+    split = make_split(data, "unseen_single", seed=0)
+    field = Trainer(data, graph, split, _cfg(encoder_kind=kind, encoder_layers=2))
+    whole = Trainer(data, graph, split, _cfg(encoder_kind=kind, encoder_layers=2, graph_hops=None))
+    assert field.model.encoder.num_nodes < whole.model.encoder.num_nodes
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # random weights everywhere, the same in both models
+        for (n, p), (m, q) in zip(field.model.named_parameters(), whole.model.named_parameters()):
+            assert n == m
+            p.copy_(0.3 * torch.randn(p.shape, generator=gen))
+            q.copy_(p)
+    conds = list(split.test) + list(split.val)
+    np.testing.assert_allclose(field.predict_means(conds), whole.predict_means(conds), atol=1e-5)
