@@ -170,34 +170,31 @@ class PerturbationEncoder(nn.Module):
             known[torch.tensor(rows, dtype=torch.long, device=known.device)] = True
         self.known.copy_(known)
 
+    def _table(self, genes: Sequence[str], values: Tensor) -> tuple[Tensor, Tensor]:
+        """``values`` (n, k) of ``genes`` as a vocabulary table ``(V, k)`` (zeros elsewhere) and its ``(V,)``
+        bool row mask; genes outside the vocabulary are ignored."""
+        values = torch.as_tensor(values, dtype=torch.float32)
+        full = torch.zeros(self.num_nodes, values.shape[1])
+        present = torch.zeros(self.num_nodes, dtype=torch.bool)
+        pairs = [(self._index[g], k) for k, g in enumerate(genes) if g in self._index]
+        if pairs:
+            rows = torch.tensor([a for a, _ in pairs], dtype=torch.long)
+            full[rows] = values[torch.tensor([b for _, b in pairs], dtype=torch.long)]
+            present[rows] = True
+        return full, present
+
     def set_effects(self, genes: Sequence[str], codes: Tensor, mean_code: Tensor) -> None:
         """The observed effect codes ``codes`` (n, r) of ``genes`` (n names; genes outside the vocabulary are
         ignored) and the mean code ``mean_code`` (r,); every other gene has none. Needs ``node_inputs="effects"``."""
         if self.effects is None:
             raise ValueError("set_effects needs an encoder built with node_inputs='effects'")
-        codes = torch.as_tensor(codes, dtype=torch.float32)
-        full = torch.zeros(self.num_nodes, self.effects.code_dim)
-        has = torch.zeros(self.num_nodes, dtype=torch.bool)
-        pairs = [(self._index[g], k) for k, g in enumerate(genes) if g in self._index]
-        if pairs:
-            rows = torch.tensor([a for a, _ in pairs], dtype=torch.long)
-            full[rows] = codes[torch.tensor([b for _, b in pairs], dtype=torch.long)]
-            has[rows] = True
-        self.effects.set_codes(full, has, torch.as_tensor(mean_code, dtype=torch.float32))
+        self.effects.set_codes(*self._table(genes, codes), torch.as_tensor(mean_code, dtype=torch.float32))
 
     def set_gene_features(self, genes: Sequence[str], features: Tensor) -> None:
         """Per-gene features ``features`` (n, K) of ``genes`` (n names; others in the vocabulary get none)."""
         if self.effects is None:
             raise ValueError("set_gene_features needs an encoder built with node_inputs='effects'")
-        features = torch.as_tensor(features, dtype=torch.float32)
-        full = torch.zeros(self.num_nodes, features.shape[1])
-        present = torch.zeros(self.num_nodes, dtype=torch.bool)
-        pairs = [(self._index[g], k) for k, g in enumerate(genes) if g in self._index]
-        if pairs:
-            rows = torch.tensor([a for a, _ in pairs], dtype=torch.long)
-            full[rows] = features[torch.tensor([b for _, b in pairs], dtype=torch.long)]
-            present[rows] = True
-        self.effects.set_gene_features(full, present)
+        self.effects.set_gene_features(*self._table(genes, features))
 
     def encode(self, hide: Tensor | None = None) -> EncoderOutput:
         """One pass: ``Z`` (V, dim), row ``i`` embedding ``vocab[i]``, and (``node_inputs="effects"``) the prior

@@ -343,7 +343,8 @@ def test_real_string_manifest_through_mirror(server, shared_data, tmp_path, monk
     assert kf.fetch_record(out["info"])["sha256_pinned"] is False
 
 
-def test_reactome_zip_is_unpacked(server, shared_data, tmp_path, monkeypatch):
+def _serve_reactome_zip(server, shared_data, tmp_path, monkeypatch):
+    """Serve the shared Reactome GMT zipped, as Reactome does; returns ``(gmt path, server state)``."""
     base, state = server
     gmt = shared_data / "reactome" / "ReactomePathways.gmt"
     archive = tmp_path / "ReactomePathways.gmt.zip"
@@ -351,6 +352,11 @@ def test_reactome_zip_is_unpacked(server, shared_data, tmp_path, monkeypatch):
         zf.write(gmt, "ReactomePathways.gmt")
     state.files["/reactome/ReactomePathways.gmt.zip"] = archive.read_bytes()
     monkeypatch.setenv("KGBUILD_MIRROR_REACTOME", f"{base}/reactome")
+    return gmt, state
+
+
+def test_reactome_zip_is_unpacked(server, shared_data, tmp_path, monkeypatch):
+    gmt, state = _serve_reactome_zip(server, shared_data, tmp_path, monkeypatch)
     cache = tmp_path / "cache"
 
     out = kf.fetch("reactome", ["gmt"], cache_dir=cache, progress=False)
@@ -358,7 +364,7 @@ def test_reactome_zip_is_unpacked(server, shared_data, tmp_path, monkeypatch):
     assert out["gmt"].name == "ReactomePathways.gmt"
     assert out["gmt"].read_bytes() == gmt.read_bytes()
     record = kf.fetch_record(out["gmt"])
-    assert record["sha256"] == sha256_file(gmt) and record["archive_sha256"] == sha256_file(archive)
+    assert record["sha256"] == sha256_file(gmt) and record["archive_sha256"] == sha256_file(tmp_path / "ReactomePathways.gmt.zip")
     # the unpacked file is a cache hit afterwards
     kf.fetch("reactome", ["gmt"], cache_dir=cache, progress=False)
     assert len(state.gets("/reactome/ReactomePathways.gmt.zip")) == 1
@@ -622,13 +628,7 @@ def test_cached_file_without_its_record_is_not_used_offline(server, shared_data,
 
 
 def test_damaged_unpacked_member_is_unpacked_again_offline(server, shared_data, tmp_path, monkeypatch):
-    base, state = server
-    gmt = shared_data / "reactome" / "ReactomePathways.gmt"
-    archive = tmp_path / "ReactomePathways.gmt.zip"
-    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.write(gmt, "ReactomePathways.gmt")
-    state.files["/reactome/ReactomePathways.gmt.zip"] = archive.read_bytes()
-    monkeypatch.setenv("KGBUILD_MIRROR_REACTOME", f"{base}/reactome")
+    gmt, state = _serve_reactome_zip(server, shared_data, tmp_path, monkeypatch)
     cache = tmp_path / "cache"
     out = kf.fetch("reactome", ["gmt"], cache_dir=cache, progress=False)["gmt"]
     _damage(out)
