@@ -101,3 +101,27 @@ def test_set_values_are_json_or_strings_and_bad_items_name_the_option(files, tmp
                                     "--set", "lr", "-o", str(tmp_path / "run")])
     assert res.exit_code == 2 and "--set" in res.output and "KEY=VALUE" in res.output
     assert not (tmp_path / "run").exists()
+
+
+def test_piped_train_prints_one_plain_line_per_epoch(files, tmp_path):
+    """Output piped (not a terminal): no progress bar, no carriage returns, one line per epoch with the
+    validation Pearson Δ and the best so far (and the untrained prior as epoch 0)."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    toml = tmp_path / "train.toml"
+    toml.write_text((files / "train.toml").read_text().replace("progress = false", "progress = true"))
+    res = subprocess.run([sys.executable, "-m", "txpert_head.cli", "train", "--data", str(files / "d.h5ad"),
+                          "--perturbation-col", "gene", "--batch-col", "rep", "--graph", str(files / "g.kg.npz"),
+                          "--config", str(toml), "--epochs", "3", "--no-vcc", "-o", str(run)],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "\r" not in res.stdout + res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("epoch ")]
+    assert lines[0].startswith("epoch 0 (untrained prior)  val Pearson Δ ")
+    history = json.loads((run / "metrics.json").read_text())["history"]
+    assert len(lines) == 1 + len(history)
+    for ln, rec in zip(lines[1:], history):
+        assert ln.startswith(f"epoch {rec['epoch']}/3  train loss ") and "val Pearson Δ" in ln and "best " in ln
+        assert f"val Pearson Δ {rec['val_pearson_delta']:.3f}" in ln

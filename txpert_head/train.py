@@ -39,6 +39,7 @@ import json
 import logging
 import math
 import numbers
+import sys
 import time
 import types
 import typing
@@ -757,6 +758,12 @@ class Trainer:
         return True
 
     # ------------------------------------------------------------------ the loop
+    def _progress_line(self, text: str) -> None:
+        """One line per epoch on stderr (``progress``, rank 0): plain lines whether or not it is a terminal
+        (the step bar is only drawn on a terminal, so piped output holds no carriage returns)."""
+        if self.cfg.progress and self.dist.is_main:
+            tqdm.write(text, file=sys.stderr)
+
     def _epoch_zero(self) -> dict[str, torch.Tensor] | None:
         """Score the untrained model (the prior: ``graph_neighbours`` for unseen singles, ``additive`` for
         combinations) on the validation split as epoch 0, so model selection keeps it when training does not
@@ -777,6 +784,7 @@ class Trainer:
         if best_path is not None and self.dist.is_main:
             atomic_torch_save({"model": state, "epoch": 0}, best_path)
         log.info("epoch 0 (untrained prior): val_pearson_delta=%.4f", record["val_pearson_delta"])
+        self._progress_line(f"epoch 0 (untrained prior)  val Pearson Δ {record['val_pearson_delta']:.3f}")
         return state
 
     def fit(self, resume: bool = True, on_step: Callable[[int, int], None] | None = None) -> FitResult:
@@ -796,8 +804,9 @@ class Trainer:
             epoch = st["epoch"]
             order = self.epoch_order(epoch)
             n_steps = self.steps_per_epoch
+            epoch_start = time.perf_counter()
             bar = tqdm(total=n_steps, initial=st["step"], desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                       disable=not (cfg.progress and main), leave=False)
+                       disable=not (cfg.progress and main and sys.stderr.isatty()), leave=False)
             while st["step"] < n_steps:
                 s = st["step"]
                 if on_step is not None:
@@ -831,6 +840,10 @@ class Trainer:
             else:
                 st["bad_epochs"] += 1
             log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch"))
+            self._progress_line(f"epoch {epoch + 1}/{cfg.epochs}  train loss {record['train_loss']:.4f}"
+                                + (f"  val Pearson Δ {record['val_pearson_delta']:.3f}" if "val_pearson_delta" in record
+                                   else "") + f"  best {st['best_val']:.3f} (epoch {st['best_epoch']})"
+                                + f"  {time.perf_counter() - epoch_start:.1f} s")
             st["epoch"], st["step"], st["loss_sum"], st["loss_n"] = epoch + 1, 0, 0.0, 0
             self.save_checkpoint()
         if best_state is not None:
