@@ -88,6 +88,15 @@ def _train_options_section() -> list[str]:
     return lines
 
 
+def first_sentence(text: str) -> str:
+    """The first sentence of a docstring's first paragraph, on one line."""
+    import inspect
+
+    para = " ".join(inspect.cleandoc(text).split("\n\n")[0].split())
+    head, dot, _ = para.partition(". ")
+    return head + "." if dot else para
+
+
 def render() -> str:
     """The whole of docs/cli.md."""
     commands = all_commands()
@@ -109,7 +118,8 @@ def render() -> str:
     out.append("")
     for name, command, ctx in commands:
         out += [f"## {name}", ""]
-        short = command.get_short_help_str(limit=200)
+        # the docstring's first sentence (the --help command lists show the terser short_help instead)
+        short = first_sentence(command.help) if command.help else command.get_short_help_str(limit=200)
         if short:
             out += [short, ""]
         text = command.get_help(ctx).rstrip()

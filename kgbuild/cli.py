@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from kgbuild.cli_common import common_group_options, setup_logging, user_errors
+from kgbuild.cli_common import common_group_options, set_short_help, setup_logging, user_errors
 from kgbuild.fetch import FetchError, fetch, list_manifests
 from kgbuild.errors import KgbuildInputError
 from kgbuild.graph import GraphError, GraphFileError, MultiGraph
@@ -530,6 +530,20 @@ def export_command(graph: Path, fmt: str, layers: tuple[str, ...], output: Path)
     with output_errors(output):
         export_graph(g, output, fmt)
     click.echo(f"wrote {output} ({g.num_edges:,} edges, {len(g.layers)} layer(s), {fmt})")
+
+
+set_short_help(main, {
+    "edges": "Your own map graph from an edge table.",
+    "export": "Write GRAPH as a TSV edge list or GraphML.",
+    "fetch": "Download the source files of a source into the cache.",
+    "go": "Gene Ontology graph (Jaccard of GO annotations).",
+    "info": "Print a summary of GRAPH: nodes, edges, provenance.",
+    "merge": "Merge GRAPHS into one multigraph.",
+    "perturb": "Ablate GRAPH: rewire and/or drop edges.",
+    "reactome": "Reactome graph (Jaccard of pathway memberships).",
+    "screen": "Link genes with similar screen profiles.",
+    "string": "STRING protein-protein associations as a graph.",
+})
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -30,6 +30,19 @@ def common_group_options(prog: str) -> Callable[[Callable[..., Any]], Callable[.
     return decorate
 
 
+def set_short_help(group: click.Group, texts: dict[str, str]) -> None:
+    """Give each command of ``group`` its one-line summary for ``--help``'s command list.
+
+    Click otherwise cuts the first sentence of the docstring at the terminal width and ends it with
+    "...", which reads as broken output.
+    """
+    missing = sorted(set(group.commands) - set(texts))
+    if missing:
+        raise KeyError(f"no short help for command(s): {', '.join(missing)}")
+    for name, text in texts.items():
+        group.commands[name].short_help = text
+
+
 def user_errors(*kinds: type[BaseException]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Turn the listed exception types into a clean ``Error: ...`` message and exit code 1 (no traceback)."""
 

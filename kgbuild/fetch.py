@@ -440,7 +440,8 @@ def download(
     ``dest`` appears only complete and verified (atomic rename).
     """
     import requests
-    from tqdm.auto import tqdm
+
+    from kgbuild.progress import progress as _progress
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -459,7 +460,7 @@ def download(
                 log.warning("retrying %s in %.1f s (attempt %d of %d): %s", url, delay, attempt, attempts, last_error)
                 time.sleep(delay)
             try:
-                _attempt(session, url, part, validator_file, timeout, chunk_bytes, progress, tqdm)
+                _attempt(session, url, part, validator_file, timeout, chunk_bytes, progress, _progress)
                 break
             except _RetryableError as err:
                 last_error = str(err)
@@ -483,7 +484,7 @@ def download(
             session.close()
 
 
-def _attempt(session, url, part: Path, validator_file: Path, timeout, chunk_bytes, progress, tqdm) -> None:
+def _attempt(session, url, part: Path, validator_file: Path, timeout, chunk_bytes, progress, make_bar) -> None:
     """One GET; appends to or restarts ``part``. Raises :class:`_RetryableError` for transient failures."""
     import http.client
 
@@ -531,11 +532,9 @@ def _attempt(session, url, part: Path, validator_file: Path, timeout, chunk_byte
             else:
                 validator_file.unlink(missing_ok=True)
         written = offset
-        bar = tqdm(
-            total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-            desc=Path(urlparse(url).path).name or url, disable=(not progress) if progress is not None else None,
-            leave=False,
-        )
+        # a bar on a terminal, plain periodic lines otherwise (kgbuild.progress); progress=False: silent
+        bar = make_bar(total=total, initial=offset, unit="B", desc=Path(urlparse(url).path).name or url,
+                       enabled=None if progress is None else bool(progress), leave=False)
         try:
             with open(part, mode) as fh:
                 try:

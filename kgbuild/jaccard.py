@@ -82,7 +82,7 @@ def jaccard_edges(
     ``(src, dst, weight, counts)`` with int64 / int64 / float64 arrays ``(E,)`` (row indices of ``a``) and
     ``counts = {"pairs_above_threshold": directed pairs with J > min_jaccard before the cap}``.
     """
-    from tqdm import tqdm
+    from kgbuild.progress import progress as _progress
 
     a = sp.csr_matrix(a, dtype=np.float32)
     n = a.shape[0]
@@ -98,8 +98,9 @@ def jaccard_edges(
     block_rows = block_rows_for(n, block_rows)
     out_src, out_dst, out_w = [], [], []
     above = 0
-    disable = None if progress is None else not progress  # None: show only on a terminal
-    for b0 in tqdm(range(0, n, block_rows), desc="jaccard", unit="block", disable=disable):
+    # None or True: a bar on a terminal, plain periodic lines otherwise (kgbuild.progress); False: silent
+    bar = _progress(total=n, desc="Jaccard", unit="genes", enabled=None if progress is None else bool(progress))
+    for b0 in range(0, n, block_rows):
         b1 = min(n, b0 + block_rows)
         # intersection and union counts: float32 holds these integers exactly
         inter = (a_sparse[b0:b1] @ a_sparse_t).toarray()
@@ -139,6 +140,8 @@ def jaccard_edges(
         out_src.append(src)
         out_dst.append(dst)
         out_w.append(w)
+        bar.update(b1 - b0)
+    bar.close()
     if not out_src:
         empty = np.zeros(0, np.int64)
         return empty, empty, np.zeros(0), {"pairs_above_threshold": 0}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import anndata
@@ -77,14 +78,115 @@ def test_report_writer_renders_every_section_in_markdown_and_html(tmp_path):
     assert "| original | `graphs/multi.kg.npz` | 0.410 ± 0.014 | 0.400 / 0.420 | 0.550 ± 0.071 | 0.300 ± 0.000 |" in md
     assert "| linear (Ahlmann-Eltze et al. 2025) | 0.210 | 0.600 | 0.020 | 38 |" in md
     assert "| linear baseline (no graph) | - | 0.210 ± 0.014 | 0.200 / 0.220 | - | - |" in md
-    assert "- PASS: model above general" in md and "- FAIL: rewired below original" in md
+    assert "## Results" in md and "1 of 2 checks passed." in md
+    assert "| ✓ pass | model above general | 0.41 vs 0.13 |" in md and "| ✗ FAIL | rewired below original | x |" in md
+    assert "PASS:" not in md and "FAIL:" not in md
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert len(images) == 5 and all((tmp_path / p).is_file() for p in images)
     html = (tmp_path / "report.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and "<title>demo | test</title>" in html
-    assert sorted(re.findall(r'<img src="([^"]+)"', html)) == sorted(images)
+    srcs = re.findall(r'<img src="([^"]+)"', html)
+    assert len(srcs) == len(images) and all(src.startswith("data:image/png;base64,") for src in srcs)
     assert "<strong>simulated</strong>" in html and "<code>sim</code>" in html
     assert "demo \\| test" not in html
+
+
+class _Links(HTMLParser):
+    """Every URL-bearing attribute and every <img> of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.refs: list[tuple[str, str, str]] = []
+        self.images: list[str] = []
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        for name, value in attrs:
+            if name in ("src", "href", "srcset", "data", "poster", "action", "background") and value is not None:
+                self.refs.append((tag, name, value))
+        if tag == "img":
+            self.images.append(dict(attrs).get("src") or "")
+
+
+def test_report_html_is_one_shareable_file(tmp_path):
+    """report.html copied ALONE to another folder still has every figure: no external reference, each
+    <img> a base64 PNG that decodes and reads, as many images as the report has figures."""
+    import base64
+    import io
+    import shutil
+
+    import matplotlib.image
+
+    out = tmp_path / "out"
+    result = fake_result(out)
+    write_report(result, out)
+    n_figures = len(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (out / "report.md").read_text()))
+    alone = tmp_path / "elsewhere"
+    alone.mkdir()
+    shutil.copy(out / "report.html", alone / "report.html")
+    assert [p.name for p in alone.iterdir()] == ["report.html"]
+    page = (alone / "report.html").read_text(encoding="utf-8")
+    parser = _Links()
+    parser.feed(page)
+    assert "link" not in parser.tags and "script" not in parser.tags and "iframe" not in parser.tags
+    assert "http://" not in page and "https://" not in page and "url(" not in page
+    external = [r for r in parser.refs if not r[2].startswith("data:image/png;base64,")]
+    assert not external, external
+    assert len(parser.images) == n_figures == 5
+    for src in parser.images:
+        data = base64.b64decode(src.split(",", 1)[1], validate=True)
+        assert data.startswith(b"\x89PNG\r\n\x1a\n")
+        img = matplotlib.image.imread(io.BytesIO(data), format="png")
+        assert img.ndim == 3 and img.shape[0] > 10 and img.shape[1] > 10
+    # the commands block wraps instead of scrolling sideways
+    style = re.search(r"<style>(.*?)</style>", page, re.S).group(1)
+    assert re.search(r"pre\{[^}]*white-space:pre-wrap[^}]*word-break:break-all", style)
+    assert "overflow-x:auto" not in style
+    assert '<td class="pass">✓ pass</td><td>model above general</td>' in page
+    assert '<td class="fail">✗ FAIL</td>' in page
+
+
+def double_run() -> dict:
+    same = {"pearson_delta": 0.936, "retrieval": 0.9, "mse": 0.004, "n_perturbations": 6}
+    return {"name": "double", "dataset": "sim", "task": "double", "run_dir": "runs/d",
+            "model": {"pearson_delta": 0.95, "retrieval": 0.92, "mse": 0.003, "n_perturbations": 6},
+            "subgroups": {"seen2": {"pearson_delta": 0.95, "retrieval": 0.92, "mse": 0.003, "n_perturbations": 6}},
+            "baselines": {"general": dict(same), "additive": dict(same), "graph_neighbours": dict(same),
+                          "linear": {"pearson_delta": 0.5, "retrieval": 0.6, "mse": 0.01, "n_perturbations": 6}},
+            "best_epoch": 3, "train_seconds": 10.0, "plots": {}}
+
+
+def test_report_explains_rows_that_look_like_copies(tmp_path):
+    """Doubles: general = additive = graph_neighbours gets a one-line reason; a subgroup that is the whole
+    test set is not printed; identical ablation rows get a note."""
+    result = fake_result(tmp_path)
+    result["runs"].append(double_run())
+    result["ablation"]["graphs"].insert(1, {"name": "rewire 0.5", "path": "graphs/rw5.kg.npz",
+                                            "pearson_delta": [0.30, 0.34], "graph_neighbours": [0.2, 0.3],
+                                            "linear_graph": [0.1, 0.1]})
+    md = to_markdown(build_blocks(result))
+    double = md.split("## TxPert on sim: double")[1].split("## ")[0]
+    assert "| TxPert (this run) | 0.950 |" in double
+    assert "TxPert, seen2" not in double
+    assert "Subgroup `seen2` (both genes trained) is the whole test set (6 perturbations)" in double
+    assert double.count("| 0.936 | 0.900 | 0.004 | 6 |") == 3
+    assert ("Identical rows (general baseline = additive baseline = graph neighbours (no training)) are expected: "
+            "every test double has both genes trained as singles") in double
+    assert "sum of the two measured single changes" in double
+    assert "Identical rows" not in md.split("## TxPert on sim: double")[0]  # the singles run has none
+    ablation = md.split("## Graph ablation")[1]
+    assert "Note: rewire 0.5 and rewire 1.0 give identical TxPert Pearson Δ for every seed" in ablation
+    assert "0.250 ± 0.071 vs 0.030 ± 0.014" in ablation  # their graphs differ: not a copied row
+    # a subgroup smaller than the test set keeps its row; unequal baselines get no note
+    run = double_run()
+    run["subgroups"]["seen2"]["n_perturbations"] = 4
+    run["baselines"]["additive"]["pearson_delta"] = 0.9
+    run["baselines"]["graph_neighbours"]["pearson_delta"] = 0.8
+    from txpert_head.report import metrics_notes, metrics_table
+
+    assert any(row[0] == "TxPert, seen2" for row in metrics_table(run)[2])
+    assert metrics_notes(run) == []
 
 
 def test_report_writer_refuses_missing_images_and_writes_nothing(tmp_path):

@@ -29,7 +29,7 @@ def test_counts_are_normalised_and_labels_canonical(tmp_path):
     assert d.normalized_here
     assert d.condition.tolist() == ["ctrl", "A+B", "A", "A", "ctrl", "A"]
     totals = np.expm1(d.X.toarray()).sum(1)
-    np.testing.assert_allclose(totals, 4000, rtol=1e-4)
+    np.testing.assert_allclose(totals, 4000, rtol=1e-4)  # the default target_sum
     # normalised input is used as is (detected), and the choice can be forced
     d2 = load_h5ad(p, "guide", ["non-targeting", "ctrl"], batch_col="rep", normalize="none")
     assert not d2.normalized_here and d2.X.max() > 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from kgbuild.cli_common import common_group_options, setup_logging
+from kgbuild.cli_common import common_group_options, set_short_help, setup_logging
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -27,6 +27,15 @@ from txpert_head.commands import COMMANDS as _TRAIN_COMMANDS  # noqa: E402  (tra
 
 for _command in _TRAIN_COMMANDS:
     main.add_command(_command)
+
+set_short_help(main, {
+    "baseline": "Baselines on a split (no training).",
+    "evaluate": "Evaluate a trained run on its test split.",
+    "identify": "Which gene was perturbed? Rank candidate genes.",
+    "predict": "Predict mean expression with a trained run.",
+    "simulate": "Write a simulated example (graph sources, screen).",
+    "train": "Train TxPert on a Perturb-seq file and a graph.",
+})
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,12 +9,25 @@ import click
 from kgbuild.cli_common import user_errors
 from kgbuild.graph import GraphError, GraphFileError
 from kgbuild.outputs import OutputError
-from txpert_head.data import DataError
+from txpert_head.data import TARGET_SUM, DataError
 from txpert_head.splits import TASKS, SplitError
 
 # CheckpointError (txpert_head.train; a damaged checkpoint or weights of another model, naming the file) and
 # RunFolderError (txpert_head.run; a busy, foreign or unwritable run folder) are ValueErrors; imported lazily
 ERRORS = (DataError, SplitError, GraphError, GraphFileError, OutputError, FileNotFoundError, KeyError, ValueError)
+
+
+def _check_target_sum(ctx, param, value):
+    if value is not None and not (value > 0 and value != float("inf")):
+        raise click.BadParameter(f"must be a positive number of counts per cell, got {value:g}", ctx=ctx, param=param)
+    return value
+
+
+gene_info_option = click.option(
+    "--gene-info", default=None, metavar="PATH",
+    help="NCBI Homo_sapiens.gene_info(.gz): map previous symbols and aliases of perturbed genes (MARCH8) to "
+         "the graph's current symbols (MARCHF8); 'fetch' uses the `kgbuild fetch gene_info` cache. Ambiguous "
+         "aliases are not mapped; what was mapped is reported.")
 
 
 def data_options(fn):
@@ -29,7 +42,10 @@ def data_options(fn):
         click.option("--cell-line-col", default=None, help="obs column with the cell line (default: one line)."),
         click.option("--batch-col", default=None, help="obs column with the batch (default: one batch)."),
         click.option("--normalize", type=click.Choice(["auto", "counts", "none"]), default="auto", show_default=True,
-                     help="auto: raw integer counts -> 4,000 per cell + log1p, anything else as is."),
+                     help="auto: raw integer counts -> --target-sum per cell + log1p, anything else as is."),
+        click.option("--target-sum", type=float, default=TARGET_SUM, show_default=True, callback=_check_target_sum,
+                     help="Counts per cell that raw counts are scaled to before log1p (scanpy's normalize_total "
+                          "target; earlier versions used 4000)."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -40,7 +56,8 @@ def _data_opts(kw):
     from txpert_head.run import DataOptions
 
     return DataOptions(kw.pop("data_path"), kw.pop("perturbation_col"), list(kw.pop("control")),
-                       kw.pop("cell_line_col"), kw.pop("batch_col"), kw.pop("normalize"))
+                       kw.pop("cell_line_col"), kw.pop("batch_col"), kw.pop("normalize"),
+                       target_sum=kw.pop("target_sum"), gene_info=kw.pop("gene_info", None))
 
 
 def _check_loss(ctx, param, value):
@@ -65,6 +82,7 @@ holdout_option = click.option("--holdout-line", default=None, help="Cell line he
 @click.command()
 @data_options
 @click.option("--graph", required=True, type=click.Path(dir_okay=False), help="Multigraph file from kgbuild (*.kg.npz).")
+@gene_info_option
 @task_option
 @split_seed_option
 @holdout_option
@@ -209,9 +227,12 @@ def evaluate(run_dir, part, no_baselines, no_vcc, split_half_seeds):
 @click.option("--allow-unknown", is_flag=True,
               help="Also predict perturbations of genes that are neither graph nodes nor perturbed in the data "
                    "(refused by default: the model knows nothing about them); their rows get obs 'known' False.")
+@click.option("--gene-info", default=None, metavar="PATH",
+              help="NCBI gene_info file: map previous symbols and aliases among the requested genes to the model's "
+                   "(default: the file the run was trained with, if any; 'fetch': the kgbuild cache).")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output .h5ad.")
 @user_errors(*ERRORS)
-def predict(run_dir, perturbations, cell_line, allow_unknown, out):
+def predict(run_dir, perturbations, cell_line, allow_unknown, gene_info, out):
     """Predict mean expression for perturbations with a trained run; writes an .h5ad (X: prediction,
     layers['delta']: change versus the control mean, obs 'known': every gene is a graph node or was
     perturbed in the data).
@@ -222,7 +243,7 @@ def predict(run_dir, perturbations, cell_line, allow_unknown, out):
     """
     from txpert_head.run import predict_run
 
-    path = predict_run(run_dir, perturbations, out, cell_line, allow_unknown=allow_unknown)  # warns of unknown genes
+    path = predict_run(run_dir, perturbations, out, cell_line, allow_unknown=allow_unknown, gene_info=gene_info)  # warns of unknown genes
     click.echo(f"wrote {path} ({len(perturbations)} perturbation(s))")
 
 
@@ -238,6 +259,7 @@ def predict(run_dir, perturbations, cell_line, allow_unknown, out):
               help="Multigraph file (.kg.npz): adds the graph_neighbours baseline, what the graph's one-hop "
                    "neighbourhoods predict for unseen genes without training, and linear_graph, the linear "
                    "baseline with the graph's spectral embedding as perturbation embedding.")
+@gene_info_option
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Folder for baselines.json/csv.")
 @user_errors(*ERRORS)
 def baseline(task, split_seed, holdout_line, split_half_seeds, no_vcc, graph_path, out, **kw):

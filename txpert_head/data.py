@@ -7,8 +7,11 @@ A dataset is ``n`` cells (or pseudobulk rows) by ``G`` measured genes. Each row 
 * a cell line and a batch (one of each when the file has no such column).
 
 Expression is kept sparse (CSR, float32) and log-normalised: raw integer counts are scaled to
-4,000 counts per cell and ``log1p``-ed, ``x' = log(1 + 4000 * x / sum(x))``; input that is already
-normalised (non-integer values) is used as is. Both can be forced with ``normalize="counts"|"none"``.
+``target_sum`` counts per cell (default 4,000, the scale TxPert's defaults were chosen on; scanpy's
+common ``normalize_total`` choice is 10,000: ``target_sum=1e4``) and ``log1p``-ed,
+``x' = log(1 + target_sum * x / sum(x))``; input that is already normalised (non-integer values) is used as
+is. Run folders without a recorded target were trained with 4,000 (:data:`LEGACY_TARGET_SUM`). The choice
+is logged at the default verbosity (a warning). Both can be forced with ``normalize="counts"|"none"``.
 A matrix that is raw counts except for a few entries (negative or non-integer values among integer
 counts, e.g. five negative entries) is neither: ``auto`` refuses it with the reason and the override,
 instead of silently training on unnormalised values; values used as is that are far above log scale
@@ -30,7 +33,11 @@ import scipy.sparse as sp
 log = logging.getLogger(__name__)
 
 CONTROL = "ctrl"
+#: counts per cell that raw counts are scaled to before log1p (the scale the defaults were chosen on;
+#: scanpy's common ``normalize_total`` target is 1e4, ``--target-sum 10000``)
 TARGET_SUM = 4000.0
+#: the target of earlier versions (run folders whose config.json records no ``target_sum`` used it)
+LEGACY_TARGET_SUM = 4000.0
 _GENE_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/:@]*$")
 NORMALIZE_MODES = ("auto", "counts", "none")
 
@@ -101,6 +108,19 @@ class PerturbData:
         return PerturbData(self.X[rows], self.genes, self.condition[rows], self.cell_line[rows], self.batch[rows],
                            source=self.source, pseudobulk=self.pseudobulk, normalized_here=self.normalized_here,
                            notes=dict(self.notes))
+
+    def rename_perturbed_genes(self, mapping: dict[str, str]) -> None:
+        """Rename constituent genes of the perturbations in place (``{"MARCH8": "MARCHF8"}``); conditions are
+        re-canonicalised (constituents sorted). Measured genes (columns) keep their names."""
+        if not mapping:
+            return
+        renamed = {c: "+".join(sorted(mapping.get(g, g) for g in constituents(c))) if c != CONTROL else c
+                   for c in self.conditions.tolist()}
+        names = np.asarray([renamed[c] for c in self.conditions.tolist()], dtype=object)
+        self.condition = names[self.cond_id].astype(str)
+        self.conditions, self.cond_id = np.unique(self.condition, return_inverse=True)
+        self.cond_id = self.cond_id.astype(np.int64)
+        self.notes.setdefault("renamed_genes", {}).update(mapping)
 
 
 def constituents(condition: str) -> tuple[str, ...]:
@@ -254,6 +274,7 @@ def load_h5ad(
     normalize: str = "auto",
     pseudobulk: bool | None = None,
     layer: str | None = None,
+    target_sum: float = TARGET_SUM,
 ) -> PerturbData:
     """Read ``path`` into a :class:`PerturbData`.
 
@@ -261,6 +282,8 @@ def load_h5ad(
     ``normalize``: ``auto`` (raw integer counts are normalised, anything else used as is), ``counts``
     (always normalise), ``none`` (never). ``pseudobulk``: ``None`` detects it (at most one row per
     condition x cell line x batch). ``layer``: read ``adata.layers[layer]`` instead of ``X``.
+    ``target_sum``: counts per cell that raw counts are scaled to before ``log1p`` (default 4,000;
+    scanpy's common choice is 1e4). The result's ``notes["normalization"]`` records what was done.
     """
     import anndata
 
@@ -274,6 +297,7 @@ def load_h5ad(
     controls = (control,) if isinstance(control, str) else tuple(control)
     if normalize not in NORMALIZE_MODES:
         raise DataError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
+    target_sum = check_target_sum(target_sum)
     if adata.n_obs == 0:
         raise DataError(f"{path}: the file has no cells (0 rows)")
     if adata.n_vars == 0:
@@ -314,8 +338,10 @@ def load_h5ad(
                         f"range, ~3.4e38)")
     do_norm = _normalise_or_not(X, normalize, path, adata.obs_names.astype(str), adata.var_names.astype(str))
     if do_norm:
-        log.info("%s: raw counts detected; normalising to %g per cell and log1p", path, TARGET_SUM)
-        X = normalize_counts(X)
+        log.warning("%s: normalised raw counts: %s per cell + log1p (scanpy normalize_total(target_sum=%g) + log1p); "
+                    "--target-sum to change (scanpy's common choice: 10000)", path, f"{target_sum:,.6g}",
+                    target_sum)
+        X = normalize_counts(X, target_sum)
     else:
         log.info("%s: using expression as is (%s)", path, "normalize=none" if normalize == "none" else "not integer counts")
     keys = pd.DataFrame({"c": condition, "l": cell_line, "b": batch})
@@ -326,11 +352,30 @@ def load_h5ad(
     if pseudobulk:
         log.info("%s: pseudobulk input (one row per condition x cell line x batch)", path)
     data = PerturbData(X, adata.var_names.astype(str).tolist(), condition, cell_line, batch, source=path,
-                       pseudobulk=bool(pseudobulk), normalized_here=do_norm)
+                       pseudobulk=bool(pseudobulk), normalized_here=do_norm,
+                       notes={"normalization": normalization_record(do_norm, target_sum)})
     check_controls_per_batch(data)
     log.info("%s: %d rows x %d genes, %d perturbations, %d cell line(s), %d batch(es)", path, data.n_obs,
              data.n_genes, len(data.perturbations()), len(np.unique(cell_line)), len(np.unique(batch)))
     return data
+
+
+def check_target_sum(target_sum: object) -> float:
+    """``target_sum`` as a positive finite float; :class:`DataError` otherwise."""
+    try:
+        value = float(target_sum)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise DataError(f"target_sum must be a number, got {target_sum!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise DataError(f"target_sum must be a positive number of counts per cell, got {target_sum!r}")
+    return value
+
+
+def normalization_record(normalized_here: bool, target_sum: float) -> dict:
+    """What was done to the expression: ``{"normalized_here", "target_sum", "log1p"}`` (``target_sum`` None and
+    ``log1p`` False when the values were used as stored)."""
+    return {"normalized_here": bool(normalized_here), "target_sum": float(target_sum) if normalized_here else None,
+            "log1p": bool(normalized_here)}
 
 
 def check_unique_genes(genes: Sequence[str], source: str) -> None:
@@ -420,8 +465,10 @@ def graph_overlap(data: PerturbData, graph_nodes: Iterable[str], graph_name: str
             f"(e.g. {', '.join(genes[:5])}) is a node; graph nodes look like {', '.join(sample) or '(no nodes)'}"
         )
     if missing:
-        log.warning("%d of %d perturbed genes are not in %s (isolated encoder rows): %s", len(missing), len(genes),
-                    graph_name, ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else ""))
+        log.warning("%d of %d perturbed genes are not in %s (isolated encoder rows): %s%s", len(missing), len(genes),
+                    graph_name, ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else ""),
+                    "" if data.notes.get("symbols") else "; --gene-info maps previous symbols and aliases "
+                    "(e.g. MARCH8 -> MARCHF8) to the graph's")
     measured = len(set(data.genes) & nodes)
     log.info("%s: %d/%d perturbed genes and %d/%d measured genes are graph nodes", graph_name, len(present),
              len(genes), measured, data.n_genes)

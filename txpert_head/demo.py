@@ -284,8 +284,13 @@ def train_one(rec: Recorder, ds: Dataset, graph: Path, task: str, options: dict,
              + f" --graph {rec.show(graph)} --task {task} --split-seed {seed} --seed {seed}"
              + f" --config {rec.show(cfg_file)} --no-resume" + ("" if baselines else " --no-baselines")
              + f" -o {rec.show(out)}")
-    report = rec.python(step, shown, lambda: train_run(opts, graph, task, cfg, out, split_seed=seed, resume=False,
-                                                        baselines=baselines))
+    from txpert_head import plots
+
+    def run() -> dict:
+        with plots.context(ds.name):  # the run's figures are titled "<dataset> · <run folder>"
+            return train_run(opts, graph, task, cfg, out, split_seed=seed, resume=False, baselines=baselines)
+
+    report = rec.python(step, shown, run)
     pd_model = report["model"]["pearson_delta"]
     general = report.get("baselines", {}).get("general", {}).get("pearson_delta")
     rec.say(f"  -> Pearson Δ {pd_model:.3f}" + (f" (general baseline {general:.3f})" if general is not None else "")
@@ -358,13 +363,20 @@ def graph_ablation(rec: Recorder, ds: Dataset, graphs: dict[str, Path], task: st
                        for name in graphs]}
 
 
-def ablation_plot(ab: dict, path: Path) -> Path:
+def ablation_plot(ab: dict, path: Path, dataset: str | None = None) -> Path:
     """Pearson Δ per graph (points: seeds; bar: mean) with the general baseline as a dashed line."""
+    from txpert_head.plots import _save
+
+    return _save(ablation_figure(ab, dataset), path)
+
+
+def ablation_figure(ab: dict, dataset: str | None = None):
+    """The figure of :func:`ablation_plot` (titled with the dataset)."""
     import numpy as np
 
-    from txpert_head.plots import _save, plt
+    from txpert_head.plots import plt
 
-    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
     names = [g["name"] for g in ab["graphs"]]
     for i, g in enumerate(ab["graphs"]):
         v = np.asarray(g["pearson_delta"], dtype=float)
@@ -372,9 +384,11 @@ def ablation_plot(ab: dict, path: Path) -> Path:
         ax.scatter(np.full(len(v), i), v, color=f"C{i}", zorder=3, s=16)
     ax.axhline(float(np.mean(ab["general"])), color="k", ls="--", lw=1, label="general baseline (mean)")
     ax.set_xticks(range(len(names)), names)
-    ax.set(ylabel="test Pearson Δ", title=f"graph ablation ({ab['task']})")
+    ax.set(ylabel="test Pearson Δ", title=f"{ab['task']}, {len(ab['seeds'])} seed(s); points: seeds, bars: mean")
+    ax.title.set_fontsize(10)
     ax.legend(fontsize=8, loc="lower left")
-    return _save(fig, path)
+    fig.suptitle("Graph ablation" + (f" — {dataset}" if dataset else ""))
+    return fig
 
 
 #: a fully rewired graph must cost TxPert at least this much Pearson Δ (the model uses the graph)
@@ -435,7 +449,8 @@ def run_simulated(rec: Recorder, quick: bool, seeds: Sequence[int], doubles: boo
         rec.tool(f"rewire {p}", "kgbuild", ["perturb", "--rewire", p, "--seed", "0", merged, "-o", path])
         ablated[f"rewire {p}"] = path
     graph = MultiGraph.load(merged)
-    degree_png = plots.degree_distribution(graph, out / "figures" / "degree_distribution.png")
+    degree_png = plots.degree_distribution(graph, out / "figures" / "degree_distribution.png",
+                                           title=f"simulated example, {merged.name}")
     ds = Dataset("simulated screen", sim / "perturbseq.h5ad", "perturbation", ["ctrl"], "batch", "cell_line",
                  "unseen_single")
     options = QUICK_TRAIN_OPTIONS if quick else TRAIN_OPTIONS
@@ -451,7 +466,7 @@ def run_simulated(rec: Recorder, quick: bool, seeds: Sequence[int], doubles: boo
         run_list.append(run_summary(rec, "double", ds, "double", rep_d, d_dir))
     rec.say(f"graph ablation: {len(ablated)} graphs x {len(seeds)} seed(s)")
     ab = graph_ablation(rec, ds, ablated, "unseen_single", options, seeds, runs, reuse)
-    ab["plot"] = rec_rel(rec, ablation_plot(ab, out / "figures" / "ablation.png"))
+    ab["plot"] = rec_rel(rec, ablation_plot(ab, out / "figures" / "ablation.png", ds.name))
     main_general = rep["baselines"]["general"]["pearson_delta"]
     checks = [{"name": "TxPert above the general baseline (unseen singles, seed %d)" % first,
                "passed": rep["model"]["pearson_delta"] > main_general,
@@ -506,7 +521,8 @@ def run_real(rec: Recorder, data: Path, quick: bool, seed: int, datasets: Sequen
     merged = graphs / "multi.kg.npz"
     rec.tool("merge", "kgbuild", ["merge", *layers, "-o", merged])
     graph = MultiGraph.load(merged)
-    degree_png = plots.degree_distribution(graph, rec.out / "figures" / "degree_distribution.png")
+    degree_png = plots.degree_distribution(graph, rec.out / "figures" / "degree_distribution.png",
+                                           title=f"{rec.show(data)}, {merged.name}")
     # real graphs are large: restrict each run to the perturbed genes' 2-hop receptive field (exact for the
     # 2 message-passing layers, much faster)
     options = QUICK_TRAIN_OPTIONS if quick else TRAIN_OPTIONS

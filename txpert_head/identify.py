@@ -60,9 +60,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from kgbuild.atomic import atomic_path
+from kgbuild.progress import progress as progress_report
 from txpert_head.controls import ControlIndex
 from txpert_head.data import CONTROL, DataError, PerturbData, parse_label
 from txpert_head.model import TxPert
@@ -235,12 +235,16 @@ def _changes(model: TxPert, enc, X: torch.Tensor, ref: torch.Tensor, rows: np.nd
     """Yield ``(lo, D)`` per candidate batch: ``D`` (k, n_in, G) float64 = model(x_i, c) − ρ_i."""
     n_in = X.shape[0]
     m = max(1, batch_rows // n_in)
-    for lo in tqdm(range(0, len(rows), m), desc=desc, unit="batch", disable=not progress, leave=False):
-        r = torch.as_tensor(rows[lo:lo + m], device=X.device)
-        k = len(r)
-        x = X.unsqueeze(0).expand(k, -1, -1).reshape(k * n_in, -1)
-        p = r.view(k, 1, 1).expand(k, n_in, 1).reshape(k * n_in, 1)
-        yield lo, model(x, p, enc=enc).view(k, n_in, -1).double() - ref.unsqueeze(0)
+    # a bar on a terminal, plain periodic lines on stderr otherwise (kgbuild.progress)
+    with progress_report(total=len(rows), desc=f"identify: scoring {desc}", unit="candidates",
+                         enabled=None if progress else False, leave=False) as bar:
+        for lo in range(0, len(rows), m):
+            r = torch.as_tensor(rows[lo:lo + m], device=X.device)
+            k = len(r)
+            x = X.unsqueeze(0).expand(k, -1, -1).reshape(k * n_in, -1)
+            p = r.view(k, 1, 1).expand(k, n_in, 1).reshape(k * n_in, 1)
+            yield lo, model(x, p, enc=enc).view(k, n_in, -1).double() - ref.unsqueeze(0)
+            bar.update(k)
 
 
 @torch.no_grad()

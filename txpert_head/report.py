@@ -16,12 +16,14 @@ A report is built from a plain dictionary (what :mod:`txpert_head.demo` collects
      "notes": [str]}
 
 Image paths are relative to the report's folder; :func:`write_report` refuses to write a report that
-points at a missing PNG. Both files are written atomically (temporary file, then rename), the report last
+points at a missing PNG. ``report.md`` links the PNGs by those relative paths; ``report.html`` embeds each
+as a base64 data URI, so it can be shared as one file. Both files are written atomically (temporary file, then rename), the report last
 of all the demo's outputs, so a report on disk always describes a finished run.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import re
 from pathlib import Path
@@ -38,6 +40,8 @@ BASELINE_LABELS = {"general": "general baseline", "additive": "additive baseline
                    "linear": "linear (Ahlmann-Eltze et al. 2025)",
                    "linear_graph": "linear, graph spectral embedding",
                    "split_half": "split-half (experimental ceiling)"}
+
+CHECK_MARK = {True: "✓ pass", False: "✗ FAIL"}
 
 Block = tuple  # ("h", level, text) | ("p", text) | ("list", items) | ("code", text) | ("table", header, rows)
 #              | ("img", alt, path)
@@ -70,11 +74,66 @@ def seconds(s: float) -> str:
 
 
 # ---------------------------------------------------------------------- content
+SUBGROUP_LABELS = {"seen0": "neither gene trained", "seen1": "one gene trained", "seen2": "both genes trained"}
+#: baselines that, for a double whose two genes were both trained as singles, all predict the sum of the two
+#: measured single changes
+SUM_OF_SINGLES = {"general", "additive", "graph_neighbours"}
+
+
+def _numbers(vals: dict) -> tuple:
+    """What a table row shows of a result: its formatted metrics and count."""
+    return (*(fmt(vals.get(k)) for k, _, _ in METRICS), fmt(vals.get("n_perturbations")))
+
+
+def whole_test_subgroups(run: dict) -> list[str]:
+    """Subgroups holding every test perturbation: their row would repeat the model's row."""
+    n = run["model"].get("n_perturbations")
+    return [name for name, vals in run.get("subgroups", {}).items()
+            if n is not None and vals.get("n_perturbations") == n]
+
+
+def identical_baselines(run: dict) -> list[list[str]]:
+    """Groups of two or more baselines whose rows show the same numbers (all metrics, to 3 decimals)."""
+    groups: dict[tuple, list[str]] = {}
+    for name, vals in run.get("baselines", {}).items():
+        key = _numbers(vals)
+        if any(v != "-" for v in key[:-1]):
+            groups.setdefault(key, []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def metrics_notes(run: dict) -> list[str]:
+    """One line per coincidence in :func:`metrics_table` that would otherwise look like a bug."""
+    notes = []
+    n = run["model"].get("n_perturbations")
+    all_seen2 = "seen2" in whole_test_subgroups(run)
+    for name in whole_test_subgroups(run):
+        what = SUBGROUP_LABELS.get(name, name)
+        notes.append(f"Subgroup `{name}` ({what}) is the whole test set ({fmt(n)} perturbations), so its row "
+                     f"would repeat TxPert's and is left out.")
+    for names in identical_baselines(run):
+        labels = " = ".join(BASELINE_LABELS.get(x, x) for x in names)
+        if set(names) <= SUM_OF_SINGLES and run.get("task") == "double":
+            scope = ("every test double has both genes trained as singles" if all_seen2 else
+                     "on the test doubles whose two genes were both trained as singles")
+            notes.append(f"Identical rows ({labels}) are expected: {scope}, and for such a double each of these "
+                         f"baselines predicts the sum of the two measured single changes (graph neighbours "
+                         f"are only consulted for genes without a measured single; docs/metrics.md).")
+        else:
+            notes.append(f"Identical rows ({labels}): these baselines make the same predictions on this test "
+                         f"set (same numbers to 3 decimals), not a copying error.")
+    return notes
+
+
 def metrics_table(run: dict) -> Block:
-    """Model, its subgroups and every baseline on the run's test split."""
+    """Model, its subgroups and every baseline on the run's test split (a subgroup that is the whole test set
+    is left out: :func:`metrics_notes` says so)."""
     rows = [["TxPert (this run)", *(fmt(run["model"].get(k)) for k, _, _ in METRICS),
              fmt(run["model"].get("n_perturbations"))]]
+    whole = set(whole_test_subgroups(run))
     for name, vals in run.get("subgroups", {}).items():
+        if name in whole:
+            continue
         rows.append([f"TxPert, {name}", *(fmt(vals.get(k)) for k, _, _ in METRICS), fmt(vals.get("n_perturbations"))])
     for name, vals in run.get("baselines", {}).items():
         rows.append([BASELINE_LABELS.get(name, name), *(fmt(vals.get(k)) for k, _, _ in METRICS),
@@ -91,6 +150,27 @@ def paired_table(paired: dict) -> Block:
     header = ["TxPert minus", "Pearson Δ difference", "95% bootstrap interval", "TxPert better on",
               "sign-flip p (no difference)"]
     return ("table", header, rows)
+
+
+def ablation_notes(ab: dict) -> list[str]:
+    """A line for each set of graphs whose TxPert scores are identical for every seed (to 3 decimals)."""
+    groups: dict[tuple, list[dict]] = {}
+    for g in ab["graphs"]:
+        key = tuple(fmt(v) for v in g["pearson_delta"])
+        if key and any(v != "-" for v in key):
+            groups.setdefault(key, []).append(g)
+    notes = []
+    for same in (gs for gs in groups.values() if len(gs) > 1):
+        names = " and ".join(g["name"] for g in same)
+        nb = [mean_sd(g.get("graph_neighbours", [])) for g in same]
+        differ = len(set(nb)) > 1 and "-" not in nb
+        notes.append(f"Note: {names} give identical TxPert Pearson Δ for every seed (to 3 decimals). "
+                     + ("The graphs themselves differ (their graph-neighbour baselines: " + " vs ".join(nb) + "), "
+                        "so the rows are separate runs, not a copy: TxPert's test predictions did not depend on "
+                        "which of these graphs it was given. "
+                        if differ else "Their graph-neighbour baselines are identical too. ")
+                     + "The checks above compare each graph with the original on its own, so both can pass.")
+    return notes
 
 
 def ablation_blocks(ab: dict) -> list[Block]:
@@ -111,6 +191,8 @@ def ablation_blocks(ab: dict) -> list[Block]:
         ("table", ["graph", "file", "TxPert Pearson Δ (mean ± sd)", "per seed",
                    "graph-neighbour baseline (no training)", "linear graph baseline (no training)"], rows),
     ]
+    for note in ablation_notes(ab):
+        blocks.append(("p", note))
     if ab.get("plot"):
         blocks.append(("img", "Pearson Δ per graph and seed", ab["plot"]))
     blocks.append(("p", "Reading the table: the gap between the general baseline and the rewired graphs is what "
@@ -134,8 +216,12 @@ def build_blocks(result: dict) -> list[Block]:
     b.append(("p", f"Mode: **{result['mode']}** ({result['data']}). Started {result['started']}; "
                    f"wall time {seconds(result['wall_seconds'])}."))
     if result.get("checks"):
-        b.append(("list", [f"{'PASS' if c['passed'] else 'FAIL'}: {c['name']} ({c['detail']})"
-                           for c in result["checks"]]))
+        checks = result["checks"]
+        passed = sum(bool(c["passed"]) for c in checks)
+        b.append(("h", 2, "Results"))
+        b.append(("p", f"{passed} of {len(checks)} checks passed."))
+        b.append(("table", ["", "check", "detail"],
+                  [[CHECK_MARK[bool(c["passed"])], c["name"], c["detail"]] for c in checks]))
     for note in result.get("notes", []):
         b.append(("p", note))
 
@@ -157,6 +243,8 @@ def build_blocks(result: dict) -> list[Block]:
                        f"{seconds(run['train_seconds'])}. Metrics on the held-out test perturbations "
                        f"(means over perturbations):"))
         b.append(metrics_table(run))
+        for note in metrics_notes(run):
+            b.append(("p", note))
         if run.get("paired"):
             b.append(paired_table(run["paired"]))
         plots = run.get("plots", {})
@@ -230,7 +318,35 @@ def to_markdown(blocks: Sequence[Block]) -> str:
     return "\n\n".join(out) + "\n"
 
 
-def to_html(blocks: Sequence[Block], title: str) -> str:
+def data_uri(path: Path) -> str:
+    """A PNG file as a ``data:image/png;base64,...`` URI (the HTML report carries its figures inside)."""
+    data = Path(path).read_bytes()
+    if not data.startswith(PNG_SIGNATURE):
+        raise ValueError(f"{path}: not a PNG file")
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.4;"
+         "overflow-wrap:anywhere}"
+         "table{border-collapse:collapse;margin:1em 0;max-width:100%}td,th{border:1px solid #bbb;padding:3px 8px;"
+         "text-align:left;vertical-align:top}td code{word-break:break-all}"
+         "pre{background:#f4f4f4;padding:8px;font-size:85%;white-space:pre-wrap;word-break:break-all}"
+         "img{max-width:100%;height:auto}figure{margin:1em 0}figcaption{font-size:85%;color:#555}"
+         "td.pass{color:#1a7f37;font-weight:bold;white-space:nowrap}"
+         "td.fail{color:#cf222e;font-weight:bold;white-space:nowrap}")
+
+
+def _cell(c: Any) -> str:
+    text = str(c)
+    cls = ' class="pass"' if text == CHECK_MARK[True] else ' class="fail"' if text == CHECK_MARK[False] else ""
+    return f"<td{cls}>{inline_html(text)}</td>"
+
+
+def to_html(blocks: Sequence[Block], title: str, image_root: str | Path = ".") -> str:
+    """One self-contained HTML page: every figure is embedded as a base64 PNG (read from ``image_root`` /
+    the block's relative path), no stylesheet or script is linked, so the file can be sent alone."""
     body: list[str] = []
     for block in blocks:
         kind = block[0]
@@ -244,20 +360,18 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
             body.append(f"<pre>{html.escape(block[1])}</pre>")
         elif kind == "table":
             head = "".join(f"<th>{inline_html(str(h))}</th>" for h in block[1])
-            rows = "".join("<tr>" + "".join(f"<td>{inline_html(str(c))}</td>" for c in row) + "</tr>"
-                           for row in block[2])
+            rows = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in block[2])
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
         elif kind == "img":
-            src = html.escape(block[2], quote=True)
-            body.append(f'<p><a href="{src}"><img src="{src}" alt="{html.escape(block[1], quote=True)}"></a></p>')
+            alt = html.escape(block[1], quote=True)
+            body.append(f'<figure><img src="{data_uri(Path(image_root) / block[2])}" alt="{alt}">'
+                        f"<figcaption>{inline_html(block[1])}</figcaption></figure>")
         else:
             raise ValueError(f"unknown report block {kind!r}")
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.4}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;"
-             "text-align:left}pre{background:#f4f4f4;padding:8px;overflow-x:auto;font-size:85%}"
-             "img{max-width:100%}")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>\n" + "\n".join(body)
+            + "\n</body></html>\n")
 
 
 def image_paths(blocks: Sequence[Block]) -> list[str]:
@@ -276,7 +390,7 @@ def write_report(result: dict, out_dir: str | Path, html_too: bool = True) -> li
         raise FileNotFoundError(f"report images missing under {out_dir}: {', '.join(missing)}")
     written = []
     if html_too:
-        text = to_html(blocks, result.get("title", "TxPert demo report"))
+        text = to_html(blocks, result.get("title", "TxPert demo report"), image_root=out_dir)
         written.append(atomic_write(out_dir / "report.html", lambda fh: fh.write(text.encode("utf-8"))))
     md = to_markdown(blocks)
     written.append(atomic_write(out_dir / "report.md", lambda fh: fh.write(md.encode("utf-8"))))

@@ -43,8 +43,8 @@ from kgbuild.outputs import output_errors
 from txpert_head import distributed, plots
 from txpert_head.baselines import run_baselines
 from txpert_head.controls import ControlIndex
-from txpert_head.data import (CONTROL, DataError, PerturbData, canonical_conditions, constituents, graph_overlap,
-                              load_h5ad)
+from txpert_head.data import (CONTROL, LEGACY_TARGET_SUM, TARGET_SUM, DataError, PerturbData, canonical_conditions,
+                              constituents, graph_overlap, load_h5ad)
 from txpert_head.paired import paired_comparison
 from txpert_head.profiles import condition_name, true_profiles
 from txpert_head.splits import Split, make_split
@@ -65,10 +65,25 @@ class DataOptions:
     batch_col: str | None = None
     normalize: str = "auto"
     pseudobulk: bool | None = None
+    #: counts per cell raw counts are scaled to before log1p (run folders without it used 4,000)
+    target_sum: float = TARGET_SUM
+    #: NCBI gene_info table mapping previous symbols / aliases of perturbed genes to the graph's symbols
+    #: (``"fetch"``: the ``kgbuild fetch gene_info`` cache); None: names are matched as they are
+    gene_info: str | None = None
 
     def load(self) -> PerturbData:
         return load_h5ad(self.path, self.perturbation_col, self.control, self.cell_line_col, self.batch_col,
-                         self.normalize, self.pseudobulk)
+                         self.normalize, self.pseudobulk, target_sum=self.target_sum)
+
+    @classmethod
+    def from_config(cls, values: dict[str, Any]) -> "DataOptions":
+        """The options recorded in a run's config.json; keys of earlier versions get their old values
+        (no ``target_sum``: 4,000, what such runs were trained with)."""
+        return cls(**{**LEGACY_DATA_OPTIONS, **values})
+
+
+#: values of data options that config.json files of earlier versions lack (see :meth:`DataOptions.from_config`)
+LEGACY_DATA_OPTIONS = {"target_sum": LEGACY_TARGET_SUM, "gene_info": None}
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -122,10 +137,42 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def load_graph_for(data: PerturbData, graph_path: str | Path) -> MultiGraph:
+def load_graph_for(data: PerturbData, graph_path: str | Path, gene_info: str | Path | None = None) -> MultiGraph:
+    """The graph file; with ``gene_info`` the data's perturbed genes are first renamed to the graph's symbols
+    where a previous symbol or alias names a graph node (:func:`map_gene_symbols`)."""
     graph = MultiGraph.load(graph_path)
+    if gene_info is not None:
+        map_gene_symbols(data, graph.nodes.tolist(), gene_info, f"perturbed genes vs {graph_path}")
     graph_overlap(data, graph.nodes.tolist(), str(graph_path))
     return graph
+
+
+def map_gene_symbols(data: PerturbData, vocabulary: Sequence[str], gene_info: str | Path,
+                     where: str = "perturbed genes vs graph") -> dict[str, Any]:
+    """Rename the data's perturbed genes that are previous symbols or aliases of vocabulary genes (MARCH8 ->
+    MARCHF8, from NCBI's gene_info; :mod:`kgbuild.symbols`), in place. Ambiguous aliases (shared by several
+    genes) are not mapped; a name whose mapped symbol is perturbed in the data too is kept. Logs one line at the
+    default verbosity ("gene symbols (...): 24 matched, 1 mapped (MARCH8 -> MARCHF8), 0 ambiguous, 0 unknown")
+    and returns the counts (also in ``data.notes["symbols"]``)."""
+    from kgbuild.symbols import SymbolError, SymbolMap, match_names, resolve_gene_info
+
+    try:
+        symbols = SymbolMap.from_gene_info(resolve_gene_info(gene_info))
+    except SymbolError as err:
+        raise DataError(str(err)) from None
+    genes = data.perturbed_genes()
+    match = match_names(genes, vocabulary, symbols)
+    clash = {a: b for a, b in match.mapping.items() if b in set(genes)}
+    for a, b in clash.items():
+        log.warning("%s: %s is a previous symbol or alias of %s, but %s is perturbed in the data too: %s is kept "
+                    "as it is", where, a, b, b, a)
+        del match.mapping[a]
+        match.unknown.append(a)
+    data.rename_perturbed_genes(match.mapping)
+    log.warning("gene symbols (%s, %s): %s", where, Path(str(gene_info)).name, match.describe())
+    report = {**match.as_dict(), "gene_info": str(gene_info), "kept_as_is": sorted(clash)}
+    data.notes["symbols"] = report
+    return report
 
 
 class RunFolderError(ValueError):
@@ -284,6 +331,9 @@ def check_resumable(out: Path, config: dict[str, Any], cfg: TrainConfig) -> None
         if not isinstance(old, dict):
             raise RunFolderError(f"{previous} is not a txpert run configuration; use a new output folder")
         now = json.loads(json.dumps(_clean({k: v for k, v in config.items() if k != "train"})))
+        old = dict(old)
+        if isinstance(old.get("data"), dict):
+            old["data"] = {**LEGACY_DATA_OPTIONS, **old["data"]}
         if {k: v for k, v in old.items() if k != "train"} != now:
             raise RunFolderError(f"{out} holds a run on other data, graph or task; choose a new output folder "
                                  "(nothing was changed)")
@@ -312,7 +362,7 @@ def train_run(data_opts: DataOptions, graph_path: str | Path, task: str, cfg: Tr
     out = Path(out)
     ctx = distributed.setup(cfg.device)
     data = data_opts.load()
-    graph = load_graph_for(data, graph_path)
+    graph = load_graph_for(data, graph_path, data_opts.gene_info)
     split = make_split(data, task, seed=split_seed, holdout_line=holdout_line)
     config = {"data": dataclasses.asdict(data_opts), "graph": str(graph_path), "task": task,
               "split_seed": split_seed, "holdout_line": holdout_line, "train": cfg.to_dict()}
@@ -373,6 +423,10 @@ def _train_and_report(trainer: Trainer, data: PerturbData, graph: MultiGraph, sp
     report: dict[str, Any] = {"model": result.test_summary, "subgroups": result.subgroup_summary,
                               "best_epoch": result.best_epoch, "best_val_pearson_delta": result.best_val,
                               "train_seconds": result.seconds, "history": result.history}
+    if "normalization" in data.notes:
+        report["normalization"] = data.notes["normalization"]
+    if "symbols" in data.notes:
+        report["gene_symbols"] = data.notes["symbols"]
     if result.untrained_val:  # epoch 0: the untrained prior (best_epoch 0 when training did not beat it)
         report["untrained_val_pearson_delta"] = result.untrained_val.get("val_pearson_delta")
     if baselines:
@@ -447,11 +501,11 @@ def load_run(run_dir: str | Path, data_path: str | None = None) -> tuple[Trainer
     config = _read_json(cfg_path)
     if not isinstance(config, dict) or not isinstance(config.get("data"), dict) or "train" not in config:
         raise RunFolderError(f"{cfg_path}: not a txpert run configuration (no data or train options)")
-    opts = DataOptions(**config["data"])
+    opts = DataOptions.from_config(config["data"])
     if data_path:
         opts.path = data_path
     data = opts.load()
-    graph = load_graph_for(data, config["graph"])
+    graph = load_graph_for(data, config["graph"], opts.gene_info)
     split = Split.from_json(_read_json(run_dir / "split.json"))
     cfg = TrainConfig.from_dict({**LEGACY_OPTIONS, **config["train"]})
     trainer = Trainer(data, graph, split, cfg, None)
@@ -493,7 +547,8 @@ def evaluate_run(run_dir: str | Path, part: str = "test", baselines: bool = True
 
 
 def predict_run(run_dir: str | Path, perturbations: Sequence[str], out: str | Path, cell_line: str | None = None,
-                control: Sequence[str] = (CONTROL,), allow_unknown: bool = False) -> Path:
+                control: Sequence[str] = (CONTROL,), allow_unknown: bool = False,
+                gene_info: str | Path | None = None) -> Path:
     """Predicted mean expression of each perturbation (any genes of the graph or the data, seen or not)
     written as ``.h5ad``.
 
@@ -504,6 +559,11 @@ def predict_run(run_dir: str | Path, perturbations: Sequence[str], out: str | Pa
     knows nothing about it, and its "prediction" is the change of a perturbation without that gene. Such
     perturbations raise :class:`DataError` naming the genes, unless ``allow_unknown``: then they are
     predicted, logged as a warning and marked ``known = False``.
+
+    ``gene_info`` (default: the one the run was trained with, if any): requested genes that are previous symbols
+    or aliases of the model's genes are mapped to them (MARCH8 -> MARCHF8); obs ``requested`` keeps the label as
+    given. ``uns['normalization']`` (``target_sum``, ...) and ``uns['log1p']`` say how the expression was
+    normalised.
     """
     import anndata
 
@@ -516,6 +576,23 @@ def predict_run(run_dir: str | Path, perturbations: Sequence[str], out: str | Pa
     if cell_line not in lines:
         raise ValueError(f"unknown cell line {cell_line!r}; the data has {', '.join(lines)}")
     canon = canonical_conditions(list(perturbations), list(control), where="--perturbation: ")
+    requested = [str(p) for p in canon]
+    gene_info = gene_info if gene_info is not None else config["data"].get("gene_info")
+    symbols = None
+    if gene_info is not None:
+        from kgbuild.symbols import SymbolError, SymbolMap, match_names, resolve_gene_info
+
+        try:
+            smap = SymbolMap.from_gene_info(resolve_gene_info(gene_info))
+        except SymbolError as err:
+            raise DataError(str(err)) from None
+        vocab = set(trainer.encoder_index) | set(trainer.graph.nodes.tolist())
+        match = match_names([g for p in canon for g in constituents(p)], vocab, smap)
+        log.warning("gene symbols (requested genes vs the run's model, %s): %s", Path(str(gene_info)).name,
+                    match.describe())
+        canon = np.asarray(["+".join(sorted(match.mapping.get(g, g) for g in constituents(p))) if p != CONTROL
+                            else p for p in canon.tolist()])
+        symbols = {**match.as_dict(), "gene_info": str(gene_info)}
     conds = [(cell_line, str(p)) for p in canon]
     trainer.cover_genes([g for p in canon for g in constituents(p)])
     unknown = sorted({g for p in canon for g in constituents(p) if g not in trainer.encoder_index})
@@ -530,12 +607,22 @@ def predict_run(run_dir: str | Path, perturbations: Sequence[str], out: str | Pa
     known = [all(g in trainer.encoder_index for g in constituents(p)) for p in canon]
     pred = trainer.predict_means(conds, rows_for={})
     ctrl = trainer.controls.means[trainer.controls.line_of_group == cell_line].astype(np.float64).mean(0)
-    obs = pd.DataFrame({"perturbation": list(canon), "cell_line": cell_line, "known": known},
+    obs = pd.DataFrame({"perturbation": list(canon), "requested": requested, "cell_line": cell_line, "known": known},
                        index=[f"p{i}" for i in range(len(conds))])
     adata = anndata.AnnData(pred.astype(np.float32), obs=obs, var=pd.DataFrame(index=trainer.data.genes))
     adata.layers["delta"] = (pred - ctrl).astype(np.float32)
     adata.uns["txpert_run"] = str(run_dir)
     adata.uns["unknown_genes"] = list(unknown)
+    norm = trainer.data.notes.get("normalization", {})
+    adata.uns["normalization"] = {"target_sum": norm.get("target_sum") if norm.get("normalized_here") else "none",
+                                  "normalized_here": bool(norm.get("normalized_here", False)),
+                                  "method": "normalize_total + log1p" if norm.get("normalized_here")
+                                  else "as stored in the data"}
+    if norm.get("normalized_here"):
+        adata.uns["log1p"] = {}  # scanpy's marker of log1p data (no "base": natural log)
+    if symbols is not None:
+        adata.uns["gene_symbols"] = {"mapped": symbols["mapped"], "ambiguous": sorted(symbols["ambiguous"]),
+                                     "unknown": symbols["unknown"], "gene_info": symbols["gene_info"]}
     out = Path(out)
     with output_errors(out), atomic_path(out) as tmp:
         adata.write_h5ad(tmp)
@@ -555,7 +642,7 @@ def baseline_run(data_opts: DataOptions, task: str, out: str | Path, split_seed:
     true cells capped at 256 per condition) and its per-condition table ``baselines_vcc_per_perturbation.csv``."""
     out = Path(out)
     data = data_opts.load()
-    graph = load_graph_for(data, graph_path) if graph_path is not None else None
+    graph = load_graph_for(data, graph_path, data_opts.gene_info) if graph_path is not None else None
     split = make_split(data, task, seed=split_seed, holdout_line=holdout_line)
     res = run_baselines(data, split, split_half_seeds=split_half_seeds, seed=split_seed, graph=graph)
     means, sds = _baseline_summaries(res)
