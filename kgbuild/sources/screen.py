@@ -569,7 +569,7 @@ def top_abs_cosine_pairs(
     12 bytes each) plus one block's FAISS index (``2 N D`` floats); never ``N x N``. ``use_gpu``: None =
     use a FAISS GPU when present.
     """
-    from tqdm.auto import tqdm
+    from kgbuild.progress import progress as progress_report
 
     unit = np.ascontiguousarray(unit, dtype=np.float32)
     n = len(unit)
@@ -590,7 +590,8 @@ def top_abs_cosine_pairs(
     passes = 0
     while True:
         passes += 1
-        for r0, r1 in tqdm(blocks, desc=f"|cos| search pass {passes}", unit="block", disable=(not progress) if progress is not None else None, leave=False):
+        for r0, r1 in progress_report(blocks, desc=f"|cos| search pass {passes}", unit="block",
+                                      enabled=False if progress is False else None, leave=False):
             radius = max(tau, store.floor)
             if radius >= upper:
                 continue
