@@ -128,8 +128,9 @@ def run_one(job: tuple) -> dict:
     rep = train_run(opts, graph, row.task, cfg, out, split_seed=seed, holdout_line=holdout, resume=False,
                     baselines=baselines, vcc=False)
     table = pd.read_csv(Path(out) / "per_perturbation.csv")
-    cols = ["condition", "pearson_delta"] + [c for c in table.columns if c.endswith("_pearson_delta")
-                                              and c != "pearson_delta"]
+    cols = ["condition", "pearson_delta", "pearson_delta_pert"] + [
+        c for c in table.columns if c.endswith(("_pearson_delta", "_pearson_delta_pert"))
+        and c not in ("pearson_delta", "pearson_delta_pert")]
     return {"row": row.name, "kind": kind, "seed": seed, "graph": str(graph), "seconds": time.perf_counter() - t,
             "best_epoch": rep["best_epoch"], "table": table[cols].to_dict("list"),
             "baselines": {k: v["pearson_delta"] for k, v in rep.get("baselines", {}).items()}}
@@ -189,6 +190,45 @@ def build_table(rows: list[Row], results: list[dict], seeds: list[int], kinds: l
     return "\n".join(lines), summary
 
 
+def systema_table(rows: list[Row], results: list[dict]) -> str:
+    """The same runs scored with Systema's Pearson Δ against the mean perturbed profile (``pearson_delta_pert``,
+    docs/metrics.md): what is left of each method once the response shared by all perturbations is removed.
+    Default TxPert against the best baseline on this metric, pooled over seeds, and the rewire cost on it."""
+    from txpert_head.paired import paired_comparison
+
+    def runs(row, graph):
+        return sorted((r for r in results if r["row"] == row.name and r["kind"] == "gat" and r["graph"] == str(graph)),
+                      key=lambda r: r["seed"])
+
+    def col(rs, name):
+        return np.concatenate([r["table"][name] for r in rs])
+
+    head = ["data", "TxPert (gat)", *BASELINE_ORDER, "best baseline", "TxPert − best [95% CI]", "p",
+            "rewired TxPert", "rewire cost (p)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        main = runs(row, row.graph)
+        if not main or "pearson_delta_pert" not in main[0]["table"]:
+            continue
+        per_seed = lambda name: [float(np.nanmean(r["table"][name])) for r in main if name in r["table"]]  # noqa: E731
+        base = {b: per_seed(f"{b}_pearson_delta_pert") for b in BASELINE_ORDER}
+        base = {b: v for b, v in base.items() if v}
+        best = max(base, key=lambda b: np.mean(base[b]))
+        a = col(main, "pearson_delta_pert")
+        pc = paired_comparison(a, col(main, f"{best}_pearson_delta_pert"), seed=0)
+        cells = [row.name, f"**{fmt(per_seed('pearson_delta_pert'))}**"] + [fmt(base.get(b, [])) for b in BASELINE_ORDER]
+        cells += [best, f"{pc['difference']:+.3f} [{pc['ci_low']:+.3f}, {pc['ci_high']:+.3f}]", f"{pc['p_value']:.3g}"]
+        if row.rewired is not None:
+            rw = runs(row, row.rewired)
+            cost = paired_comparison(a, col(rw, "pearson_delta_pert"), seed=0)
+            cells += [fmt([float(np.nanmean(r["table"]["pearson_delta_pert"])) for r in rw]),
+                      f"{cost['difference']:+.3f} ({cost['p_value']:.3g})"]
+        else:
+            cells += ["–", "–"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
@@ -232,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         "seed). TxPert runs with its default options (no `--set`); the other encoder kinds change only "
         "`encoder_kind`. The paired comparison is default TxPert against the best baseline of the row (highest "
         "mean; split-half is the experimental ceiling, not a baseline), over the test perturbations of all seeds "
-        "together: mean difference, 95% bootstrap interval, two-sided sign-flip p, wins; and the same against "
+        "together: mean difference, 95% interval (the inverted sign-flip test), two-sided sign-flip p, wins; and "
+        "the same against "
         "the general baseline. Rewire cost: TxPert on the simulated graph minus TxPert on the same graph fully "
         "rewired (paired, p).",
         "",
@@ -241,6 +282,15 @@ def main(argv: list[str] | None = None) -> int:
         "`txpert simulate` at the demo's size with the knobs named in the row.",
         "",
         table,
+        "",
+        "## With the shared response removed (Systema)",
+        "",
+        "The same runs scored with Pearson Δ against the mean perturbed profile of the cell line instead of the "
+        "control mean (`pearson_delta_pert`, [metrics](metrics.md)): a prediction of the average perturbation "
+        "scores 0 here, so rows where every method looks alike above (a strong shared response) separate here. "
+        "Intervals: the inverted sign-flip test.",
+        "",
+        systema_table(rows, results),
         "",
     ])
     print("\n" + text)

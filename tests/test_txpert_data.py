@@ -47,7 +47,7 @@ def test_log_normalised_input_used_as_is(tmp_path):
 def test_missing_obs_column_lists_columns(tmp_path):
     p = _write(tmp_path / "d.h5ad", ["ctrl", "A"], ["1", "1"])
     with pytest.raises(DataError, match=r"no obs column 'perturbation'.*columns present: guide, rep"):
-        load_h5ad(p)
+        load_h5ad(p, "perturbation")  # given: used as is (None would detect 'guide')
     with pytest.raises(DataError, match=r"no obs column 'bio_rep' for the batch"):
         load_h5ad(p, "guide", batch_col="bio_rep")
 
@@ -61,6 +61,10 @@ def test_no_controls_in_a_batch_names_the_batch(tmp_path):
 def test_no_control_label_at_all(tmp_path):
     p = _write(tmp_path / "d.h5ad", ["NT", "A"], ["1", "1"])
     with pytest.raises(DataError, match=r"no control rows.*'ctrl'.*most common labels"):
+        load_h5ad(p, "guide", control="ctrl")  # given: used as is
+    assert load_h5ad(p, "guide").notes["columns"]["control"] == ["NT"]  # not given: detected
+    p = _write(tmp_path / "e.h5ad", ["X1", "A"], ["1", "1"])
+    with pytest.raises(DataError, match=r"no control label in column 'guide'.*most common labels"):
         load_h5ad(p, "guide")
 
 

@@ -291,7 +291,7 @@ def test_cli_clear_errors(run, tmp_path):
     res = CliRunner().invoke(main, ["identify", str(tmp_path / "missing_run"), *common, "--perturbation-col", "group"])
     assert res.exit_code != 0 and "missing_run" in res.output
     res = _identify(run, "--data", str(run / "q.h5ad"), "--perturbation-col", "group", "--batch-col", "rep",
-                    "-o", str(out))  # controls are 'NT', not the default 'ctrl'
+                    "--control", "ctrl", "-o", str(out))  # controls are 'NT', not 'ctrl'
     assert res.exit_code == 1 and "no control rows" in res.output
     res = _identify(run, *common, "--perturbation-col", "group", "--group", "grp_NOPE")
     assert res.exit_code == 1 and "no group 'grp_NOPE'" in res.output

@@ -35,12 +35,20 @@ def data_options(fn):
     opts = [
         click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
                      help="Perturb-seq AnnData file (.h5ad): cells or pseudobulk rows x genes."),
-        click.option("--perturbation-col", default="perturbation", show_default=True,
-                     help="obs column with the perturbation (genes joined by '+')."),
-        click.option("--control", "control", multiple=True, default=("ctrl",), show_default=True,
-                     help="Label(s) of control rows, e.g. control or non-targeting (repeatable)."),
-        click.option("--cell-line-col", default=None, help="obs column with the cell line (default: one line)."),
-        click.option("--batch-col", default=None, help="obs column with the batch (default: one batch)."),
+        click.option("--perturbation-col", default=None,
+                     help="obs column with the perturbation (genes joined by '+'; GEARS's A+ctrl is A). Default: "
+                          "detected (a column named perturbation, condition, target, gene, ... or else any text "
+                          "column holding a control label and gene labels); the choice is printed."),
+        click.option("--control", "control", multiple=True, default=(),
+                     help="Label(s) of control rows, e.g. ctrl, control or non-targeting (repeatable). Default: "
+                          "detected in the perturbation column (ctrl, control, non-targeting, NT, NTC, ...; "
+                          "any case)."),
+        click.option("--cell-line-col", default=None,
+                     help="obs column with the cell line (default: one line); 'auto': detect cell_line, "
+                          "cell_type or cell_line_name."),
+        click.option("--batch-col", default=None,
+                     help="obs column with the batch (default: one batch); 'auto': detect batch, gem_group, "
+                          "bio_rep, replicate, rep or library."),
         click.option("--normalize", type=click.Choice(["auto", "counts", "none"]), default="auto", show_default=True,
                      help="auto: raw integer counts -> --target-sum per cell + log1p, anything else as is."),
         click.option("--target-sum", type=float, default=TARGET_SUM, show_default=True, callback=_check_target_sum,
@@ -55,7 +63,7 @@ def data_options(fn):
 def _data_opts(kw):
     from txpert_head.run import DataOptions
 
-    return DataOptions(kw.pop("data_path"), kw.pop("perturbation_col"), list(kw.pop("control")),
+    return DataOptions(kw.pop("data_path"), kw.pop("perturbation_col"), list(kw.pop("control")) or None,
                        kw.pop("cell_line_col"), kw.pop("batch_col"), kw.pop("normalize"),
                        target_sum=kw.pop("target_sum"), gene_info=kw.pop("gene_info", None))
 
@@ -112,10 +120,10 @@ def train(graph, task, split_seed, holdout_line, encoder_kind, config_file, seed
 
     \b
     Examples:
-      txpert train --data papalexi.h5ad --perturbation-col target --control non-targeting \\
-          --batch-col bio_rep --graph multi.kg.npz --task unseen_single -o runs/papalexi
-      txpert train --data norman.h5ad --control control --batch-col batch --graph multi.kg.npz \\
-          --task double --config train.toml --seed 1 -o runs/norman_s1
+      txpert train --data papalexi.h5ad --batch-col bio_rep --graph multi.kg.npz \\
+          --task unseen_single -o runs/papalexi    # column target, control non-targeting: detected
+      txpert train --data norman.h5ad --perturbation-col condition --control control --batch-col batch \\
+          --graph multi.kg.npz --task double --config train.toml --seed 1 -o runs/norman_s1
       txpert train ... --loss mse+0.5*mmd -o runs/norman_mmd        # distributional loss
       torchrun --standalone --nproc_per_node 2 -m txpert_head.cli train ... -o runs/ddp   # 2 processes (DDP)
     """
@@ -152,7 +160,7 @@ def _print_table(report: dict) -> None:
         from txpert_head.paired import describe_comparison
 
         click.echo("TxPert minus each baseline, paired over the same perturbations "
-                   "(bootstrap interval; sign-flip test of no difference):")
+                   "(95% interval from the inverted sign-flip test; sign-flip test of no difference):")
         for name, c in report["paired"].items():
             click.echo(f"  vs {name:<18} {describe_comparison(c)}")
 
@@ -270,9 +278,9 @@ def baseline(task, split_seed, holdout_line, split_half_seeds, no_vcc, graph_pat
 
     \b
     Example:
-      txpert baseline --data norman.h5ad --control control --batch-col batch --task double -o runs/base
-      txpert baseline --data papalexi.h5ad --perturbation-col target --control non-targeting \\
-          --graph graphs/multi.kg.npz -o runs/base_graph    # is my map graph informative?
+      txpert baseline --data norman.h5ad --batch-col batch --task double -o runs/base
+      txpert baseline --data papalexi.h5ad --batch-col auto --graph graphs/multi.kg.npz \\
+          -o runs/base_graph    # is my map graph informative?
     """
     from txpert_head.run import baseline_run
 
@@ -322,7 +330,7 @@ def identify(run_dir, groups, candidates_file, score, scope, center, top, contro
     Examples:
       txpert identify runs/papalexi --data screen.h5ad --perturbation-col guide_group \\
           --control non-targeting --batch-col bio_rep -o ranked.tsv
-      txpert identify runs/norman --data norman.h5ad --control control --batch-col batch \\
+      txpert identify runs/norman --data norman.h5ad --batch-col batch \\
           --group KLF1 --group CEBPE+RUNX1T1 --top 50 --evaluate -o ranked.csv
     """
     from txpert_head.identify import identify_run

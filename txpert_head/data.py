@@ -30,6 +30,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from kgbuild.labels import BATCH_COLUMNS, CELL_LINE_COLUMNS, CONTROL_LABELS, PERTURBATION_COLUMNS, is_control_label
+
 log = logging.getLogger(__name__)
 
 CONTROL = "ctrl"
@@ -265,10 +267,214 @@ def _column(obs: pd.DataFrame, name: str | None, role: str, path: str, default: 
     return col.astype(str).to_numpy()
 
 
+#: value of ``batch_col`` / ``cell_line_col`` that asks for detection (by name, see :mod:`kgbuild.labels`)
+AUTO = "auto"
+
+
+@dataclass
+class Detected:
+    """The obs columns and control label(s) :func:`detect_columns` chose; ``detected`` names what was detected
+    (rather than given)."""
+
+    perturbation_col: str
+    control: tuple[str, ...]
+    cell_line_col: str | None = None
+    batch_col: str | None = None
+    n_labels: int = 0
+    n_control_cells: int = 0
+    detected: tuple[str, ...] = ()
+
+
+def _labels_of(col: pd.Series) -> tuple[list[str], np.ndarray] | None:
+    """Unique string labels of a text / categorical column and their row counts; None for other columns."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        kind = col.cat.categories.dtype
+        if pd.api.types.is_numeric_dtype(kind) or pd.api.types.is_bool_dtype(kind):
+            return None
+    elif not (pd.api.types.is_object_dtype(col.dtype) or pd.api.types.is_string_dtype(col.dtype)):
+        return None
+    counts = col.astype(str).value_counts()
+    counts = counts[counts > 0]
+    return [str(v) for v in counts.index], counts.to_numpy()
+
+
+def _control_like(labels: Sequence[str], control: Sequence[str] | None) -> list[str]:
+    """The labels (or ``+``-parts of labels, GEARS's ``A+ctrl``) that mark controls, as spelled in the data."""
+    found: dict[str, None] = {}
+    for lab in labels:
+        for part in str(lab).strip().split("+"):
+            part = part.strip()
+            if (part in control) if control else is_control_label(part):
+                found[part] = None
+    return list(found)
+
+
+def _gene_like(labels: Sequence[str], controls: Sequence[str]) -> bool:
+    """Every label parses as genes joined by '+' or a control, and at least one is not a control."""
+    perturbed = 0
+    for lab in labels:
+        try:
+            perturbed += parse_label(lab, controls) != CONTROL
+        except DataError:
+            return False
+    return perturbed > 0
+
+
+def _column_candidate(obs: pd.DataFrame, name: str, control: Sequence[str] | None) -> dict | None:
+    """A description of ``obs[name]`` when it looks like a perturbation column: a text column with a
+    control-looking label and gene-like labels (``A``, ``A+B``, ``A+ctrl``)."""
+    got = _labels_of(obs[name])
+    if got is None:
+        return None
+    labels, counts = got
+    ctrls = _control_like(labels, control)
+    if not ctrls or not _gene_like(labels, ctrls):
+        return None
+    n_ctrl = int(sum(c for lab, c in zip(labels, counts) if parse_label(lab, ctrls) == CONTROL))
+    return {"name": name, "controls": ctrls, "n_labels": len(labels), "n_control_cells": n_ctrl,
+            "values": obs[name].astype(str).to_numpy()}
+
+
+def _describe(cands: list[dict]) -> str:
+    return "; ".join(f"{c['name']!r} ({c['n_labels']} labels, control {'/'.join(map(repr, c['controls']))})"
+                     for c in cands)
+
+
+def _detect_perturbation(obs: pd.DataFrame, control: Sequence[str] | None, path: str) -> dict:
+    """The perturbation column: by name (:data:`PERTURBATION_COLUMNS`, checked for content), else by content
+    alone. Columns holding the same labels row by row count as one (the first name wins)."""
+    lower = {str(c).lower(): str(c) for c in obs.columns}
+    named = [lower[n] for n in PERTURBATION_COLUMNS if n in lower]
+    cands = [c for c in (_column_candidate(obs, n, control) for n in named) if c is not None]
+    how = "by name"
+    if not cands:
+        how = "by content"
+        others = [str(c) for c in obs.columns if str(c) not in named]
+        cands = [c for c in (_column_candidate(obs, n, control) for n in others) if c is not None]
+    distinct: list[dict] = []
+    for c in cands:
+        if not any(np.array_equal(c["values"], d["values"]) for d in distinct):
+            distinct.append(c)
+    what = f"a control label ({', '.join(map(repr, control))})" if control else "a control-looking label"
+    if not distinct:
+        raise DataError(
+            f"{path}: cannot find the perturbation column: no obs column holds {what} "
+            f"and gene labels (looked by name for {', '.join(PERTURBATION_COLUMNS)}, then at every text "
+            f"column); obs has: {', '.join(map(str, obs.columns)) or 'no columns'}; "
+            f"pass --perturbation-col (and --control)")
+    if len(distinct) > 1:
+        raise DataError(
+            f"{path}: ambiguous perturbation column: {len(distinct)} obs columns (found {how}) hold different "
+            f"perturbation labels: {_describe(distinct)}; choose one with --perturbation-col")
+    return distinct[0]
+
+
+def _detect_control(obs: pd.DataFrame, column: str, path: str) -> dict:
+    """The control label of the chosen ``column`` (one control-looking label, see :data:`CONTROL_LABELS`)."""
+    got = _labels_of(obs[column])
+    if got is None:  # a numeric column given by name: its values as text
+        counts = obs[column].astype(str).value_counts()
+        got = [str(v) for v in counts.index], counts.to_numpy()
+    labels, counts = got
+    ctrls = _control_like(labels, None)
+    if not ctrls:
+        top = ", ".join(f"{lab!r} ({c:,})" for lab, c in list(zip(labels, counts))[:5])
+        raise DataError(
+            f"{path}: no control label in column {column!r}: none of {', '.join(map(repr, CONTROL_LABELS))} "
+            f"(any case); most common labels: {top}; name it with --control")
+    if len(ctrls) > 1:
+        whole = dict(zip(labels, counts))
+        listed = ", ".join(f"{c!r} ({int(whole.get(c, 0)):,} cells)" for c in ctrls)
+        raise DataError(
+            f"{path}: ambiguous control label in column {column!r}: {listed} all look like controls; "
+            f"pass --control for each label that marks control cells (repeatable)")
+    n_ctrl = int(sum(c for lab, c in zip(labels, counts) if lab.strip() in ctrls))
+    return {"name": column, "controls": ctrls, "n_labels": len(labels), "n_control_cells": n_ctrl}
+
+
+def _detect_by_name(obs: pd.DataFrame, names: Sequence[str], role: str, option: str, path: str) -> str | None:
+    """The obs column of ``role`` among ``names`` with more than one value (None if there is none)."""
+    lower = {str(c).lower(): str(c) for c in obs.columns}
+    found = [lower[n] for n in names if n in lower and obs[lower[n]].nunique() > 1]
+    distinct: list[str] = []
+    for c in found:
+        codes = pd.factorize(obs[c].astype(str))[0]
+        if not any(np.array_equal(codes, pd.factorize(obs[d].astype(str))[0]) for d in distinct):
+            distinct.append(c)
+    if len(distinct) > 1:
+        raise DataError(f"{path}: ambiguous {role} column: {', '.join(map(repr, distinct))} all hold several "
+                        f"{role}s; choose one with {option}")
+    return distinct[0] if distinct else None
+
+
+def detect_columns(obs: pd.DataFrame, perturbation_col: str | None = None,
+                   control: str | Sequence[str] | None = None, cell_line_col: str | None = None,
+                   batch_col: str | None = None, path: str = "<obs>") -> Detected:
+    """Fill in what was not given: the perturbation column (``None``), its control label(s) (``None``), and
+    the cell-line and batch columns when they are :data:`AUTO`. What is given is used as is.
+
+    * Perturbation column: the obs columns named like :data:`kgbuild.labels.PERTURBATION_COLUMNS` (any case)
+      that are text/categorical, hold a control-looking label (:data:`kgbuild.labels.CONTROL_LABELS`, any case,
+      also as a part of GEARS's ``A+ctrl``) and otherwise gene labels (``A``, ``A+B``); if no column is named
+      so, every text column is checked by content. Columns with the same labels row by row are one choice
+      (the first name wins); two different ones raise :class:`DataError` listing them.
+    * Control label: the control-looking label of that column; none, or two different ones (``ctrl`` and
+      ``non-targeting``), raise :class:`DataError` listing them.
+    * Batch / cell line (only for ``"auto"``): the columns named like :data:`kgbuild.labels.BATCH_COLUMNS` /
+      :data:`kgbuild.labels.CELL_LINE_COLUMNS` with more than one value; none found: one batch / cell line.
+    """
+    controls = None if control is None else ((control,) if isinstance(control, str) else tuple(control))
+    if controls is not None and not controls:
+        controls = None
+    done: list[str] = []
+    if perturbation_col is None:
+        chosen = _detect_perturbation(obs, controls, path)
+        perturbation_col = chosen["name"]
+        done.append("perturbation_col")
+    elif perturbation_col not in obs.columns:
+        raise DataError(f"{path}: no obs column {perturbation_col!r} for the perturbation; columns present: "
+                        f"{', '.join(map(str, obs.columns))}")
+    if controls is None:
+        chosen = _detect_control(obs, perturbation_col, path)
+        controls = tuple(chosen["controls"])
+        done.append("control")
+    if cell_line_col == AUTO:
+        cell_line_col = _detect_by_name(obs, CELL_LINE_COLUMNS, "cell line", "--cell-line-col", path)
+        done.append("cell_line_col")
+    if batch_col == AUTO:
+        batch_col = _detect_by_name(obs, BATCH_COLUMNS, "batch", "--batch-col", path)
+        done.append("batch_col")
+    values = obs[perturbation_col].astype(str)
+    n_labels = int(values.nunique())
+    n_ctrl = int(values.str.strip().isin(controls).sum())
+    return Detected(perturbation_col, controls, cell_line_col, batch_col, n_labels, n_ctrl, tuple(done))
+
+
+def _log_detected(found: Detected, path: str) -> None:
+    """One line at the default verbosity (a warning) saying what was detected and which option overrides it."""
+    if not found.detected:
+        return
+    parts, options = [], []
+    if "perturbation_col" in found.detected:
+        parts.append(f"perturbation column {found.perturbation_col!r} ({found.n_labels:,} labels)")
+        options.append("--perturbation-col")
+    if "control" in found.detected:
+        parts.append(f"control label {'/'.join(map(repr, found.control))} ({found.n_control_cells:,} cells)")
+        options.append("--control")
+    if "cell_line_col" in found.detected:
+        parts.append(f"cell-line column {found.cell_line_col!r}" if found.cell_line_col
+                     else "no cell-line column (one cell line)")
+        options.append("--cell-line-col")
+    if "batch_col" in found.detected:
+        parts.append(f"batch column {found.batch_col!r}" if found.batch_col else "no batch column (one batch)")
+        options.append("--batch-col")
+    log.warning("%s: %s: detected; %s to choose", path, ", ".join(parts), " / ".join(options))
+
+
 def load_h5ad(
     path: str | Path,
-    perturbation_col: str = "perturbation",
-    control: str | Sequence[str] = CONTROL,
+    perturbation_col: str | None = None,
+    control: str | Sequence[str] | None = None,
     cell_line_col: str | None = None,
     batch_col: str | None = None,
     normalize: str = "auto",
@@ -278,7 +484,11 @@ def load_h5ad(
 ) -> PerturbData:
     """Read ``path`` into a :class:`PerturbData`.
 
-    ``control``: one label or several marking control rows (``ctrl``, ``control``, ``non-targeting``).
+    ``perturbation_col``: the obs column with the perturbation; ``None`` detects it. ``control``: one label or
+    several marking control rows (``ctrl``, ``control``, ``non-targeting``); ``None`` detects it.
+    ``cell_line_col`` / ``batch_col``: obs columns, ``None`` for one cell line / batch, or ``"auto"`` to detect
+    them by name. Detection: :func:`detect_columns`; what was used is in ``notes["columns"]`` and what was
+    detected is logged at the default verbosity (a warning).
     ``normalize``: ``auto`` (raw integer counts are normalised, anything else used as is), ``counts``
     (always normalise), ``none`` (never). ``pseudobulk``: ``None`` detects it (at most one row per
     condition x cell line x batch). ``layer``: read ``adata.layers[layer]`` instead of ``X``.
@@ -294,7 +504,6 @@ def load_h5ad(
         adata = anndata.read_h5ad(path)
     except Exception as err:  # h5py / anndata raise many types for damaged files
         raise DataError(f"{path}: cannot read as .h5ad ({type(err).__name__}: {err})") from None
-    controls = (control,) if isinstance(control, str) else tuple(control)
     if normalize not in NORMALIZE_MODES:
         raise DataError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
     target_sum = check_target_sum(target_sum)
@@ -304,6 +513,10 @@ def load_h5ad(
         raise DataError(f"{path}: the file has no genes (0 columns)")
     check_unique_genes(adata.var_names.astype(str).tolist(), path)
     obs = adata.obs
+    found = detect_columns(obs, perturbation_col, control, cell_line_col, batch_col, path)
+    _log_detected(found, path)
+    perturbation_col, controls = found.perturbation_col, found.control
+    cell_line_col, batch_col = found.cell_line_col, found.batch_col
     labels = _column(obs, perturbation_col, "perturbation", path, "")
     cell_line = _column(obs, cell_line_col, "cell line", path, "all")
     batch = _column(obs, batch_col, "batch", path, "all")
@@ -353,7 +566,10 @@ def load_h5ad(
         log.info("%s: pseudobulk input (one row per condition x cell line x batch)", path)
     data = PerturbData(X, adata.var_names.astype(str).tolist(), condition, cell_line, batch, source=path,
                        pseudobulk=bool(pseudobulk), normalized_here=do_norm,
-                       notes={"normalization": normalization_record(do_norm, target_sum)})
+                       notes={"normalization": normalization_record(do_norm, target_sum),
+                              "columns": {"perturbation_col": perturbation_col, "control": list(controls),
+                                          "cell_line_col": cell_line_col, "batch_col": batch_col,
+                                          "detected": list(found.detected)}})
     check_controls_per_batch(data)
     log.info("%s: %d rows x %d genes, %d perturbations, %d cell line(s), %d batch(es)", path, data.n_obs,
              data.n_genes, len(data.perturbations()), len(np.unique(cell_line)), len(np.unique(batch)))

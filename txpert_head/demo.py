@@ -36,6 +36,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from kgbuild.labels import BATCH_COLUMNS, CELL_LINE_COLUMNS, CONTROL_LABELS, PERTURBATION_COLUMNS
+
 # The settings of the embedded example: 300 genes, 150 single and 30 double perturbations, 100 cells each.
 SIMULATE_ARGS = ["--seed", "0", "--genes", "300", "--singles", "150", "--doubles", "30",
                  "--cells-per-perturbation", "100", "--batches", "3"]
@@ -58,10 +60,6 @@ LAYOUT: dict[str, tuple[str, ...]] = {
     "screen": ("depmap/*vae*.parquet", "depmap/*.parquet", "screen/*.parquet"),
     "datasets": ("perturbseq/*.h5ad",),
 }
-PERTURBATION_COLUMNS = ("perturbation", "condition", "target", "gene", "perturbed_gene", "guide_target")
-CONTROL_LABELS = ("ctrl", "control", "non-targeting", "non_targeting", "NT", "NTC", "nontargeting")
-BATCH_COLUMNS = ("batch", "gem_group", "bio_rep", "replicate", "lane")
-CELL_LINE_COLUMNS = ("cell_line", "cell_type", "cell_line_name")
 
 
 def slug(text: str) -> str:

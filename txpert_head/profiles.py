@@ -54,4 +54,17 @@ def retrieval_candidates(data: PerturbData, controls: ControlIndex, test: Sequen
     everything = [c for c in rows if c[1] != "ctrl"]
     mean, ref = true_profiles(data, controls, everything, rows)
     pos = {c: k for k, c in enumerate(everything)}
-    return mean - ref, np.asarray([pos[c] for c in test], dtype=np.int64)
+    return Candidates(mean - ref, [c[0] for c in everything]), np.asarray([pos[c] for c in test], dtype=np.int64)
+
+
+class Candidates(np.ndarray):
+    """True changes of candidate conditions (R, G) that also know each row's cell line (``.lines``), so that
+    :func:`txpert_head.metrics.evaluate` can compare within a cell line (Systema metrics)."""
+
+    def __new__(cls, values: np.ndarray, lines: Sequence[str]):
+        obj = np.asarray(values).view(cls)
+        obj.lines = list(lines)
+        return obj
+
+    def __array_finalize__(self, obj):
+        self.lines = getattr(obj, "lines", None)

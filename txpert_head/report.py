@@ -34,7 +34,10 @@ import numpy as np
 from kgbuild.atomic import atomic_write
 
 METRICS = (("pearson_delta", "Pearson Δ", "higher is better"), ("retrieval", "retrieval", "higher is better"),
-           ("mse", "MSE", "lower is better"))
+           ("mse", "MSE", "lower is better"),
+           ("pearson_delta_pert", "Pearson Δ vs perturbed mean (Systema)", "higher is better"),
+           ("centroid_accuracy", "centroid accuracy (Systema)", "higher is better"),
+           ("perturbench_rank", "rank (PerturBench)", "lower is better"))
 BASELINE_LABELS = {"general": "general baseline", "additive": "additive baseline",
                    "nearest_cell_line": "nearest cell line", "graph_neighbours": "graph neighbours (no training)",
                    "linear": "linear (Ahlmann-Eltze et al. 2025)",
@@ -128,26 +131,34 @@ def metrics_notes(run: dict) -> list[str]:
 def metrics_table(run: dict) -> Block:
     """Model, its subgroups and every baseline on the run's test split (a subgroup that is the whole test set
     is left out: :func:`metrics_notes` says so)."""
-    rows = [["TxPert (this run)", *(fmt(run["model"].get(k)) for k, _, _ in METRICS),
+    results = [run["model"], *run.get("subgroups", {}).values(), *run.get("baselines", {}).values()]
+    # the first three always; the later ones (Systema, PerturBench) when a result has them (older runs do not)
+    shown = [m for i, m in enumerate(METRICS) if i < 3 or any(r.get(m[0]) is not None for r in results)]
+    rows = [["TxPert (this run)", *(fmt(run["model"].get(k)) for k, _, _ in shown),
              fmt(run["model"].get("n_perturbations"))]]
     whole = set(whole_test_subgroups(run))
     for name, vals in run.get("subgroups", {}).items():
         if name in whole:
             continue
-        rows.append([f"TxPert, {name}", *(fmt(vals.get(k)) for k, _, _ in METRICS), fmt(vals.get("n_perturbations"))])
+        rows.append([f"TxPert, {name}", *(fmt(vals.get(k)) for k, _, _ in shown), fmt(vals.get("n_perturbations"))])
     for name, vals in run.get("baselines", {}).items():
-        rows.append([BASELINE_LABELS.get(name, name), *(fmt(vals.get(k)) for k, _, _ in METRICS),
+        rows.append([BASELINE_LABELS.get(name, name), *(fmt(vals.get(k)) for k, _, _ in shown),
                      fmt(vals.get("n_perturbations"))])
-    header = ["method", *(f"{label} ({hint})" for _, label, hint in METRICS), "test perturbations"]
+    header = ["method", *(f"{label} ({hint})" for _, label, hint in shown), "test perturbations"]
     return ("table", header, rows)
 
 
 def paired_table(paired: dict) -> Block:
     """TxPert minus each baseline in Pearson Δ, paired over the test perturbations (txpert_head.paired)."""
+    def bound(v: Any) -> str:  # an infinite bound (too few perturbations) is null in metrics.json
+        return "unbounded" if v is None or not np.isfinite(v) else f"{v:+.3f}"
+
     rows = [[BASELINE_LABELS.get(name, name), f"{c['difference']:+.3f}",
-             f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]", f"{c['wins']}/{c['n']}", f"{c['p_value']:.3g}"]
+             f"[{bound(c['ci_low'])}, {bound(c['ci_high'])}]", f"{c['wins']}/{c['n']}",
+             f"{c['p_value']:.3g}" + (f" (smallest possible {c['min_p']:.3g})"
+                                      if c.get("min_p") is not None and c["min_p"] >= 0.05 else "")]
             for name, c in paired.items() if c["n"]]
-    header = ["TxPert minus", "Pearson Δ difference", "95% bootstrap interval", "TxPert better on",
+    header = ["TxPert minus", "Pearson Δ difference", "95% interval (sign-flip test inverted)", "TxPert better on",
               "sign-flip p (no difference)"]
     return ("table", header, rows)
 

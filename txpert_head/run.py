@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -59,8 +59,10 @@ class DataOptions:
     """How to read the ``.h5ad`` (see :func:`txpert_head.data.load_h5ad`)."""
 
     path: str
-    perturbation_col: str = "perturbation"
-    control: list[str] = field(default_factory=lambda: [CONTROL])
+    #: None: detected (:func:`txpert_head.data.detect_columns`); :meth:`load` records what was used, so the
+    #: config.json of a run folder reloads the data the same way
+    perturbation_col: str | None = None
+    control: list[str] | None = None
     cell_line_col: str | None = None
     batch_col: str | None = None
     normalize: str = "auto"
@@ -72,8 +74,14 @@ class DataOptions:
     gene_info: str | None = None
 
     def load(self) -> PerturbData:
-        return load_h5ad(self.path, self.perturbation_col, self.control, self.cell_line_col, self.batch_col,
-                         self.normalize, self.pseudobulk, target_sum=self.target_sum)
+        data = load_h5ad(self.path, self.perturbation_col, self.control or None, self.cell_line_col,
+                         self.batch_col, self.normalize, self.pseudobulk, target_sum=self.target_sum)
+        used = data.notes.get("columns", {})  # detected values replace None / "auto"
+        self.perturbation_col = used.get("perturbation_col", self.perturbation_col)
+        self.control = list(used.get("control", self.control or []))
+        self.cell_line_col = used.get("cell_line_col", self.cell_line_col)
+        self.batch_col = used.get("batch_col", self.batch_col)
+        return data
 
     @classmethod
     def from_config(cls, values: dict[str, Any]) -> "DataOptions":
@@ -455,17 +463,19 @@ def _baseline_summaries(base: dict[str, dict]) -> tuple[dict[str, dict], dict[st
 def _baseline_section(report: dict[str, Any], table: pd.DataFrame, base: dict[str, dict], seed: int) -> pd.DataFrame:
     """Put the baselines beside the model (``txpert train`` and ``evaluate``): ``report["baselines"]``,
     ``["baselines_sd"]`` (when a baseline has draws) and ``["paired"]`` -- TxPert minus each baseline in Pearson Δ
-    over the same conditions (mean difference, bootstrap interval, sign-flip p, wins:
+    over the same conditions (mean difference, inverted sign-flip interval, sign-flip p, wins:
     :func:`txpert_head.paired.paired_comparison`); returns ``table`` with ``<baseline>_<metric>`` columns
-    (Pearson Δ, retrieval, MSE) beside the model's, matched by condition."""
+    (Pearson Δ, retrieval, MSE and the Systema / PerturBench metrics) beside the model's, matched by condition."""
     report["baselines"], sd = _baseline_summaries(base)
     if sd:
         report["baselines_sd"] = sd
     table = table.copy()
     for name, res in base.items():
         t = res["table"].set_index("condition")
-        for col in ("pearson_delta", "retrieval", "mse"):
-            table[f"{name}_{col}"] = table["condition"].map(t[col])
+        for col in ("pearson_delta", "retrieval", "mse", "pearson_delta_pert", "centroid_accuracy",
+                    "perturbench_rank"):
+            if col in t:
+                table[f"{name}_{col}"] = table["condition"].map(t[col])
     report["paired"] = {name: paired_comparison(table["pearson_delta"], table[f"{name}_pearson_delta"], seed=seed)
                         for name in base}
     return table

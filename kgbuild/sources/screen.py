@@ -54,6 +54,7 @@ import numpy as np
 from kgbuild.errors import KgbuildInputError
 from kgbuild.filters import max_in_degree_mask, top_pct_count
 from kgbuild.graph import MultiGraph, new_meta
+from kgbuild.labels import CONTROL_LABELS, PERTURBATION_COLUMNS
 from kgbuild.provenance import input_record
 from kgbuild.sources.textfiles import first_line, guess_separator, reader_error
 
@@ -63,8 +64,6 @@ ORIENTATIONS = ("auto", "genes-by-features", "features-by-genes")
 AGGREGATES = ("mean", "median", "first", "none")
 DEPMAP_HEADER = re.compile(r"^\s*(\S+)\s+\((\d+)\)\s*$")  # "TP53 (7157)"
 GENE_COLUMN_NAMES = ("gene", "genes", "symbol", "gene_symbol", "gene_name", "hgnc_symbol")
-PERTURBATION_COLUMNS = ("perturbation", "condition", "target", "gene", "perturbed_gene", "gene_target")
-CONTROL_LABELS = ("control", "ctrl", "non-targeting", "non_targeting", "nontargeting", "nt", "safe-targeting")
 DEFAULT_DEPMAP_MAX_NAN = 0.5
 TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
 _SEP_NAMES = {",": "comma", "\t": "tab"}
@@ -335,8 +334,8 @@ def _find_control(labels, control: str | None) -> str | None:
         return control if control in values else None
     lowered = {v.lower(): v for v in values}
     for cand in CONTROL_LABELS:
-        if cand in lowered:
-            return lowered[cand]
+        if cand.lower() in lowered:
+            return lowered[cand.lower()]
     return None
 
 
