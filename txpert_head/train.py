@@ -843,7 +843,7 @@ class Trainer:
             self._progress_line(f"epoch {epoch + 1}/{cfg.epochs}  train loss {record['train_loss']:.4f}"
                                 + (f"  val Pearson Δ {record['val_pearson_delta']:.3f}" if "val_pearson_delta" in record
                                    else "") + f"  best {st['best_val']:.3f} (epoch {st['best_epoch']})"
-                                + f"  {time.perf_counter() - epoch_start:.1f} s")
+                                + f"  {time.perf_counter() - epoch_start:.2f} s")
             st["epoch"], st["step"], st["loss_sum"], st["loss_n"] = epoch + 1, 0, 0.0, 0
             self.save_checkpoint()
         if best_state is not None:
