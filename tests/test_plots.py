@@ -73,3 +73,12 @@ def test_degree_and_ablation_figures_have_titles(tmp_path):
           "graphs": [{"name": "original", "pearson_delta": [0.5]}, {"name": "rewire 1.0", "pearson_delta": [0.3]}]}
     fig = demo.ablation_figure(ab, "simulated screen")
     assert fig._suptitle.get_text() == "Graph ablation — simulated screen"
+
+
+def test_learning_curves_mark_epoch_zero_when_the_untrained_prior_is_best():
+    history = [{"epoch": 0, "val_pearson_delta": 0.62},
+               {"epoch": 1, "train_loss": 0.03, "val_pearson_delta": 0.60},
+               {"epoch": 2, "train_loss": 0.02, "val_pearson_delta": 0.58}]
+    fig = plots.learning_curves_figure(history)
+    assert "best 0.620, epoch 0" in fig.axes[1].get_title()
+    fig.clear()

@@ -445,7 +445,9 @@ def _train_and_report(trainer: Trainer, data: PerturbData, graph: MultiGraph, sp
         report["vcc"], table = _vcc_section(trainer, split.test, base if baselines else None, table, split_seed)
     write_csv(table, out / "per_perturbation.csv")
     write_json(report, out / "metrics.json")
-    plots.learning_curves(result.history, out / "plots" / "learning_curves.png")
+    curve = ([{"epoch": 0, "val_pearson_delta": result.untrained_val["val_pearson_delta"]}] if result.untrained_val
+             else []) + list(result.history)  # epoch 0: the untrained prior (model selection may keep it)
+    plots.learning_curves(curve, out / "plots" / "learning_curves.png")
     shown = list(split.test)[:4]
     true_mean, ref = true_profiles(data, trainer.controls, shown, trainer.rows)
     pred = trainer.predict_means(shown)
