@@ -82,3 +82,9 @@ def test_learning_curves_mark_epoch_zero_when_the_untrained_prior_is_best():
     fig = plots.learning_curves_figure(history)
     assert "best 0.620, epoch 0" in fig.axes[1].get_title()
     fig.clear()
+
+
+def test_learning_curves_with_only_the_untrained_epoch():
+    fig = plots.learning_curves_figure([{"epoch": 0, "val_pearson_delta": 0.5}])  # patience = 0: no training epoch
+    assert "best 0.500, epoch 0" in fig.axes[1].get_title()
+    fig.clear()

@@ -175,6 +175,10 @@ def teardown() -> None:
     """Leave the process group if :func:`setup` created it (no-op otherwise)."""
     global _OWNED
     if _OWNED and torch.distributed.is_available() and torch.distributed.is_initialized():
+        # every rank's sends and receives are done before any rank tears its gloo threads down: a rank that
+        # destroys the group while a peer's last collective is still in flight can abort at exit
+        # ("terminate called without an active exception"), seen once in CI after a complete run
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     _OWNED = False
 

@@ -98,10 +98,12 @@ def learning_curves_figure(history: Sequence[dict], path: Path | str | None = No
     frame = pd.DataFrame(history)
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
     fig.get_layout_engine().set(wspace=0.08)
-    if "epoch" not in frame:  # no training epoch (epochs = 0, patience = 0): empty panels
+    if "epoch" not in frame:  # no training epoch (epochs = 0): empty panels
         frame = pd.DataFrame({"epoch": [], "train_loss": []})
         for a in ax:
             a.text(0.5, 0.5, "no training epochs", ha="center", va="center", transform=a.transAxes)
+    if "train_loss" not in frame:  # only epoch 0, the untrained model (patience = 0): no training loss
+        frame["train_loss"] = np.nan
     ax[0].plot(frame["epoch"], frame["train_loss"], marker="o")
     ax[0].set(xlabel="epoch", ylabel="training MSE", title="training loss")
     val_title = "validation Pearson Δ"
