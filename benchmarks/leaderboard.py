@@ -142,13 +142,25 @@ def fmt(values) -> str:
     return mean_sd(values, digits=3) if len(values) else "–"
 
 
+def _runs(results: list[dict], row: Row, kind: str, graph: Path) -> list[dict]:
+    """The results of one row, encoder kind and graph, in seed order."""
+    return sorted((r for r in results if r["row"] == row.name and r["kind"] == kind and r["graph"] == str(graph)),
+                  key=lambda r: r["seed"])
+
+
+def _pooled(runs: list[dict], column: str) -> np.ndarray:
+    """One per-perturbation column over the runs' test perturbations, seeds together (paired comparisons)."""
+    return np.concatenate([r["table"][column] for r in runs])
+
+
+def _per_seed(runs: list[dict], column: str) -> list[float]:
+    """The mean of a per-perturbation column in each run that has it (one value per seed)."""
+    return [float(np.nanmean(r["table"][column])) for r in runs if column in r["table"]]
+
+
 def build_table(rows: list[Row], results: list[dict], seeds: list[int], kinds: list[str]) -> tuple[str, dict]:
     """The markdown table and a summary dict (per row: means, best baseline, paired comparison, rewire cost)."""
     from txpert_head.paired import paired_comparison
-
-    def runs(row, kind, graph):
-        return sorted((r for r in results if r["row"] == row.name and r["kind"] == kind and r["graph"] == str(graph)),
-                      key=lambda r: r["seed"])
 
     summary = {}
     base_names = [b for b in BASELINE_ORDER if any(b in r["baselines"] for r in results)]
@@ -157,30 +169,29 @@ def build_table(rows: list[Row], results: list[dict], seeds: list[int], kinds: l
                "rewired TxPert", "rewire cost"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        main = runs(row, "gat", row.graph)
+        main = _runs(results, row, "gat", row.graph)
         if not main:
             continue
-        model = [float(np.nanmean(r["table"]["pearson_delta"])) for r in main]
+        model = _per_seed(main, "pearson_delta")
         base = {b: [r["baselines"][b] for r in main if b in r["baselines"]] for b in base_names}
         base = {b: v for b, v in base.items() if v}
         best = max(base, key=lambda b: np.mean(base[b]))
-        a = np.concatenate([r["table"]["pearson_delta"] for r in main])
-        b = np.concatenate([r["table"][f"{best}_pearson_delta"] for r in main])
-        pc = paired_comparison(a, b, seed=0)
+        a = _pooled(main, "pearson_delta")
+        pc = paired_comparison(a, _pooled(main, f"{best}_pearson_delta"), seed=0)
         entry = {"TxPert": model, "baselines": base, "best": best, "paired": pc,
-                 "kinds": {k: [float(np.nanmean(r["table"]["pearson_delta"])) for r in runs(row, k, row.graph)]
+                 "kinds": {k: _per_seed(_runs(results, row, k, row.graph), "pearson_delta")
                            for k in kinds if k != "gat"},
                  "split_half": [r["baselines"]["split_half"] for r in main if "split_half" in r["baselines"]]}
         cells = [row.name, f"**{fmt(model)}**"] + [fmt(entry["kinds"][k]) for k in kinds if k != "gat"]
         cells += [fmt(base.get(b, [])) for b in base_names] + [fmt(entry["split_half"]), best]
-        vs_general = paired_comparison(a, np.concatenate([r["table"]["general_pearson_delta"] for r in main]), seed=0)
+        vs_general = paired_comparison(a, _pooled(main, "general_pearson_delta"), seed=0)
         entry["vs_general"] = vs_general
         cells += [f"{pc['difference']:+.3f} [{pc['ci_low']:+.3f}, {pc['ci_high']:+.3f}]", f"{pc['p_value']:.3g}",
                   f"{pc['wins']}/{pc['n']}", f"{vs_general['difference']:+.3f} ({vs_general['p_value']:.2g})"]
         if row.rewired is not None:
-            rw = runs(row, "gat", row.rewired)
-            cost = paired_comparison(a, np.concatenate([r["table"]["pearson_delta"] for r in rw]), seed=0)
-            entry["rewired"] = [float(np.nanmean(r["table"]["pearson_delta"])) for r in rw]
+            rw = _runs(results, row, "gat", row.rewired)
+            cost = paired_comparison(a, _pooled(rw, "pearson_delta"), seed=0)
+            entry["rewired"] = _per_seed(rw, "pearson_delta")
             entry["rewire_cost"] = cost
             cells += [fmt(entry["rewired"]), f"{cost['difference']:+.3f} (p {cost['p_value']:.3g})"]
         else:
@@ -196,33 +207,24 @@ def systema_table(rows: list[Row], results: list[dict]) -> str:
     Default TxPert against the best baseline on this metric, pooled over seeds, and the rewire cost on it."""
     from txpert_head.paired import paired_comparison
 
-    def runs(row, graph):
-        return sorted((r for r in results if r["row"] == row.name and r["kind"] == "gat" and r["graph"] == str(graph)),
-                      key=lambda r: r["seed"])
-
-    def col(rs, name):
-        return np.concatenate([r["table"][name] for r in rs])
-
     head = ["data", "TxPert (gat)", *BASELINE_ORDER, "best baseline", "TxPert − best [95% CI]", "p",
             "rewired TxPert", "rewire cost (p)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        main = runs(row, row.graph)
+        main = _runs(results, row, "gat", row.graph)
         if not main or "pearson_delta_pert" not in main[0]["table"]:
             continue
-        per_seed = lambda name: [float(np.nanmean(r["table"][name])) for r in main if name in r["table"]]  # noqa: E731
-        base = {b: per_seed(f"{b}_pearson_delta_pert") for b in BASELINE_ORDER}
+        base = {b: _per_seed(main, f"{b}_pearson_delta_pert") for b in BASELINE_ORDER}
         base = {b: v for b, v in base.items() if v}
         best = max(base, key=lambda b: np.mean(base[b]))
-        a = col(main, "pearson_delta_pert")
-        pc = paired_comparison(a, col(main, f"{best}_pearson_delta_pert"), seed=0)
-        cells = [row.name, f"**{fmt(per_seed('pearson_delta_pert'))}**"] + [fmt(base.get(b, [])) for b in BASELINE_ORDER]
+        a = _pooled(main, "pearson_delta_pert")
+        pc = paired_comparison(a, _pooled(main, f"{best}_pearson_delta_pert"), seed=0)
+        cells = [row.name, f"**{fmt(_per_seed(main, 'pearson_delta_pert'))}**"] + [fmt(base.get(b, [])) for b in BASELINE_ORDER]
         cells += [best, f"{pc['difference']:+.3f} [{pc['ci_low']:+.3f}, {pc['ci_high']:+.3f}]", f"{pc['p_value']:.3g}"]
         if row.rewired is not None:
-            rw = runs(row, row.rewired)
-            cost = paired_comparison(a, col(rw, "pearson_delta_pert"), seed=0)
-            cells += [fmt([float(np.nanmean(r["table"]["pearson_delta_pert"])) for r in rw]),
-                      f"{cost['difference']:+.3f} ({cost['p_value']:.3g})"]
+            rw = _runs(results, row, "gat", row.rewired)
+            cost = paired_comparison(a, _pooled(rw, "pearson_delta_pert"), seed=0)
+            cells += [fmt(_per_seed(rw, "pearson_delta_pert")), f"{cost['difference']:+.3f} ({cost['p_value']:.3g})"]
         else:
             cells += ["–", "–"]
         lines.append("| " + " | ".join(cells) + " |")

@@ -52,6 +52,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kgbuild.atomic import atomic_path
+from gnn.encoder import NODE_INPUTS
 from kgbuild.graph import MultiGraph
 from txpert_head import metrics
 from txpert_head.controls import CONTROL_MODES, ControlIndex
@@ -73,7 +74,6 @@ _NEW_OPTION_DEFAULTS = {"loss": ("mse",), "cells_per_group": (None,), "unknown_t
                         "expression_features": (True,)}
 #: what a run folder written before an option existed meant by it (config.json without the key)
 LEGACY_OPTIONS = {"node_inputs": "id"}
-NODE_INPUTS = ("effects", "id")
 DEFAULT_EFFECT_MASK = 0.5
 
 
@@ -133,11 +133,6 @@ class TrainConfig:
             raise ValueError(f"node_inputs must be one of {', '.join(NODE_INPUTS)}, got {self.node_inputs!r}")
         if self.unknown_token and self.node_inputs != "id":
             raise ValueError("unknown_token replaces learned ID input rows: set node_inputs = 'id' too")
-        if not isinstance(self.effect_rank, int) or self.effect_rank < 1:
-            raise ValueError(f"effect_rank must be a positive integer, got {self.effect_rank!r}")
-        if not (self.graph_hops is None or self.graph_hops == "auto"
-                or (isinstance(self.graph_hops, int) and self.graph_hops >= 0)):
-            raise ValueError(f"graph_hops must be 'auto', null (the whole graph) or an integer >= 0, got {self.graph_hops!r}")
         if self.self_mask is not None and not 0.0 <= self.self_mask < 1.0:
             raise ValueError(f"self_mask must be in [0, 1), got {self.self_mask!r}")
         if self.mask_rate > 0 and not (self.unknown_token or self.node_inputs == "effects"):
@@ -234,7 +229,7 @@ def _accepts(kind: Any, value: Any, name: str) -> bool:
 #: smallest value of integer options (sizes and counts); a smaller one is refused before anything is built
 _INT_MIN = {"epochs": 0, "batch_size": 1, "patience": 0, "encoder_dim": 1, "encoder_layers": 0, "encoder_heads": 1,
             "hidden": 1, "checkpoint_every": 0, "eval_cells": 1, "max_steps_per_epoch": 1, "min_steps_per_epoch": 0,
-            "effect_rank": 1, "cells_per_group": 1}
+            "effect_rank": 1, "cells_per_group": 1, "graph_hops": 0}
 
 
 def check_option_types(cfg: Any) -> None:
@@ -396,8 +391,8 @@ class Trainer:
         if cfg.hops is not None:
             graph = receptive_field(graph, self.encoder_genes, cfg.hops)
         train = [c for c in split.train if c in self.rows]
-        mean, ref = true_profiles(data, self.controls, train, self.rows)
-        self.train_deltas = {c: mean[k] - ref[k] for k, c in enumerate(train)}
+        train_mean, train_ref = true_profiles(data, self.controls, train, self.rows)
+        self.train_deltas = {c: train_mean[k] - train_ref[k] for k, c in enumerate(train)}
         self.effects = effect_codes(self.train_deltas, data.n_genes, cfg.effect_rank) if cfg.node_inputs == "effects" else None
         self.model = build_model(graph, data.genes, self.encoder_genes, cfg, self.effects).to(self.device)
         # genes with training signal as perturbations; with unknown_token every other gene enters the GNN
@@ -428,7 +423,7 @@ class Trainer:
             self.group_rows = keep  # rows of each training condition (split order)
             self.groups = np.arange(len(keep))
             self.groups_per_step = max(1, cfg.batch_size // cfg.group_cells)
-        self._init_at_mean_change()
+        self._init_at_mean_change(train_mean, train_ref)
         # DistributedDataParallel under torchrun; the target-gene head can miss a rank's shard
         self.net = self.dist.wrap(self.model, self.device, find_unused=cfg.target_term)
         self.optimizer = make_optimizer(self.model, cfg)
@@ -437,20 +432,20 @@ class Trainer:
         self._val_cache: dict[str, Any] = {}
 
     @torch.no_grad()
-    def _init_at_mean_change(self) -> None:
+    def _init_at_mean_change(self, mean: np.ndarray, ref: np.ndarray) -> None:
         """Start from a baseline: the decoder's output bias is the mean training change ``mean_q Δ_q`` (delta
         variant) or mean expression (MLP basal) -- the general baseline; with the prior path (effect inputs),
         which already adds the (neighbours' or mean) change, 0 or the mean control expression. The target-gene
-        term's bias is the mean change of measured perturbed genes in their own perturbation."""
+        term's bias is the mean change of measured perturbed genes in their own perturbation. ``mean`` and
+        ``ref`` (P, G): the training conditions' true means and references, in :attr:`train_deltas` order."""
         train = list(self.train_deltas)
-        delta = np.stack([self.train_deltas[c] for c in train])
-        mean, _ = true_profiles(self.data, self.controls, train, self.rows)
+        delta = mean - ref
         prior = self.model.prior_basis is not None
         last = self.model.decoder[-1]
         if self.model.basal is None:
             init = np.zeros(delta.shape[1]) if prior else delta.mean(0)
         else:
-            init = (mean - delta).mean(0) if prior else mean.mean(0)
+            init = ref.mean(0) if prior else mean.mean(0)
         last.bias.copy_(torch.as_tensor(init, dtype=last.bias.dtype))
         if self.model.target_term:
             col = self.data.gene_index
@@ -764,11 +759,19 @@ class Trainer:
         if self.cfg.progress and self.dist.is_main:
             tqdm.write(text, file=sys.stderr)
 
+    def _keep_best(self, epoch: int) -> dict[str, torch.Tensor]:
+        """A copy of the current weights as the best so far, also written to ``best.pt`` (rank 0)."""
+        state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        best_path = self._ckpt("best.pt")
+        if best_path is not None and self.dist.is_main:
+            atomic_torch_save({"model": state, "epoch": epoch}, best_path)
+        return state
+
     def _epoch_zero(self) -> dict[str, torch.Tensor] | None:
         """Score the untrained model (the prior: ``graph_neighbours`` for unseen singles, ``additive`` for
         combinations) on the validation split as epoch 0, so model selection keeps it when training does not
-        beat it on validation. Recorded in the history; returns the state to keep as best (None without a
-        validation split)."""
+        beat it on validation. Kept in the state as ``untrained`` (not in the per-epoch history, which holds
+        training losses); returns the state to keep as best (None without a validation split)."""
         if not self.split.val:
             return None
         record: dict[str, float] = {}
@@ -779,10 +782,7 @@ class Trainer:
         st = self.state
         st["untrained"] = record
         st["best_val"], st["best_epoch"] = float(record["val_pearson_delta"]), 0
-        state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        best_path = self._ckpt("best.pt")
-        if best_path is not None and self.dist.is_main:
-            atomic_torch_save({"model": state, "epoch": 0}, best_path)
+        state = self._keep_best(0)
         log.info("epoch 0 (untrained prior): val_pearson_delta=%.4f", record["val_pearson_delta"])
         self._progress_line(f"epoch 0 (untrained prior)  val Pearson Δ {record['val_pearson_delta']:.3f}")
         return state
@@ -834,9 +834,7 @@ class Trainer:
             st["history"].append(record)
             if score > st["best_val"] + 1e-6 or st["best_epoch"] < 0:  # (epoch 0 may already hold the best)
                 st["best_val"], st["best_epoch"], st["bad_epochs"] = float(score), epoch + 1, 0
-                best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                if best_path is not None and main:
-                    atomic_torch_save({"model": best_state, "epoch": epoch + 1}, best_path)
+                best_state = self._keep_best(epoch + 1)
             else:
                 st["bad_epochs"] += 1
             log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch"))
