@@ -188,6 +188,9 @@ def build_table(rows: list[Row], results: list[dict], seeds: list[int], kinds: l
         entry["vs_general"] = vs_general
         cells += [f"{pc['difference']:+.3f} [{pc['ci_low']:+.3f}, {pc['ci_high']:+.3f}]", f"{pc['p_value']:.3g}",
                   f"{pc['wins']}/{pc['n']}", f"{vs_general['difference']:+.3f} ({vs_general['p_value']:.2g})"]
+        if "graph_neighbours" in base:  # does the graph carry signal a training-free method finds?
+            entry["gn_vs_general"] = paired_comparison(_pooled(main, "graph_neighbours_pearson_delta"),
+                                                       _pooled(main, "general_pearson_delta"), seed=0)
         if row.rewired is not None:
             rw = _runs(results, row, "gat", row.rewired)
             cost = paired_comparison(a, _pooled(rw, "pearson_delta"), seed=0)
@@ -199,6 +202,32 @@ def build_table(rows: list[Row], results: list[dict], seeds: list[int], kinds: l
         lines.append("| " + " | ".join(cells) + " |")
         summary[row.name] = entry
     return "\n".join(lines), summary
+
+
+def criteria_table(summary: dict) -> str:
+    """Issue 11's done criteria, row by row, from :func:`build_table`'s summary: (a) no baseline beats TxPert
+    (paired p < 0.05); on simulated rows where ``graph_neighbours`` beats general (p < 0.05), (b) TxPert beats
+    general (p < 0.05) and (c) a fully rewired graph costs at least 0.05. ``headroom``: split-half minus general,
+    the most any graph can add over no graph on this metric (below 0.05, (c) cannot hold for a model that is
+    no worse on a random graph than without one)."""
+    head = ["data", "(a) no baseline better", "graph_neighbours − general (p)", "(b) TxPert > general",
+            "headroom", "(c) rewire cost ≥ 0.05"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, e in summary.items():
+        pc, gn = e["paired"], e.get("gn_vs_general")
+        a = "yes" if not (pc["difference"] < 0 and pc["p_value"] < 0.05) else f"no ({e['best']})"
+        applies = gn is not None and "rewire_cost" in e and gn["difference"] > 0 and gn["p_value"] < 0.05
+        gn_txt = "–" if gn is None else f"{gn['difference']:+.3f} ({gn['p_value']:.2g})"
+        headroom = float(np.mean(e["split_half"]) - np.mean(e["baselines"]["general"])) if e["split_half"] else float("nan")
+        if applies:
+            vg, cost = e["vs_general"], e["rewire_cost"]
+            b = "yes" if vg["difference"] > 0 and vg["p_value"] < 0.05 else "no"
+            c = "yes" if cost["difference"] >= 0.05 else "no"
+            b, c = f"{b} ({vg['difference']:+.3f}, p {vg['p_value']:.2g})", f"{c} ({cost['difference']:+.3f})"
+        else:
+            b = c = "does not apply"
+        lines.append("| " + " | ".join([name, a, gn_txt, b, f"{headroom:.3f}", c]) + " |")
+    return "\n".join(lines)
 
 
 def systema_table(rows: list[Row], results: list[dict]) -> str:
@@ -293,6 +322,16 @@ def main(argv: list[str] | None = None) -> int:
         "Intervals: the inverted sign-flip test.",
         "",
         systema_table(rows, results),
+        "",
+        "## Done criteria of issue 11",
+        "",
+        "Checked on the first table (Pearson Δ against batch-matched controls): (a) no baseline beats TxPert with "
+        "paired p < 0.05; on simulated rows where `graph_neighbours` beats general (p < 0.05), (b) TxPert beats "
+        "general with p < 0.05 and (c) a fully rewired graph costs TxPert at least 0.05. Headroom: split-half minus "
+        "general, the most a graph can add over no graph on this metric; where it is below about 0.05, (c) can "
+        "only hold for a model that does worse on a random graph than with no graph at all.",
+        "",
+        criteria_table(summary),
         "",
     ])
     print("\n" + text)

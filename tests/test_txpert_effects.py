@@ -112,6 +112,28 @@ def test_epoch_zero_is_kept_when_training_does_not_beat_it(small, tmp_path):
     assert res.test_summary["pearson_delta"] == pytest.approx(untrained["pearson_delta"], abs=1e-9)
 
 
+def test_validation_specific_score_is_centred_on_the_training_changes(small):
+    """``val_pearson_delta_specific``: corr(δ̂_p − δ̄, δ_p − δ̄) with δ̄ the mean *training* change (by hand);
+    ``select_on`` picks the score model selection maximises."""
+    data, graph, split = small
+    scores = {}
+    for rule in ("pearson_delta", "pearson_delta_pert", "both"):
+        tr = Trainer(data, graph, split, _cfg(select_on=rule))
+        record, scores[rule] = tr.validate()
+        assert record["val_selection"] == scores[rule]
+    val = list(split.val)
+    pred = tr.predict_means(val)
+    true, ref = true_profiles(data, tr.controls, val, tr.rows)
+    centre = np.mean([d for d in baselines.training_changes(data, tr.controls, split.train, tr.rows).values()], axis=0)
+    by_hand = np.mean([np.corrcoef(p - r - centre, t - r - centre)[0, 1] for p, t, r in zip(pred, true, ref)])
+    assert record["val_pearson_delta_specific"] == pytest.approx(by_hand, abs=1e-9)
+    assert scores["pearson_delta"] == pytest.approx(record["val_pearson_delta"])
+    assert scores["pearson_delta_pert"] == pytest.approx(by_hand, abs=1e-9)
+    assert scores["both"] == pytest.approx(0.5 * (by_hand + record["val_pearson_delta"]), abs=1e-9)
+    with pytest.raises(ValueError, match="select_on"):
+        _cfg(select_on="mse")
+
+
 @pytest.mark.parametrize("kind", ["gat", "gat-hybrid"])
 def test_receptive_field_gives_the_whole_graph_predictions(kind):
     """Default ``graph_hops="auto"``: the encoder runs on the receptive field of the perturbed genes only, with

@@ -75,6 +75,8 @@ _NEW_OPTION_DEFAULTS = {"loss": ("mse",), "cells_per_group": (None,), "unknown_t
 #: what a run folder written before an option existed meant by it (config.json without the key)
 LEGACY_OPTIONS = {"node_inputs": "id"}
 DEFAULT_EFFECT_MASK = 0.5
+#: validation scores that model selection can maximise (see :meth:`Trainer.validate`)
+SELECT_ON = ("pearson_delta", "pearson_delta_pert", "both")
 
 
 @dataclass
@@ -114,6 +116,7 @@ class TrainConfig:
     node_inputs: str = "effects"
     effect_rank: int = 64
     expression_features: bool = True
+    select_on: str = "pearson_delta"
 
     def __post_init__(self) -> None:
         check_option_types(self)
@@ -129,6 +132,8 @@ class TrainConfig:
             raise ValueError("batch_size must be >= 1 and epochs >= 0")
         if self.cells_per_group is not None and (not isinstance(self.cells_per_group, int) or self.cells_per_group < 1):
             raise ValueError(f"cells_per_group must be a positive integer, got {self.cells_per_group!r}")
+        if self.select_on not in SELECT_ON:
+            raise ValueError(f"select_on must be one of {', '.join(SELECT_ON)}, got {self.select_on!r}")
         if self.node_inputs not in NODE_INPUTS:
             raise ValueError(f"node_inputs must be one of {', '.join(NODE_INPUTS)}, got {self.node_inputs!r}")
         if self.unknown_token and self.node_inputs != "id":
@@ -368,6 +373,13 @@ class FitResult:
     subgroup_summary: dict[str, dict[str, float]] = field(default_factory=dict)
     seconds: float = 0.0
     untrained_val: dict[str, float] = field(default_factory=dict)  # validation metrics of the untrained prior
+
+    @property
+    def best_record(self) -> dict[str, float]:
+        """The validation record of the selected epoch (epoch 0: the untrained prior; empty without one)."""
+        if self.best_epoch == 0:
+            return dict(self.untrained_val)
+        return next((dict(r) for r in self.history if r.get("epoch") == self.best_epoch), {})
 
 
 class Trainer:
@@ -706,8 +718,9 @@ class Trainer:
                         ", ".join(unknown))
         return torch.tensor([self.encoder_index.get(g, -1) for g in genes] or [-1], dtype=torch.long)
 
-    def evaluate(self, conditions: Sequence[Condition]):
-        """``(table, summary)`` from :func:`metrics.evaluate` on the given conditions (which have rows)."""
+    def evaluate(self, conditions: Sequence[Condition], with_pred: bool = False):
+        """``(table, summary)`` from :func:`metrics.evaluate` on the given conditions (which have rows); with
+        ``with_pred`` also the predicted and true changes against the batch-matched references, (P, G) each."""
         conditions = list(conditions)
         key = "|".join(f"{l}/{p}" for l, p in conditions)
         if key not in self._val_cache:
@@ -717,7 +730,40 @@ class Trainer:
         true_mean, ref, cand, self_index = self._val_cache[key]
         pred = self.predict_means(conditions)
         names = [condition_name(c) for c in conditions]
-        return metrics.evaluate(names, pred, true_mean, ref, self.data.gene_index, cand, self_index, seed=self.cfg.seed)
+        table, summary = metrics.evaluate(names, pred, true_mean, ref, self.data.gene_index, cand, self_index,
+                                          seed=self.cfg.seed)
+        return (table, summary, pred - ref, true_mean - ref) if with_pred else (table, summary)
+
+    def validate(self) -> tuple[dict[str, float], float]:
+        """The validation record (``val_<metric>`` for every metric of :func:`metrics.evaluate`, and
+        ``val_pearson_delta_specific``) and the score model selection maximises (``select_on``):
+
+        * ``pearson_delta``: the mean batch-matched Pearson Δ, ``corr(δ̂_p, δ_p)`` (TxPert's metric);
+        * ``pearson_delta_pert``: ``val_pearson_delta_specific``, the mean of Systema's
+          ``corr(δ̂_p − δ̄_l, δ_p − δ̄_l)`` with ``δ̄_l`` the mean change of the *training* conditions of p's
+          cell line (no validation or test truth enters the centre): the part of the response specific to p,
+          which a strong response shared by all perturbations hides from ``pearson_delta``;
+        * ``both``: the mean of the two.
+        """
+        val = list(self.split.val)
+        _, summary, pred_delta, true_delta = self.evaluate(val, with_pred=True)
+        record = {f"val_{k}": v for k, v in summary.items() if k != "n_perturbations"}
+        train_lines = [line for line, _ in self.train_deltas]
+        centres = np.stack(list(self.train_deltas.values()))
+        lines = [line for line, _ in val]
+        known = np.isin(np.asarray(lines, dtype=object), np.asarray(train_lines, dtype=object))
+        specific = np.zeros(len(val))
+        if known.any():
+            specific[known] = metrics.pearson_delta_pert(pred_delta[known], true_delta[known], centres, train_lines,
+                                                         [l for l, k in zip(lines, known) if k])
+        record["val_pearson_delta_specific"] = float(np.mean(specific[known])) if known.any() else float("nan")
+        pd, sp = record["val_pearson_delta"], record["val_pearson_delta_specific"]
+        if self.cfg.select_on == "pearson_delta" or not np.isfinite(sp):  # a held-out line has no training centre
+            score = pd
+        else:
+            score = sp if self.cfg.select_on == "pearson_delta_pert" else 0.5 * (pd + sp)
+        record["val_selection"] = float(score)
+        return record, float(score)
 
     # ------------------------------------------------------------------ checkpoints
     def _ckpt(self, name: str) -> Path | None:
@@ -776,12 +822,11 @@ class Trainer:
             return None
         record: dict[str, float] = {}
         if self.dist.is_main:
-            _, val = self.evaluate(self.split.val)
-            record = {f"val_{k}": v for k, v in val.items() if k != "n_perturbations"}
+            record, _ = self.validate()
         record = self.dist.broadcast(record)
         st = self.state
         st["untrained"] = record
-        st["best_val"], st["best_epoch"] = float(record["val_pearson_delta"]), 0
+        st["best_val"], st["best_epoch"] = float(record["val_selection"]), 0
         state = self._keep_best(0)
         log.info("epoch 0 (untrained prior): val_pearson_delta=%.4f", record["val_pearson_delta"])
         self._progress_line(f"epoch 0 (untrained prior)  val Pearson Δ {record['val_pearson_delta']:.3f}")
@@ -825,9 +870,8 @@ class Trainer:
             score = None
             if main:  # rank 0 evaluates; its record and score decide for every rank (same step counts)
                 if self.split.val:
-                    _, val = self.evaluate(self.split.val)
-                    record.update({f"val_{k}": v for k, v in val.items() if k != "n_perturbations"})
-                    score = val["pearson_delta"]
+                    val, score = self.validate()
+                    record.update(val)
                 else:
                     score = -record["train_loss"]
             record, score = self.dist.broadcast((record, score))
