@@ -12,8 +12,9 @@ Metrics on the test perturbations (mean over perturbations, then mean ± sd over
 * Pearson Δ and MSE of the predicted mean profile (``Trainer.evaluate``, as ``txpert train`` reports them);
 * PDS (``txpert_head.vcc_metrics.pds_scores``): each test perturbation's predicted pseudobulk ranks the true
   pseudobulks of *all* perturbations of the dataset (train, val and test, as the retrieval metric does) by
-  L1 distance, target gene(s) left out (VCC convention); 1 = own truth nearest, 0.5 = chance; averaged over
-  the test perturbations. (With the few test perturbations of a split alone, 4-6, PDS would move in steps
+  L1 distance, target gene(s) left out; PDS = 1 − rank/N as in cell-eval (1 = own truth nearest, about
+  0.5 = chance); averaged over the test perturbations. (The VCC block itself leaves out only the gene named
+  like the label, nothing for a combination; this benchmark keeps leaving out every constituent.) (With the few test perturbations of a split alone, 4-6, PDS would move in steps
   of 0.2-0.33.)
 
 A second table gives, per loss, the paired difference to MSE (same seed and split), mean ± sd over seeds.

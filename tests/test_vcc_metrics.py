@@ -12,10 +12,14 @@ from txpert_head.vcc_metrics import (
     call_de_genes,
     cell_mean_baseline,
     des_from_calls,
+    label_gene_indices,
+    log2_fold_change,
     pds_scores,
+    pseudobulk_mae,
     scale_against_baseline,
     target_indices_from_names,
     top_change_mae,
+    vcc_pearson_delta,
     vcc_scores,
     wilcoxon_pvalues,
 )
@@ -47,7 +51,8 @@ def test_bh_rejects_out_of_range():
 
 # ---------------------------------------------------------------------------- Wilcoxon / DE call
 def _control(n: int = 40, g: int = 6, seed: int = 1) -> np.ndarray:
-    return np.random.default_rng(seed).normal(size=(n, g))
+    """log1p of Poisson counts: non-negative log-expression, as the VCC (cell-eval) requires."""
+    return np.log1p(np.random.default_rng(seed).poisson(4.0, size=(n, g))).astype(float)
 
 
 def test_wilcoxon_identical_sample_p_is_one_and_shift_is_significant():
@@ -59,15 +64,38 @@ def test_wilcoxon_identical_sample_p_is_one_and_shift_is_significant():
     assert p[2] < 1e-10
 
 
-def test_call_de_genes_orders_by_abs_fold_change():
+def test_log2_fold_change_is_pdex_s():
+    # log2(expm1(m) / expm1(c)); 0/0 -> 0; one-sided zero -> +-inf
+    lfc = log2_fold_change(np.array([np.log(5.0), 0.0, 1.0, 0.0]), np.array([np.log(2.0), 0.0, 0.0, 1.0]))
+    np.testing.assert_allclose(lfc[:2], [np.log2(4.0 / 1.0), 0.0])
+    assert lfc[2] == np.inf and lfc[3] == -np.inf
+
+
+def test_call_de_genes_orders_by_abs_log2_fold_change_of_expm1_means():
     ctrl = _control()
     cells = ctrl.copy()
-    cells[:, 0] += 2.0
-    cells[:, 3] -= 7.0
-    cells[:, 5] += 4.0
+    cells[:, 0] += 0.5
+    cells[:, 3] = 0.0                      # knocked out: lfc = -inf, the largest |lfc|
+    cells[:, 5] += 1.0
     call = call_de_genes(cells, ctrl)
     assert call.genes.tolist() == [3, 5, 0]
-    np.testing.assert_allclose(call.log_fold_change[[0, 3, 5]], [2.0, -7.0, 4.0])
+    m, c = cells.mean(0), ctrl.mean(0)
+    np.testing.assert_allclose(call.log_fold_change[[0, 5]], np.log2(np.expm1(m[[0, 5]]) / np.expm1(c[[0, 5]])))
+    assert call.log_fold_change[3] == -np.inf
+
+
+def test_call_de_genes_ties_by_gene_index_and_strict_alpha():
+    ctrl = _control(g=4)
+    cells = ctrl.copy()
+    cells[:, 1] += 1.0
+    cells[:, 2] = cells[:, 1]              # genes 1 and 2 ... same change only if the controls agree:
+    ctrl2 = ctrl.copy()
+    ctrl2[:, 2] = ctrl2[:, 1]              # ... make them agree: equal |lfc|, order by index
+    call = call_de_genes(cells, ctrl2)
+    assert call.genes.tolist() == [1, 2]
+    # a gene with q exactly at alpha is not DE (cell-eval: fdr < alpha)
+    q = call.qvalues[1]
+    assert call_de_genes(cells, ctrl2, alpha=float(q)).genes.size == 0
 
 
 # ---------------------------------------------------------------------------- DES
@@ -80,8 +108,8 @@ def test_des_hand_cases():
     # predicted set larger than the truth: keep its first |true| = 3 genes (largest |lfc|): 5, 1, 2
     assert des_from_calls(_call([5, 1, 2, 7]), _call([1, 2, 3])) == pytest.approx(2 / 3)
     assert des_from_calls(_call([1, 2, 3, 5]), _call([1, 2, 3])) == 1.0
-    # empty truth: 1 if nothing predicted, else 0
-    assert des_from_calls(_call([]), _call([])) == 1.0
+    # empty truth: 0 whatever the prediction (cell-eval's overlap_at_N; the old definition gave 1 to [] vs [])
+    assert des_from_calls(_call([]), _call([])) == 0.0
     assert des_from_calls(_call([4]), _call([])) == 0.0
     assert des_from_calls(_call([]), _call([4])) == 0.0
 
@@ -107,27 +135,30 @@ TRUE_PB = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
 
 
 def test_pds_hand_computed():
+    # cell-eval's discrimination_score_l1: PDS_p = 1 - rank_p / N, rank 0 = own truth nearest
+    # (the old definition was 1 - (closer + ties/2) / (N - 1))
     pred = np.array([[0.1, 0.0], [0.0, 0.0], [0.0, 2.0]])
-    # row 0: d = .1, .9, 2.1 -> own nearest -> 1
-    # row 1: d = 0, 1, 2 -> one closer -> 1 - 1/2
-    # row 2: d = 2, 3, 0 -> 1
-    np.testing.assert_allclose(pds_scores(pred, TRUE_PB), [1.0, 0.5, 1.0])
+    # row 0: d = .1, .9, 2.1 -> rank 0 -> 1
+    # row 1: d = 0, 1, 2 -> rank 1 -> 1 - 1/3
+    # row 2: d = 2, 3, 0 -> rank 0 -> 1
+    np.testing.assert_allclose(pds_scores(pred, TRUE_PB), [1.0, 2 / 3, 1.0])
 
 
-def test_pds_ties_count_half_and_exclusion():
+def test_pds_ties_follow_argsort_and_exclusion():
     pred = np.array([[0.0, 0.0], [0.5, 0.0], [0.0, 2.0]])
-    # row 1: d = .5, .5, 2.5 -> one tie -> 1 - 0.5/2
-    np.testing.assert_allclose(pds_scores(pred, TRUE_PB)[1], 0.75)
+    # row 1: d = .5, .5, 2.5 -> numpy's argsort puts q = 0 first -> rank 1 -> 1 - 1/3
+    np.testing.assert_allclose(pds_scores(pred, TRUE_PB)[1], 2 / 3)
     pred = np.array([[0.0, 0.0], [0.0, 0.0], [0.0, 2.0]])
-    # row 1 without gene 0: d = 0, 0, 2 -> tie with row 0 -> .75 ; row 0 keeps all genes: d = 0,1,2 -> 1
-    np.testing.assert_allclose(pds_scores(pred, TRUE_PB, exclude=[[], [0], []]), [1.0, 0.75, 1.0])
+    # row 1 without gene 0: d = 0, 0, 2 -> rank 1 ; row 0 keeps all genes: d = 0, 1, 2 -> rank 0
+    np.testing.assert_allclose(pds_scores(pred, TRUE_PB, exclude=[[], [0], []]), [1.0, 2 / 3, 1.0])
 
 
-def test_pds_constant_prediction_is_exactly_half_and_single_is_nan():
+def test_pds_constant_prediction_and_single():
     true = np.random.default_rng(3).normal(size=(7, 20))
     pred = np.tile(true.mean(axis=0), (7, 1))
-    assert pds_scores(pred, true).mean() == pytest.approx(0.5, abs=1e-12)
-    assert np.isnan(pds_scores(true[:1], true[:1])).all()
+    # the ranks of a constant prediction are a permutation of 0..N-1: mean PDS = (N + 1) / (2N)
+    assert pds_scores(pred, true).mean() == pytest.approx(8 / 14, abs=1e-12)
+    assert pds_scores(true[:1], true[:1]).tolist() == [1.0]
 
 
 # ---------------------------------------------------------------------------- MAE, scaling
@@ -144,11 +175,25 @@ def test_scale_against_baseline():
     assert scale_against_baseline(1.5, 2.0, 0.0) == pytest.approx(0.25)
     assert scale_against_baseline(0.1, 0.2, 1.0) == 0.0  # worse than baseline: clipped
     assert scale_against_baseline(3.0, 2.0, 0.0) == 0.0
-    assert np.isnan(scale_against_baseline(1.0, 1.0, 1.0))
+    # undefined (baseline already perfect) or NaN counts 0, as in cell-eval score
+    assert scale_against_baseline(1.0, 1.0, 1.0) == 0.0
+    assert scale_against_baseline(0.0, 0.0, 0.0) == 0.0
+    assert scale_against_baseline(float("nan"), 0.5, 1.0) == 0.0
+
+
+def test_mae_and_vcc_pearson_delta():
+    assert pseudobulk_mae(np.array([1.0, 1.0, -1.0, 0.5]), np.array([0.0, 1.0, -3.0, 0.5])) == pytest.approx(0.75)
+    ctrl = np.array([1.0, 1.0, 1.0])
+    assert vcc_pearson_delta(np.array([2.0, 1.0, 0.0]), np.array([3.0, 1.0, -1.0]), ctrl) == pytest.approx(1.0)
+    assert np.isnan(vcc_pearson_delta(ctrl, np.array([3.0, 1.0, -1.0]), ctrl))  # no predicted change
 
 
 def test_target_indices_from_names():
     assert target_indices_from_names(["A", "B+C", "Z"], ["C", "A", "B"]) == [[1], [2, 0], []]
+
+
+def test_label_gene_indices_excludes_only_a_gene_named_like_the_label():
+    assert label_gene_indices(["A", "B+C", "Z", "C"], ["C", "A", "B"]) == [[1], [], [], [0]]
 
 
 # ---------------------------------------------------------------------------- the whole block
@@ -173,9 +218,9 @@ def test_vcc_perfect_scores_maximum_and_baseline_scores_zero():
     assert perfect["scaled"] == {"des": 1.0, "pds": 1.0, "mae": 1.0}
     assert set(perfect["per_perturbation"]) == set(true)
     assert all(v["n_de_true"] > 0 for v in perfect["per_perturbation"].values())
-    # the baseline itself: PDS exactly 0.5 (constant prediction), scaled all 0, S = 0
+    # the baseline itself: PDS exactly (N + 1) / 2N (constant prediction), scaled all 0, S = 0
     baseline = vcc_scores(base, true, control, base)
-    assert baseline["pds"] == pytest.approx(0.5)
+    assert baseline["pds"] == pytest.approx(5 / 8)
     assert baseline["score"] == 0.0
     assert perfect["baseline"] == pytest.approx(baseline["baseline"])
     assert baseline["baseline"]["mae"] > 0 and baseline["baseline"]["des"] < 1
@@ -189,7 +234,7 @@ def test_vcc_partial_model_between_and_scaling_consistent():
     out = vcc_scores(noisy, true, control, base)
     assert 0.0 < out["score"] < 100.0
     s = out["scaled"]
-    assert s["mae"] == pytest.approx((out["baseline"]["mae"] - out["mae"]) / out["baseline"]["mae"])
+    assert s["mae"] == pytest.approx(1 - out["mae"] / out["baseline"]["mae"])
     assert out["score"] == pytest.approx(100 * (s["des"] + s["pds"] + s["mae"]) / 3)
     assert out["des"] == pytest.approx(np.mean([v["des"] for v in out["per_perturbation"].values()]))
 
@@ -212,9 +257,10 @@ def test_vcc_target_exclusion_passes_through():
     pred["G0"] = true["B"].copy()                        # G0 predicted wrong only on gene 0 ...
     full = vcc_scores(pred, true, control)
     excl = vcc_scores(pred, true, control, exclude_genes={"G0": [0]})  # ... which is then ignored
-    # with gene 0: d(G0) = 4 > d(B) = 0, one of 3 others closer -> 1 - 1/3; without: tie -> 1 - 0.5/3
-    assert full["per_perturbation"]["G0"]["pds"] == pytest.approx(2 / 3)
-    assert excl["per_perturbation"]["G0"]["pds"] == pytest.approx(1 - 0.5 / 3)
+    # with gene 0: d(G0) > d(B) = 0 -> rank 1 of N = 4 -> 0.75; without: tie with B, which argsort puts
+    # after G0 (index order) -> rank 0 -> 1
+    assert full["per_perturbation"]["G0"]["pds"] == pytest.approx(0.75)
+    assert excl["per_perturbation"]["G0"]["pds"] == 1.0
     assert excl["per_perturbation"]["B"]["pds"] == 1.0
 
 
@@ -245,7 +291,7 @@ def test_vcc_on_norman_subset(shared_data):
     cond = adata.obs["condition"].astype(str).to_numpy()
     control = x[cond == "control"]
     perts = sorted(set(cond) - {"control"})
-    exclude = dict(zip(perts, target_indices_from_names(perts, adata.var_names.tolist())))
+    exclude = dict(zip(perts, label_gene_indices(perts, adata.var_names.tolist())))
     rng = np.random.default_rng(0)
     half_pred, half_true = {}, {}
     for p in perts:
@@ -253,8 +299,16 @@ def test_vcc_on_norman_subset(shared_data):
         half_pred[p], half_true[p] = x[idx[: len(idx) // 2]], x[idx[len(idx) // 2:]]
     base = cell_mean_baseline(x[cond != "control"], {p: len(c) for p, c in half_true.items()})
     perfect = vcc_scores(half_true, half_true, control, base, exclude_genes=exclude)
-    assert perfect["score"] == pytest.approx(100.0)
+    # a truth without DE genes scores DES 0 even for a perfect prediction (cell-eval), so perfect S is 100 only
+    # when every perturbation has DE genes; PDS and MAE are perfect regardless
+    share = np.mean([v["n_de_true"] > 0 for v in perfect["per_perturbation"].values()])
+    assert perfect["des"] == pytest.approx(share) and perfect["pds"] == 1.0 and perfect["mae"] == 0.0
+    assert perfect["scaled"]["pds"] == 1.0 and perfect["scaled"]["mae"] == 1.0
+    assert perfect["score"] == pytest.approx(100 * (perfect["scaled"]["des"] + 2) / 3)
+    assert perfect["score"] > 80.0
     assert vcc_scores(base, half_true, control, base, exclude_genes=exclude)["score"] == 0.0
     half = vcc_scores(half_pred, half_true, control, base, exclude_genes=exclude)
     assert 20.0 < half["score"] < 100.0
-    assert half["pds"] > 0.8 and half["baseline"]["pds"] == pytest.approx(0.5, abs=0.05)
+    n = len(perts)
+    # a constant prediction ranks like chance, (N + 1) / 2N (not exact: the excluded gene differs per row)
+    assert half["pds"] > 0.8 and half["baseline"]["pds"] == pytest.approx((n + 1) / (2 * n), abs=0.05)

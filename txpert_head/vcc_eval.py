@@ -1,6 +1,7 @@
 """Virtual Cell Challenge (VCC) metrics of a trained run and of the baselines: gathering the cells.
 
-:mod:`txpert_head.vcc_metrics` holds the formulas (DES, PDS, top-2,000 MAE, scaling, S); this module
+:mod:`txpert_head.vcc_metrics` holds the formulas (DES, PDS, MAE, scaling, S, the VCC's Pearson Δ; they agree
+with Arc's cell-eval, see tests/test_cell_eval_agreement.py); this module
 collects, for every evaluated condition ``p = (cell line L, perturbation)``, the four cell sets they need:
 
 * **true cells**: the data rows of p. For the model these are exactly the rows whose matched control
@@ -9,7 +10,9 @@ collects, for every evaluated condition ``p = (cell line L, perturbation)``, the
   evaluation, up to ``max_cells`` rows drawn with ``seed``. The cap keeps the Wilcoxon tests quick.
 * **control cells**: the control rows of cell line L (all batches; :class:`ControlIndex` ``by_line``),
   at most ``max_control_cells`` of them (seeded draw). DE genes are called against these, for the truth
-  and every prediction alike: Wilcoxon rank-sum + Benjamini-Hochberg at ``alpha`` (default 0.05).
+  and every prediction alike: Wilcoxon rank-sum + Benjamini-Hochberg at ``alpha`` (default 0.05), and
+  their pooled mean is the reference of PDS and of the VCC Pearson Δ (as in a cell-eval run whose
+  predicted file carries the real control cells).
 * **predicted cells**: TxPert's output for each matched control input is one predicted cell, shape
   (n_p, G). With ``control_mode="mean"`` every input of a batch is that batch's control mean, so the
   predicted cells are one point per batch (a point mass): DES then rests on the fold-change truncation
@@ -25,14 +28,15 @@ collects, for every evaluated condition ``p = (cell line L, perturbation)``, the
   control mean plus the mean training change ``mean_i (x_i − c_{b(i)})`` over the perturbed training
   cells of the other lines (``c_b``: control mean of the cell's batch).
 
-Several cell lines: each line is scored on its own (its controls, its cell-mean baseline; PDS ranks a
-perturbation only among the perturbations of the same line, with its target genes left out of the
-distances as the VCC does). The reported DES / PDS / MAE are means over all evaluated conditions of the
-per-condition values (PDS: over the conditions whose line has at least two), and the scaled values and
-``S`` are computed from those pooled means against the pooled cell-mean-baseline means::
+Several cell lines: each line is scored on its own, like one cell-eval run per line (its controls, its
+cell-mean baseline; PDS ranks a perturbation only among the perturbations of the same line, leaving out
+of the distances the gene named like the perturbation label, as cell-eval does: the target of a single,
+nothing for a combination ``A+B``). The reported DES / PDS / MAE / Pearson Δ are means over all evaluated
+conditions of the per-condition values, and the scaled values and ``S`` are computed from those pooled means
+against the pooled cell-mean-baseline means (:func:`vcc_metrics.scale_against_baseline`)::
 
     scaled_DES = max(0, (DES − DES_cm) / (1 − DES_cm)),  scaled_PDS likewise,
-    scaled_MAE = max(0, (MAE_cm − MAE) / MAE_cm),        S = 100 · mean(scaled values)
+    scaled_MAE = max(0, 1 − MAE / MAE_cm),               S = 100 · mean(scaled values)
 
 With one cell line this equals :func:`vcc_metrics.vcc_scores` with the cell-mean baseline, exactly.
 
@@ -53,8 +57,7 @@ from txpert_head.controls import ControlIndex
 from txpert_head.data import CONTROL, PerturbData
 from txpert_head.profiles import condition_name, rows_by_condition
 from txpert_head.splits import Condition
-from txpert_head.vcc_metrics import (DEFAULT_ALPHA, DEFAULT_TOP_K, overall_score, target_indices_from_names,
-                                     vcc_scores)
+from txpert_head.vcc_metrics import DEFAULT_ALPHA, label_gene_indices, overall_score, vcc_scores
 
 __all__ = ["CELL_MEAN", "VCC_BASELINES", "baselines_vcc", "line_cell_mean", "model_vcc", "prediction_kind",
            "score_predictions"]
@@ -63,7 +66,7 @@ CELL_MEAN = "cell_mean"
 PSEUDOBULK_SKIPPED = {"skipped": "pseudobulk data: DES needs single cells"}  # the block for pseudobulk data
 VCC_BASELINES = ("general", "additive", "nearest_cell_line", "graph_neighbours", "linear", "linear_graph")
 DEFAULT_MAX_CONTROL_CELLS = 2048
-METRICS = ("des", "pds", "mae")
+METRICS = ("des", "pds", "mae", "pearson_delta")  # per condition; S uses the first three
 
 Prediction = Mapping[Condition, np.ndarray]  # condition -> (n, G) cells or (G,) mean
 
@@ -107,20 +110,19 @@ def score_predictions(data: PerturbData, controls: ControlIndex, conditions: Seq
                       train: Sequence[Condition], predictions: Mapping[str, Prediction], *,
                       true_rows: Mapping[Condition, np.ndarray] | None = None, max_cells: int = 256,
                       max_control_cells: int = DEFAULT_MAX_CONTROL_CELLS, seed: int = 0,
-                      alpha: float = DEFAULT_ALPHA, top_k: int = DEFAULT_TOP_K) -> tuple[dict, pd.DataFrame]:
+                      alpha: float = DEFAULT_ALPHA) -> tuple[dict, pd.DataFrame]:
     """VCC metrics of every prediction set in ``predictions`` (``{label: {condition: cells or mean}}``).
 
     ``conditions``: the evaluated conditions (each must have data rows); ``train``: the training
     conditions (for the cell-mean baseline). ``true_rows``: the true cells' rows per condition (default: up
     to ``max_cells`` rows drawn with ``seed``). Returns ``(summary, table)``:
 
-    * ``summary``: ``{label: {"des", "pds", "mae", "scaled": {"des", "pds", "mae"}, "score",
-      "n_perturbations"}}`` for every label and for :data:`CELL_MEAN` (whose scaled values are 0 and S 0
-      by construction unless a metric is already perfect), plus ``"cell_lines"``, ``"control_cells"``
-      (per line), ``"alpha"``, ``"top_k"``, ``"test"``;
+    * ``summary``: ``{label: {"des", "pds", "mae", "pearson_delta", "scaled": {"des", "pds", "mae"}, "score",
+      "n_perturbations"}}`` for every label and for :data:`CELL_MEAN` (whose scaled values and S are 0
+      by construction), plus ``"cell_lines"``, ``"control_cells"`` (per line), ``"alpha"``, ``"test"``;
     * ``table``: one row per condition (``condition`` = :func:`condition_name`) with
-      ``<label>_vcc_des``, ``<label>_vcc_pds``, ``<label>_vcc_mae``, ``vcc_n_de_true`` (DE genes of the truth)
-      and ``<label>_vcc_n_de`` (DE genes of the prediction).
+      ``<label>_vcc_des``, ``<label>_vcc_pds``, ``<label>_vcc_mae``, ``<label>_vcc_pearson_delta``,
+      ``vcc_n_de_true`` (DE genes of the truth) and ``<label>_vcc_n_de`` (DE genes of the prediction).
     """
     conditions = list(conditions)
     if not conditions:
@@ -159,19 +161,18 @@ def score_predictions(data: PerturbData, controls: ControlIndex, conditions: Seq
             if not len(idx):
                 raise ValueError(f"condition {name}: no true cells")
             true[name] = _dense(data, idx)
-        exclude = dict(zip(names, target_indices_from_names([c[1] for c in conds], data.genes)))
+        exclude = dict(zip(names, label_gene_indices([c[1] for c in conds], data.genes)))
         mean = line_cell_mean(data, controls, train, rows, line)
         sets = {lab: {n: predictions[lab][c] for c, n in zip(conds, names)} for lab in predictions}
         # the (G,) mean is replicated by vcc_scores to the true set sizes without copying: the same cells as
         # cell_mean_baseline(training cells, sizes) gives, in O(G) memory
         sets[CELL_MEAN] = {n: mean for n in names}
         for lab in labels:
-            res = vcc_scores(sets[lab], true, control, alpha=alpha, top_k=top_k, exclude_genes=exclude)
+            res = vcc_scores(sets[lab], true, control, alpha=alpha, exclude_genes=exclude)
             for n, v in res["per_perturbation"].items():
                 per[lab][n] = v
                 n_de_true[n] = v["n_de_true"]
-    summary: dict = {"cell_lines": lines, "control_cells": control_counts, "alpha": alpha, "top_k": top_k,
-                     "top_genes": min(top_k, data.n_genes),
+    summary: dict = {"cell_lines": lines, "control_cells": control_counts, "alpha": alpha,
                      "test": "Wilcoxon rank-sum vs the line's control cells, Benjamini-Hochberg FDR"}
     names = [condition_name(c) for c in conditions]
     raw = {lab: {m: _mean([per[lab][n][m] for n in names]) for m in METRICS} for lab in labels}
@@ -200,7 +201,7 @@ def _baseline_predictions(conditions: Sequence[Condition], baselines: Mapping[st
 
 def _arrange(summary: dict, model_label: str | None, base_labels: Sequence[str], kind: str | None,
              seconds: float, max_cells: int) -> dict:
-    out = {k: summary[k] for k in ("cell_lines", "control_cells", "alpha", "top_k", "top_genes", "test")}
+    out = {k: summary[k] for k in ("cell_lines", "control_cells", "alpha", "test")}
     out.update({"prediction": kind, "max_cells_per_condition": max_cells, "seconds": seconds,
                 "cell_mean": summary[CELL_MEAN]})
     if model_label is not None:
@@ -211,7 +212,7 @@ def _arrange(summary: dict, model_label: str | None, base_labels: Sequence[str],
 
 def model_vcc(trainer, conditions: Sequence[Condition], baselines: Mapping[str, dict] | None = None, *,
               max_control_cells: int = DEFAULT_MAX_CONTROL_CELLS, seed: int = 0,
-              alpha: float = DEFAULT_ALPHA, top_k: int = DEFAULT_TOP_K) -> tuple[dict, pd.DataFrame]:
+              alpha: float = DEFAULT_ALPHA) -> tuple[dict, pd.DataFrame]:
     """The VCC block of a :class:`~txpert_head.train.Trainer` (its current weights) and of the baselines.
 
     ``conditions``: evaluated conditions (with data rows); ``baselines``: :func:`run_baselines` output on
@@ -219,8 +220,8 @@ def model_vcc(trainer, conditions: Sequence[Condition], baselines: Mapping[str, 
     the rows its inputs were matched to (at most ``trainer.cfg.eval_cells`` per condition); the baselines
     are scored on the same true cells. Returns ``(block, table)``: ``block`` = ``{"prediction",
     "model": {...}, "baselines": {name: {...}}, "cell_mean": {...}, "cell_lines", "control_cells", "alpha",
-    "top_k", "top_genes", "test", "max_cells_per_condition", "seconds"}`` (each entry as in
-    :func:`score_predictions`); ``table`` has ``condition``, ``vcc_des/pds/mae/n_de`` (model),
+    "test", "max_cells_per_condition", "seconds"}`` (each entry as in
+    :func:`score_predictions`); ``table`` has ``condition``, ``vcc_des/pds/mae/pearson_delta/n_de`` (model),
     ``<baseline>_vcc_*`` and ``cell_mean_vcc_*``.
     """
     start = time.perf_counter()
@@ -232,7 +233,7 @@ def model_vcc(trainer, conditions: Sequence[Condition], baselines: Mapping[str, 
     preds.update(base)
     summary, table = score_predictions(trainer.data, trainer.controls, conditions, trainer.split.train, preds,
                                        true_rows=dict(zip(conditions, used)), max_control_cells=max_control_cells,
-                                       seed=seed, alpha=alpha, top_k=top_k)
+                                       seed=seed, alpha=alpha)
     table = table.rename(columns={f"TxPert_vcc_{m}": f"vcc_{m}" for m in (*METRICS, "n_de")})
     block = _arrange(summary, "TxPert", list(base), prediction_kind(trainer.cfg.control_mode),
                      time.perf_counter() - start, trainer.cfg.eval_cells)
@@ -241,15 +242,15 @@ def model_vcc(trainer, conditions: Sequence[Condition], baselines: Mapping[str, 
 
 def baselines_vcc(data: PerturbData, controls: ControlIndex, conditions: Sequence[Condition],
                   train: Sequence[Condition], baselines: Mapping[str, dict], *, max_cells: int = 256,
-                  max_control_cells: int = DEFAULT_MAX_CONTROL_CELLS, seed: int = 0, alpha: float = DEFAULT_ALPHA,
-                  top_k: int = DEFAULT_TOP_K) -> tuple[dict, pd.DataFrame]:
+                  max_control_cells: int = DEFAULT_MAX_CONTROL_CELLS, seed: int = 0,
+                  alpha: float = DEFAULT_ALPHA) -> tuple[dict, pd.DataFrame]:
     """The VCC block of the baselines alone (``txpert baseline``): as :func:`model_vcc` without ``model``;
     true cells are up to ``max_cells`` rows per condition drawn with ``seed``."""
     start = time.perf_counter()
     _require_cells(data)
     base = _baseline_predictions(list(conditions), baselines)
     summary, table = score_predictions(data, controls, conditions, train, base, max_cells=max_cells,
-                                       max_control_cells=max_control_cells, seed=seed, alpha=alpha, top_k=top_k)
+                                       max_control_cells=max_control_cells, seed=seed, alpha=alpha)
     return _arrange(summary, None, list(base), "mean profiles (baselines)", time.perf_counter() - start,
                     max_cells), table
 
