@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any, Callable
 
 import click
 
+from kgbuild import api
 from kgbuild.cli_common import common_group_options, set_short_help, setup_logging, user_errors
 from kgbuild.fetch import FetchError, fetch, list_manifests
 from kgbuild.errors import KgbuildInputError
@@ -14,6 +17,41 @@ from kgbuild.jaccard import DEFAULT_MAX_SET_SIZE
 from kgbuild.outputs import check_output_not_input, output_errors
 
 INPUT_ERRORS = (GraphError, GraphFileError, FileNotFoundError, KeyError, KgbuildInputError)
+
+# ---------------------------------------------------------------------- library parameters -> command-line flags
+#: library messages name parameters as `name` or `name=value` (kgbuild.api); these have another flag
+_FLAG_ALIASES = {"path": "--edges", "manifests": "--manifest-dir", "output": "-o"}
+_PARAM = re.compile(r"`([a-z][a-z0-9_]*)(?:=([^`]*))?`")
+
+
+def flag_message(message: str, command: click.Command | None) -> str:
+    """A library message for the command line: `` `min_score` `` -> ``--min-score``, `` `max_set_size=3` ``
+    -> ``--max-set-size 3`` (flags of ``command``; other names lose only the backticks)."""
+    opts = {p.name: p for p in (command.params if command is not None else []) if isinstance(p, click.Option)}
+
+    def flag(match: re.Match) -> str:
+        name, value = match.group(1), match.group(2)
+        option = opts.get(name)
+        opt = _FLAG_ALIASES.get(name) or (max(option.opts, key=len) if option is not None else None)
+        if opt is None:
+            return name if value is None else f"{name}={value}"
+        if option is not None and option.is_flag:
+            return opt
+        return opt if value is None else f"{opt} {value}"
+
+    return _PARAM.sub(flag, message)
+
+
+def library_errors(*kinds: type[BaseException]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Like :func:`user_errors` (``Error: ...``, exit code 1), with parameter names turned into this
+    command's flags (:func:`flag_message`)."""
+
+    def message(err: BaseException) -> str:
+        ctx = click.get_current_context(silent=True)
+        return flag_message(str(err), ctx.command if ctx else None)
+
+    return user_errors(*kinds, message=message)
+
 
 # ---------------------------------------------------------------------- options shared by the builders
 output_option = click.option(
@@ -44,6 +82,11 @@ def write_graph(graph: MultiGraph, output: Path) -> None:
     a read-only folder, is a clean error; no partial file is left)."""
     with output_errors(output):
         graph.save(output)
+    report_written(graph, output)
+
+
+def report_written(graph: MultiGraph, output: Path) -> None:
+    """Print where the graph went and its one-screen summary."""
     click.echo(f"wrote {output}")
     click.echo(graph.format_summary())
 
@@ -89,15 +132,14 @@ def info(graph: Path) -> None:
 @main.command()
 @click.argument("graphs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @output_option
-@user_errors(*INPUT_ERRORS)
+@library_errors(*INPUT_ERRORS)
 def merge(graphs: tuple[Path, ...], output: Path) -> None:
     """Merge GRAPHS into one multigraph: union of the node vocabularies, one layer per input layer.
 
     Layer names must be distinct across the inputs. Nothing is written if any input is unreadable; the
     output must not be one of the inputs.
     """
-    check_output_not_input(output, [("", p) for p in graphs])
-    write_graph(MultiGraph.merge([MultiGraph.load(p) for p in graphs]), output)
+    report_written(api.merge(graphs, output=output), output)
 
 
 # ---------------------------------------------------------------------- fetch (kgbuild.fetch)
@@ -112,13 +154,15 @@ def merge(graphs: tuple[Path, ...], output: Path) -> None:
 @click.option("--retries", type=click.IntRange(min=0), default=4, show_default=True,
               help="Retries after connection errors and HTTP 5xx, with exponential backoff (1, 2, 4, ... s).")
 @click.option("--manifest-dir", type=click.Path(file_okay=False, path_type=Path), envvar="KGBUILD_MANIFEST_DIR",
-              show_envvar=True, default=None, help="Folder of *.toml source manifests (default: data_manifests/).")
-@user_errors(FetchError)
+              show_envvar=True, default=None,
+              help="Folder of *.toml source manifests (default: the ones installed with kgbuild, kgbuild/manifests/).")
+@library_errors(FetchError)
 def fetch_command(source: str | None, files: tuple[str, ...], list_sources: bool, cache_dir: Path | None,
                   offline: bool, force: bool, retries: int, manifest_dir: Path | None) -> None:
     """Download the files of SOURCE (string, go, reactome, ...) into the cache and print where they are.
 
-    Each source's files, URLs, version, license and citation are listed in data_manifests/SOURCE.toml.
+    Each source's files, URLs, version, license and citation are listed in its manifest,
+    kgbuild/manifests/SOURCE.toml (installed with the package; --manifest-dir to use others).
     Downloads stream with a progress bar, resume partial files, retry on connection errors and HTTP 5xx,
     are checked against the manifest's sha256 when it pins one, and are moved into the cache only when
     complete. Cached files are checked against the sha256 recorded at download before they are used: a
@@ -222,7 +266,7 @@ def perturb_command(graph: Path, output: Path, rewire: float, downsample: float,
 @click.option("--layer-name", default=None, help="Layer name (default: the file name without suffixes).")
 @click.option("--block-rows", type=click.IntRange(min=1), default=2048, show_default=True,
               help="Rows per similarity block; memory grows with it, never with genes squared.")
-@user_errors(KgbuildInputError, GraphError)
+@library_errors(KgbuildInputError, GraphError)
 def screen_command(embeddings: Path, output: Path, top_pct: float, max_in_degree: int, gene_column: str | None,
                    orientation: str, aggregate: str, max_nan_frac: float | None, obs_column: str | None,
                    control: str | None, layer_name: str | None, block_rows: int) -> None:
@@ -243,57 +287,15 @@ def screen_command(embeddings: Path, output: Path, top_pct: float, max_in_degree
       kgbuild screen --embeddings norman.h5ad --obs-column perturbation --control control -o norman.kg.npz
       kgbuild screen --embeddings emb.parquet --top-pct 1 --max-in-degree 20 --layer-name depmap -o d.kg.npz
     """
-    from kgbuild.sources.screen import build_screen_graph
-
-    check_output_not_input(output, [("--embeddings", embeddings)])
-    graph = build_screen_graph(
+    graph = api.screen(
         embeddings, top_pct=top_pct, max_in_degree=max_in_degree or None, layer_name=layer_name,
         block_rows=block_rows, gene_column=gene_column, orientation=orientation, aggregate=aggregate,
-        max_nan_frac=max_nan_frac, obs_column=obs_column, control=control,
+        max_nan_frac=max_nan_frac, obs_column=obs_column, control=control, output=output,
     )
-    write_graph(graph, output)
+    report_written(graph, output)
 
 
 # ---------------------------------------------------------------------- string / go / reactome / edges / export
-def _source_paths(source: str, given: dict[str, Path | None], cache_dir: Path | None,
-                  offline: bool, output: Path) -> tuple[dict[str, Path], dict[str, dict]]:
-    """The input paths of a builder: those given, plus the missing ones from the download cache
-    (kgbuild.fetch; downloaded unless --offline). Returns ``(paths, {key: fetch record})``.
-
-    ``output`` must not be any of them (given or cached): checked before and after the download."""
-    paths = {k: p for k, p in given.items() if p is not None}
-    option = {"links_detailed": "--links"}  # the builder option that gives each file
-    check_output_not_input(output, [(option.get(k, f"--{k}"), p) for k, p in paths.items()])
-    missing = [k for k, p in given.items() if p is None]
-    records: dict[str, dict] = {}
-    if missing:
-        from kgbuild.fetch import fetch as fetch_files, fetch_record
-
-        fetched = fetch_files(source, missing, cache_dir, offline)
-        check_output_not_input(output, [(f"cached {source}/{k}", p) for k, p in fetched.items()])
-        paths.update(fetched)
-        records = {k: fetch_record(p) or {} for k, p in fetched.items()}
-    return paths, records
-
-
-def _write_layer(table, meta: dict, layer_name: str, output: Path, fetched: dict[str, dict], hint: str) -> None:
-    """Check the filtered table is not empty, attach download provenance, build the layer and write it."""
-    if len(table) == 0:
-        raise KgbuildInputError(f"no edges left after filtering, nothing written to {output}; {hint}")
-    if fetched:
-        meta["downloaded"] = {k: {f: r.get(f) for f in ("url", "version", "retrieved", "sha256", "license", "citation")}
-                              for k, r in fetched.items()}
-        versions = {r.get("version") for r in fetched.values() if r.get("version")}
-        if not meta.get("version") and len(versions) == 1:
-            meta["version"] = versions.pop()
-    write_graph(table.to_graph(layer_name, meta), output)
-
-
-def _csv_list(values: tuple[str, ...]) -> list[str]:
-    """Repeatable options that also accept comma-separated lists: ('P,F', 'C') -> ['P', 'F', 'C']."""
-    return [v.strip() for item in values for v in item.split(",") if v.strip()]
-
-
 layer_name_option = lambda default: click.option(  # noqa: E731
     "--layer-name", default=default, show_default=True, help="Name of the layer in the output file.")
 max_set_size_option = click.option(
@@ -325,7 +327,7 @@ BUILDER_ERRORS = (*INPUT_ERRORS, KgbuildInputError, FetchError)
 @layer_name_option("string")
 @cache_dir_option
 @offline_option
-@user_errors(*BUILDER_ERRORS)
+@library_errors(*BUILDER_ERRORS)
 def string_command(links: Path | None, info: Path | None, output: Path, min_score: int, max_in_degree: int,
                    channel: str, unknown_ids: str, layer_name: str, cache_dir: Path | None, offline: bool) -> None:
     """STRING protein-protein associations as a gene graph: weight = score / 1000.
@@ -342,19 +344,17 @@ def string_command(links: Path | None, info: Path | None, output: Path, min_scor
       kgbuild string --channel experimental --min-score 400 --layer-name string_exp -o exp.kg.npz
       kgbuild string --offline --cache-dir /data/kgcache -o string.kg.npz
     """
-    from kgbuild.sources import string as string_source
-
-    links_key = "links" if channel == "combined_score" else "links_detailed"
-    paths, fetched = _source_paths("string", {links_key: links, "info": info}, cache_dir, offline, output)
-    table, meta = string_source.build(paths[links_key], paths["info"], min_score=min_score,
-                                      max_in_degree=max_in_degree or None, channel=channel, unknown_ids=unknown_ids)
+    graph = api.string(links, info, min_score=min_score, max_in_degree=max_in_degree or None, channel=channel,
+                       unknown_ids=unknown_ids, layer_name=layer_name, cache_dir=cache_dir, offline=offline,
+                       output=output)
+    meta = graph.meta["layers"][layer_name]
     unk = meta["unknown_ids"]
     click.echo(f"read {meta['rows_read']:,} links; {meta['rows_below_min_score']:,} below score {min_score}; "
                f"{unk['ids']:,} unknown protein id(s) in {unk['rows']:,} row(s) dropped")
     if unk["ids"]:
         click.echo(f"warning: {unk['ids']} protein id(s) not in the info file, e.g. {', '.join(unk['examples'][:5])}",
                    err=True)
-    _write_layer(table, meta, layer_name, output, fetched, "lower --min-score or check the files")
+    report_written(graph, output)
 
 
 @main.command("go")
@@ -373,7 +373,7 @@ def string_command(links: Path | None, info: Path | None, output: Path, min_scor
 @layer_name_option("go")
 @cache_dir_option
 @offline_option
-@user_errors(*BUILDER_ERRORS)
+@library_errors(*BUILDER_ERRORS)
 def go_command(obo: Path | None, gaf: Path | None, output: Path, aspects: tuple[str, ...],
                exclude_evidence: tuple[str, ...], min_jaccard: float, max_in_degree: int, max_set_size: int,
                layer_name: str, cache_dir: Path | None, offline: bool) -> None:
@@ -390,19 +390,17 @@ def go_command(obo: Path | None, gaf: Path | None, output: Path, aspects: tuple[
       kgbuild go --obo go-basic.obo --gaf goa_human.gaf.gz --aspects P --exclude-evidence IEA -o go_bp.kg.npz
       kgbuild go --min-jaccard 0.2 --max-in-degree 10 -o go_strict.kg.npz
     """
-    from kgbuild.sources import go as go_source
-
-    paths, fetched = _source_paths("go", {"obo": obo, "gaf": gaf}, cache_dir, offline, output)
-    table, meta = go_source.build(paths["obo"], paths["gaf"], aspects=_csv_list(aspects),
-                                  exclude_evidence=_csv_list(exclude_evidence), min_jaccard=min_jaccard,
-                                  max_in_degree=max_in_degree or None, max_set_size=max_set_size)
+    graph = api.go(obo, gaf, aspects=aspects, exclude_evidence=exclude_evidence, min_jaccard=min_jaccard,
+                   max_in_degree=max_in_degree or None, max_set_size=max_set_size, layer_name=layer_name,
+                   cache_dir=cache_dir, offline=offline, output=output)
+    meta = graph.meta["layers"][layer_name]
     ann, flt = meta["annotations"], meta["filters"]
     click.echo(f"read {ann['rows_read']:,} annotation rows; used {ann['annotation_rows_used']:,} "
                f"(NOT {ann['not_rows_dropped']:,}, other aspects {ann['other_aspect_rows_dropped']:,}, excluded "
                f"evidence {ann['excluded_evidence_rows_dropped']:,}, unknown GO ids {ann['unknown_go_id_rows_dropped']:,} "
                f"dropped); {flt['genes_with_sets']:,} genes, {flt['sets']:,} terms; "
                f"{flt['pairs_above_threshold']:,} directed pairs with Jaccard > {min_jaccard}")
-    _write_layer(table, meta, layer_name, output, fetched, "lower --min-jaccard or use more --aspects")
+    report_written(graph, output)
 
 
 @main.command("reactome")
@@ -421,7 +419,7 @@ def go_command(obo: Path | None, gaf: Path | None, output: Path, aspects: tuple[
 @layer_name_option("reactome")
 @cache_dir_option
 @offline_option
-@user_errors(*BUILDER_ERRORS)
+@library_errors(*BUILDER_ERRORS)
 def reactome_command(gmt: Path | None, ncbi2reactome: Path | None, gene_map: Path | None, species: str,
                      output: Path, min_jaccard: float, max_in_degree: int, max_set_size: int, layer_name: str,
                      cache_dir: Path | None, offline: bool) -> None:
@@ -437,24 +435,17 @@ def reactome_command(gmt: Path | None, ncbi2reactome: Path | None, gene_map: Pat
       kgbuild reactome --gmt ReactomePathways.gmt --min-jaccard 0.2 -o reactome.kg.npz
       kgbuild reactome --ncbi2reactome NCBI2Reactome.txt --gene-map Homo_sapiens.gene_info.gz -o r.kg.npz
     """
-    from kgbuild.sources import reactome as reactome_source
-
     if gmt is not None and ncbi2reactome is not None:
         raise click.UsageError("give either --gmt or --ncbi2reactome, not both")
     if gene_map is not None and ncbi2reactome is None:
         raise click.UsageError("--gene-map only applies to --ncbi2reactome")
-    fetched: dict[str, dict] = {}
-    check_output_not_input(output, [("--ncbi2reactome", ncbi2reactome), ("--gene-map", gene_map)])
-    if ncbi2reactome is None:
-        paths, fetched = _source_paths("reactome", {"gmt": gmt}, cache_dir, offline, output)
-        gmt = paths["gmt"]
-    table, meta = reactome_source.build(gmt, ncbi2reactome, gene_map=gene_map, species=species,
-                                        min_jaccard=min_jaccard, max_in_degree=max_in_degree or None,
-                                        max_set_size=max_set_size)
-    flt = meta["filters"]
+    graph = api.reactome(gmt, ncbi2reactome=ncbi2reactome, gene_map=gene_map, species=species,
+                         min_jaccard=min_jaccard, max_in_degree=max_in_degree or None, max_set_size=max_set_size,
+                         layer_name=layer_name, cache_dir=cache_dir, offline=offline, output=output)
+    flt = graph.meta["layers"][layer_name]["filters"]
     click.echo(f"{flt['sets']:,} pathways over {flt['genes_with_sets']:,} genes; "
                f"{flt['pairs_above_threshold']:,} directed pairs with Jaccard > {min_jaccard}")
-    _write_layer(table, meta, layer_name, output, fetched, "lower --min-jaccard or check the pathway file")
+    report_written(graph, output)
 
 
 @main.command("edges")
@@ -477,7 +468,7 @@ def reactome_command(gmt: Path | None, ncbi2reactome: Path | None, gene_map: Pat
 @max_in_degree_option(20)
 @layer_name_option("edges")
 @output_option
-@user_errors(*BUILDER_ERRORS)
+@library_errors(*BUILDER_ERRORS)
 def edges_command(edges_file: Path, source_col: str, target_col: str, weight_col: str | None, sep: str | None,
                   symmetric: bool, duplicates: str, weight_scale: float, min_weight: float | None,
                   top_pct: float | None, max_in_degree: int, layer_name: str, output: Path) -> None:
@@ -494,16 +485,14 @@ def edges_command(edges_file: Path, source_col: str, target_col: str, weight_col
                     --weight-col combined_score --weight-scale 0.001 --min-weight 0.7 --symmetric -o s.kg.npz
       kgbuild edges --edges regulators.csv --source-col tf --target-col target -o grn.kg.npz
     """
-    from kgbuild.sources import edges as edges_source
-
-    check_output_not_input(output, [("--edges", edges_file)])
-    table, meta = edges_source.build(edges_file, source_col, target_col, weight_col, sep=sep, symmetric=symmetric,
-                                     duplicates=duplicates, min_weight=min_weight, top_pct=top_pct,
-                                     max_in_degree=max_in_degree or None, weight_scale=weight_scale)
+    graph = api.edges(edges_file, source_col=source_col, target_col=target_col, weight_col=weight_col, sep=sep,
+                      symmetric=symmetric, duplicates=duplicates, weight_scale=weight_scale, min_weight=min_weight,
+                      top_pct=top_pct, max_in_degree=max_in_degree or None, layer_name=layer_name, output=output)
+    meta = graph.meta["layers"][layer_name]
     flt = meta["filters"]
     click.echo(f"read {meta['rows_read']:,} rows; {flt['self_loops_removed']:,} self-loops and "
                f"{flt['duplicates_removed']:,} duplicates removed")
-    _write_layer(table, meta, layer_name, output, {}, "loosen --min-weight / --top-pct or check the columns")
+    report_written(graph, output)
 
 
 @main.command("export")

@@ -43,8 +43,10 @@ def set_short_help(group: click.Group, texts: dict[str, str]) -> None:
         group.commands[name].short_help = text
 
 
-def user_errors(*kinds: type[BaseException]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Turn the listed exception types into a clean ``Error: ...`` message and exit code 1 (no traceback)."""
+def user_errors(*kinds: type[BaseException],
+                message: Callable[[BaseException], str] = str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Turn the listed exception types into a clean ``Error: ...`` message (``message(err)``, default the
+    exception's text) and exit code 1 (no traceback)."""
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
@@ -52,7 +54,7 @@ def user_errors(*kinds: type[BaseException]) -> Callable[[Callable[..., Any]], C
             try:
                 return fn(*args, **kwargs)
             except kinds as err:
-                raise click.ClickException(str(err)) from err
+                raise click.ClickException(message(err)) from err
 
         return wrapper
 

@@ -21,7 +21,7 @@ sorted, comparing codes is comparing names, which is how filters break ties dete
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -36,6 +36,8 @@ class EdgeTable:
     sources: np.ndarray
     targets: np.ndarray
     weights: np.ndarray
+    #: ``(vocab, src, dst)`` when built from codes (:meth:`from_codes`): :meth:`codes` returns them as they are
+    _codes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         src = _str_array(self.sources, "sources")
@@ -63,7 +65,8 @@ class EdgeTable:
         vocab = np.asarray(vocab, dtype=str)
         if len(vocab) == 0:
             return cls.empty()
-        return cls(vocab[np.asarray(src, dtype=np.int64)], vocab[np.asarray(dst, dtype=np.int64)], weights)
+        src, dst = np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64)
+        return cls(vocab[src], vocab[dst], weights, (vocab, src, dst))
 
     @classmethod
     def from_pairs(cls, pairs: Iterable[tuple[str, str, float]]) -> "EdgeTable":
@@ -84,7 +87,10 @@ class EdgeTable:
 
     def codes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(vocab, src, dst)``: the sorted unique endpoint names (unicode ``(N,)``) and each edge's
-        source and target as int64 positions in it (``(E,)`` each)."""
+        source and target as int64 positions in it (``(E,)`` each). A table made by :meth:`from_codes`
+        returns the codes it was made from (its sorted vocabulary may then hold names without edges)."""
+        if self._codes is not None:
+            return self._codes
         if len(self) == 0:
             return np.zeros(0, dtype="<U1"), np.zeros(0, np.int64), np.zeros(0, np.int64)
         vocab, inverse = np.unique(np.concatenate([self.sources, self.targets]), return_inverse=True)

@@ -1,4 +1,4 @@
-"""Download the public source files named in ``data_manifests/*.toml`` into a local cache.
+"""Download the public source files named in ``kgbuild/manifests/*.toml`` into a local cache.
 
 A manifest describes one source (``string``, ``go``, ``reactome``, ...)::
 
@@ -32,8 +32,8 @@ target lies inside the cache root.
 Environment:
 
 * ``KGBUILD_CACHE_DIR`` - cache root (default ``~/.cache/txpert-kg``);
-* ``KGBUILD_MANIFEST_DIR`` - where the ``*.toml`` manifests live (default: ``data_manifests/`` beside the
-  ``kgbuild`` package);
+* ``KGBUILD_MANIFEST_DIR`` - where the ``*.toml`` manifests live (default: the package data
+  ``kgbuild/manifests/``, installed with kgbuild and found through :mod:`importlib.resources`);
 * ``KGBUILD_MIRROR`` - fetch every file from ``<mirror>/<source>/<file name>`` instead of the provider;
   ``KGBUILD_MIRROR_<SOURCE>`` (e.g. ``KGBUILD_MIRROR_STRING``) - ``<mirror>/<file name>`` for one source.
 
@@ -152,15 +152,17 @@ class Manifest:
 
 
 def manifest_dir(override: str | os.PathLike | None = None) -> Path:
-    """``override``, else ``$KGBUILD_MANIFEST_DIR``, else ``data_manifests/`` beside the kgbuild package."""
+    """``override``, else ``$KGBUILD_MANIFEST_DIR``, else the manifests installed with kgbuild (package data
+    ``kgbuild/manifests/``, located with :mod:`importlib.resources`, so it works from a wheel as from a
+    checkout)."""
     if override is not None:
         return Path(override)
     env = os.environ.get("KGBUILD_MANIFEST_DIR")
     if env:
         return Path(env)
-    import kgbuild
+    from importlib.resources import files
 
-    return Path(kgbuild.__file__).resolve().parents[1] / "data_manifests"
+    return Path(str(files("kgbuild.manifests")))
 
 
 def resolve_cache_dir(override: str | os.PathLike | None = None) -> Path:
@@ -262,7 +264,7 @@ def list_manifests(manifests: str | os.PathLike | None = None) -> list[Manifest]
     """Every manifest in the manifest folder, sorted by source name."""
     folder = manifest_dir(manifests)
     if not folder.is_dir():
-        raise ManifestError(f"manifest folder {folder} does not exist (set --manifest-dir or KGBUILD_MANIFEST_DIR)")
+        raise ManifestError(f"manifest folder {folder} does not exist (set `manifests` or KGBUILD_MANIFEST_DIR)")
     return sorted((_parse_manifest(p) for p in sorted(folder.glob("*.toml"))), key=lambda m: m.source)
 
 

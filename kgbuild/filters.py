@@ -87,6 +87,18 @@ def top_pct_mask(src: np.ndarray, dst: np.ndarray, weights: np.ndarray, pct: flo
     return keep
 
 
+def top_pairs_index(rows: np.ndarray, cols: np.ndarray, weights: np.ndarray, k: int, n: int) -> np.ndarray:
+    """Positions of the ``k`` heaviest unordered pairs ``(rows[i] < cols[i])``, heaviest first; equal weights
+    in ``(row, col)`` order (codes into a sorted vocabulary of ``n`` names, so: by gene names).
+
+    The screen builder's top-% cut (``k`` = :func:`top_pct_count` of all ``n (n - 1) / 2`` pairs), applied
+    to the candidate pairs of the search (:func:`kgbuild.sources.screen.abs_cosine_candidates`).
+    """
+    rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+    pair_key = rows * int(n) + cols  # (row, col) order as one integer key
+    return np.lexsort((pair_key, -np.asarray(weights)))[: int(k)]
+
+
 def dedupe_codes(
     src: np.ndarray, dst: np.ndarray, weights: np.ndarray, how: str = "max",
     vocab: np.ndarray | None = None,

@@ -426,13 +426,6 @@ class MultiGraph:
             meta=meta,
         )
 
-    def with_layer_names(self, mapping: Mapping[str, str]) -> "MultiGraph":
-        """Rename layers (``old -> new``); unnamed layers keep their name."""
-        new = [mapping.get(n, n) for n in self.layer_names]
-        meta = dict(self.meta)
-        meta["layers"] = {mapping.get(n, n): e for n, e in self.meta["layers"].items()}
-        return MultiGraph(self.nodes, self.edge_index, self.edge_weight, self.edge_layer, np.asarray(new), meta)
-
     # ------------------------------------------------------------------ conversions
     def to_networkx(self) -> "networkx.MultiDiGraph":
         """A ``networkx.MultiDiGraph``: nodes are gene symbols, edges carry ``weight`` and ``layer``."""

@@ -46,10 +46,10 @@ DEFAULT_MAX_SET_SIZE = 50_000  # genes in one set (a human GO term or pathway ha
 
 
 def set_too_large(what: str, size: int, limit: int) -> str:
-    """The message for a gene set above ``--max-set-size``."""
-    return (f"{what} has {size:,} genes, more than --max-set-size {limit}: a set that large makes the all-pairs "
+    """The message for a gene set above ``max_set_size``."""
+    return (f"{what} has {size:,} genes, more than `max_set_size={limit}`: a set that large makes the all-pairs "
             f"similarity cost grow with the square of its size (and is not a real gene set of one genome); "
-            f"check the file, or raise --max-set-size if it is meant")
+            f"check the file, or raise `max_set_size` if it is meant")
 
 
 def block_rows_for(n: int, block_rows: int) -> int:

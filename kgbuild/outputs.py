@@ -37,7 +37,7 @@ def check_output_not_input(output: str | os.PathLike,
         if path is not None and same_file(output, path):
             shown = f"input {path}" if not label else f"input {path} ({label})"
             raise OutputError(
-                f"the output -o {output} is the same file as the {shown}; writing it would destroy the "
+                f"the output {output} is the same file as the {shown}; writing it would destroy the "
                 "input. Choose another output path (nothing was written)"
             )
 

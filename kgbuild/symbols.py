@@ -24,7 +24,7 @@ from typing import Iterable
 
 log = logging.getLogger(__name__)
 
-#: the manifest source and file key of the table (``data_manifests/gene_info.toml``)
+#: the manifest source and file key of the table (``kgbuild/manifests/gene_info.toml``)
 SOURCE, FILE_KEY = "gene_info", "human"
 
 

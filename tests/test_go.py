@@ -195,7 +195,7 @@ def test_bad_ontology_and_options(small_go: tuple[Path, Path], tmp_path: Path) -
     not_obo.write_text("hello\n")
     with pytest.raises(KgbuildInputError, match="not an OBO ontology file"):
         go_source.build(not_obo, gaf)
-    with pytest.raises(KgbuildInputError, match="aspects must be among P, F, C"):
+    with pytest.raises(KgbuildInputError, match="`aspects` must be among P, F, C"):
         go_source.build(obo, gaf, aspects=["Q"])
 
 

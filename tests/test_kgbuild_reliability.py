@@ -441,7 +441,7 @@ def test_semicolon_separated_csv_is_named_as_such(tmp_path: Path) -> None:
     assert f"{mixed}, line 3" in str(err.value) and "';'" in str(err.value)
     edges = tmp_path / "e.csv"
     edges.write_text("a;b;w\nA;B;1\n")
-    with pytest.raises(KgbuildInputError, match=r"';'-separated.*--sep ';'"):
+    with pytest.raises(KgbuildInputError, match=r"';'-separated.*`sep=';'`"):
         edges_source.build(edges, "a", "b", "w")
     table, _ = edges_source.build(edges, "a", "b", "w", sep=";", max_in_degree=None)
     assert len(table) == 1
@@ -454,10 +454,10 @@ def test_huge_gene_set_is_refused_early_with_its_line(tmp_path: Path) -> None:
     with pytest.raises(KgbuildInputError) as err:
         reactome_source.build(gmt)  # default limit
     msg = str(err.value)
-    assert f"{gmt}, line 2" in msg and "R-2" in msg and "60,000 genes" in msg and "--max-set-size" in msg
+    assert f"{gmt}, line 2" in msg and "R-2" in msg and "60,000 genes" in msg and "`max_set_size=" in msg
     small = tmp_path / "small.gmt"
     small.write_text("P1\tR-1\tA\tB\nP2\tR-2\tA\tB\tC\tD\n")
-    with pytest.raises(KgbuildInputError, match="line 2.*4 genes.*--max-set-size 3"):
+    with pytest.raises(KgbuildInputError, match="line 2.*4 genes.*`max_set_size=3`"):
         reactome_source.build(small, max_set_size=3)
     table, _ = reactome_source.build(small, max_set_size=4, max_in_degree=None)
     assert len(table) > 0
@@ -470,7 +470,7 @@ def test_go_term_sets_are_bounded_too(tmp_path: Path) -> None:
     obo.write_text(OBO_HEAD + GOOD_TERMS)
     gaf = tmp_path / "a.gaf"
     gaf.write_text("!gaf-version: 2.2\n" + "".join(_gaf_line(f"G{i}") + "\n" for i in range(5)))
-    with pytest.raises(KgbuildInputError, match=r"GO:0000001.*5 genes.*--max-set-size 4"):
+    with pytest.raises(KgbuildInputError, match=r"GO:0000001.*5 genes.*`max_set_size=4`"):
         go_source.build(obo, gaf, max_set_size=4)
 
 

@@ -200,7 +200,7 @@ def test_imputation_by_feature_mean_when_asked(tmp_path):
 def test_nan_is_an_error_naming_gene_column_and_line(tmp_path):
     path = tmp_path / "e.csv"
     path.write_text("gene,f1,f2\nA,1,2\nB,3,\n")
-    with pytest.raises(KgbuildInputError, match=r"line 3, column 'f2', gene 'B': NaN.*--max-nan-frac"):
+    with pytest.raises(KgbuildInputError, match=r"line 3, column 'f2', gene 'B': NaN.*`max_nan_frac=F`"):
         sc.load_embeddings(path)
 
 
@@ -218,7 +218,7 @@ def test_missing_gene_column_lists_the_columns(tmp_path):
         sc.load_embeddings(path, gene_column="gene")
     numeric_only = tmp_path / "n.csv"
     numeric_only.write_text("a,b\n1,2\n3,4\n")
-    with pytest.raises(KgbuildInputError, match="no gene column.*--gene-column"):
+    with pytest.raises(KgbuildInputError, match="no gene column.*`gene_column`"):
         sc.load_embeddings(numeric_only)
 
 

@@ -9,8 +9,9 @@ row): a missing column (the error lists the columns present), an empty gene name
 number, NaN or infinite, a negative weight. Duplicated edges are merged by the ``duplicates`` policy (max
 by default, or ``error``); self-loops are dropped. Both counted in the provenance.
 
-Then the shared filters (:func:`kgbuild.filters.apply_filters`): min weight, symmetrize (``symmetric``:
-each row is an undirected pair), top pct, max in-degree.
+:func:`read` is the parse stage; the builder (:func:`kgbuild.api.edges`, or :func:`build` here) then runs
+the shared filters (:func:`kgbuild.filters.apply_filters`): min weight, symmetrize (``symmetric``: each
+row is an undirected pair), top pct, max in-degree.
 """
 
 from __future__ import annotations
@@ -144,11 +145,11 @@ def _check_columns(path: Path, wanted: list[str], present: list[str], sep: str |
             shown = "\\t" if other_sep == "\t" else other_sep
             raise KgbuildInputError(
                 f"the file has a single column {present[0][:60]!r}: it looks {other_sep!r}-separated, but was read "
-                f"as {sep!r}-separated; give the separator with --sep '{shown}'", path=path, line=1,
+                f"as {sep!r}-separated; give the separator with `sep='{shown}'`", path=path, line=1,
             )
         raise KgbuildInputError(
             f"missing column(s) {', '.join(repr(c) for c in missing)}; the file has columns {present} "
-            "(name them with --source-col / --target-col / --weight-col)",
+            "(name them with `source_col` / `target_col` / `weight_col`)",
             path=path, column=missing[0],
         )
 
@@ -161,15 +162,46 @@ def _check_float32(path: str | os.PathLike, weights: np.ndarray, fmt: dict[str, 
         return
     i = int(np.flatnonzero(too_big)[0])
     number = int(fmt["first_row_number"]) + i
-    scaled = f" after --weight-scale {weight_scale:g}" if weight_scale != 1.0 else ""
+    scaled = f" after `weight_scale={weight_scale:g}`" if weight_scale != 1.0 else ""
     where = {"line": number} if fmt["format"] == "text" else {}
     row = "" if fmt["format"] == "text" else f" (row {number})"
     raise KgbuildInputError(
         f"weight {float(weights[i]):g}{scaled}{row} does not fit in float32, the type graphs store weights in "
         f"(max {FLOAT32_MAX:.4g}; {int(too_big.sum())} such weight(s)); scale the weights down"
-        + (" with a smaller --weight-scale" if scaled else " with --weight-scale"),
+        + (" with a smaller `weight_scale`" if scaled else " with `weight_scale`"),
         path=path, column=weight_col, **where,
     )
+
+
+def read(
+    path: str | os.PathLike,
+    source_col: str,
+    target_col: str,
+    weight_col: str | None = None,
+    *,
+    sep: str | None = None,
+    weight_scale: float = 1.0,
+) -> tuple[EdgeTable, dict[str, Any]]:
+    """Parse a user edge list into an edge table (weights times ``weight_scale``; not yet filtered) and the
+    layer provenance so far. ``weight_scale`` multiplies every weight (e.g. ``0.001`` for STRING-style
+    0-1000 scores)."""
+    if not (weight_scale > 0 and np.isfinite(weight_scale)):
+        raise KgbuildInputError(f"`weight_scale` must be a positive number, got {weight_scale}")
+    raw, fmt = read_edge_file(path, source_col, target_col, weight_col, sep)
+    if weight_scale != 1.0:
+        with np.errstate(over="ignore"):
+            raw = EdgeTable(raw.sources, raw.targets, raw.weights * weight_scale)
+    _check_float32(path, raw.weights, fmt, weight_col, weight_scale)
+    meta = {
+        "source": "user edge list",
+        "version": None,
+        "weight": weight_col or "1.0 (no weight column)",
+        "inputs": [input_record(path, "edges")],
+        **{k: v for k, v in fmt.items() if k != "first_row_number"},
+        "weight_scale": float(weight_scale),
+        "filters": None,
+    }
+    return raw, meta
 
 
 def build(
@@ -186,29 +218,14 @@ def build(
     max_in_degree: int | None = 20,
     weight_scale: float = 1.0,
 ) -> tuple[EdgeTable, dict[str, Any]]:
-    """Read a user edge list and apply the shared filters; returns the table and its layer provenance.
+    """:func:`read`, then the shared filters (:func:`kgbuild.filters.apply_filters`); returns the table and
+    its layer provenance (:func:`kgbuild.api.edges` does this and makes the graph).
 
-    ``weight_scale`` multiplies every weight first (e.g. ``0.001`` for STRING-style 0-1000 scores);
     ``min_weight`` applies to the scaled weights.
     """
-    if not (weight_scale > 0 and np.isfinite(weight_scale)):
-        raise KgbuildInputError(f"weight scale must be a positive number, got {weight_scale}")
-    raw, fmt = read_edge_file(path, source_col, target_col, weight_col, sep)
-    if weight_scale != 1.0:
-        with np.errstate(over="ignore"):
-            raw = EdgeTable(raw.sources, raw.targets, raw.weights * weight_scale)
-    _check_float32(path, raw.weights, fmt, weight_col, weight_scale)
-    table, record = apply_filters(
+    raw, meta = read(path, source_col, target_col, weight_col, sep=sep, weight_scale=weight_scale)
+    table, meta["filters"] = apply_filters(
         raw, drop_self_loops=True, min_weight=min_weight, symmetric=symmetric, dedupe=duplicates,
         top_pct=top_pct, max_in_degree=max_in_degree,
     )
-    meta = {
-        "source": "user edge list",
-        "version": None,
-        "weight": weight_col or "1.0 (no weight column)",
-        "inputs": [input_record(path, "edges")],
-        **{k: v for k, v in fmt.items() if k != "first_row_number"},
-        "weight_scale": float(weight_scale),
-        "filters": record,
-    }
     return table, meta

@@ -294,12 +294,6 @@ def read_gaf(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
-def _gz(path: str | os.PathLike) -> bool:
-    from kgbuild.sources.textfiles import is_gzip
-
-    return is_gzip(path)
-
-
 def _raise_gaf_problem(path: str | os.PathLike, reader_message: str) -> None:
     def check(line: str) -> str | None:
         fields = line.split("\t")
@@ -340,10 +334,10 @@ def build(
     aspects = sorted({a.strip().upper() for a in aspects if a.strip()})
     bad = [a for a in aspects if a not in ASPECTS]
     if bad or not aspects:
-        raise KgbuildInputError(f"aspects must be among P, F, C; got {bad or 'none'}")
+        raise KgbuildInputError(f"`aspects` must be among P, F, C; got {bad or 'none'}")
     exclude = sorted({e.strip().upper() for e in exclude_evidence if e.strip()})
     if not 0 <= min_jaccard < 1:
-        raise KgbuildInputError(f"min Jaccard must be within [0, 1), got {min_jaccard}")
+        raise KgbuildInputError(f"`min_jaccard` must be within [0, 1), got {min_jaccard}")
 
     dag = load_ontology(obo)
     df = read_gaf(gaf)

@@ -175,7 +175,7 @@ def build(
     if (gmt is None) == (ncbi2reactome is None):
         raise KgbuildInputError("give exactly one of a GMT file and an NCBI2Reactome table")
     if not 0 <= min_jaccard < 1:
-        raise KgbuildInputError(f"min Jaccard must be within [0, 1), got {min_jaccard}")
+        raise KgbuildInputError(f"`min_jaccard` must be within [0, 1), got {min_jaccard}")
     meta: dict[str, Any] = {"source": "Reactome", "version": None}
     if gmt is not None:
         genes, sets, counts = read_gmt(gmt, max_set_size)

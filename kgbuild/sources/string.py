@@ -10,9 +10,10 @@ Inputs (STRING's download layout):
 
 Steps: keep rows with ``score >= min_score`` (0-1000 scale, inclusive); map both ids to symbols through
 ``protein.info`` (rows with an id missing there are dropped, **counted and reported**, or an error with
-``unknown_ids="error"``); weight = ``score / 1000``; then the shared filters (:mod:`kgbuild.filters`):
-self-loops dropped (two proteins of one gene), duplicate symbol pairs merged keeping the max weight,
-both orientations ensured (symmetrize), and at most ``max_in_degree`` incoming edges per gene.
+``unknown_ids="error"``); weight = ``score / 1000``. That is :func:`read`, the parse stage. The builder
+(:func:`kgbuild.api.string`, or :func:`build` here) then applies the shared filters (:mod:`kgbuild.filters`,
+:data:`FILTERS`): self-loops dropped (two proteins of one gene), duplicate symbol pairs merged keeping the
+max weight, both orientations ensured (symmetrize), and at most ``max_in_degree`` incoming edges per gene.
 
 Speed: the links file is read by pyarrow's multithreaded CSV reader with dictionary-encoded id columns, so
 ids become int32 codes at parse time; every later step is vectorised numpy on those codes. Gene-symbol
@@ -31,7 +32,7 @@ import pandas as pd
 
 from kgbuild.edge_table import EdgeTable
 from kgbuild.errors import KgbuildInputError
-from kgbuild.filters import filter_codes, min_weight_mask
+from kgbuild.filters import apply_filters, min_weight_mask
 from kgbuild.provenance import input_record
 from kgbuild.sources.textfiles import find_bad_line, first_line, raise_bad_line, reader_error, release_from_name
 
@@ -42,6 +43,8 @@ CHANNELS = ("neighborhood", "fusion", "cooccurence", "coexpression", "experiment
 UNKNOWN_ID_POLICIES = ("warn", "error")
 INFO_ID_COLUMN = "#string_protein_id"
 INFO_NAME_COLUMN = "preferred_name"
+#: the filter pipeline (:func:`kgbuild.filters.apply_filters`) the builder runs on :func:`read`'s table
+FILTERS = {"drop_self_loops": True, "symmetric": True, "dedupe": "max"}
 
 
 # ---------------------------------------------------------------------- protein.info
@@ -119,8 +122,8 @@ def read_links(
     header = links_columns(path)
     if column not in header:
         hint = (
-            "; per-channel scores are in protein.links.detailed: pass that file with --links, or leave "
-            "--links out to download it" if column != COMBINED else ""
+            "; per-channel scores are in protein.links.detailed: pass that file as `links`, or leave "
+            "`links` out to download it" if column != COMBINED else ""
         )
         raise KgbuildInputError(
             f"no column {column!r}; the columns are {header}{hint}", path=path, line=1, column=column
@@ -189,25 +192,25 @@ def _raise_links_problem(path: str | os.PathLike, n_fields: int, col_pos: int, r
     raise KgbuildInputError(f"cannot parse the links file: {reader_message}", path=path)
 
 
-# ---------------------------------------------------------------------- build
-def build(
+# ---------------------------------------------------------------------- parse, build
+def read(
     links: str | os.PathLike,
     info: str | os.PathLike,
     *,
     min_score: int = 700,
-    max_in_degree: int | None = 20,
     channel: str = COMBINED,
     unknown_ids: str = "warn",
     version: str | None = None,
 ) -> tuple[EdgeTable, dict[str, Any]]:
-    """Build the STRING edge table and its layer provenance (see the module docstring).
+    """Parse the STRING files into an edge table (``score >= min_score``, ids mapped to symbols, weight
+    ``score / 1000``; not yet filtered) and the layer provenance so far (see the module docstring).
 
     ``min_score``: keep ``score >= min_score`` (0-1000). ``channel``: score column to use.
     ``unknown_ids``: ``warn`` drops rows whose protein is not in ``info`` (counted in the provenance and
     logged), ``error`` raises instead.
     """
     if not 0 <= min_score <= 1000:
-        raise KgbuildInputError(f"min score must be within 0-1000, got {min_score}")
+        raise KgbuildInputError(f"`min_score` must be within 0-1000, got {min_score}")
     if unknown_ids not in UNKNOWN_ID_POLICIES:
         raise ValueError(f"unknown_ids must be one of {UNKNOWN_ID_POLICIES}, got {unknown_ids!r}")
     info_ids, info_names = read_info(info)
@@ -232,15 +235,12 @@ def build(
             f"(e.g. {', '.join(ids[unknown[:5]].tolist())}); {n_unknown_rows} of {rows} rows use them"
         )
         if unknown_ids == "error":
-            raise KgbuildInputError(message + "; fix the files or allow dropping them (--unknown-ids warn)")
+            raise KgbuildInputError(message + "; fix the files or allow dropping them (`unknown_ids=warn`)")
         log.warning("%s and were dropped", message)
 
     keep = min_weight_mask(scores, min_score) & ~unknown_rows
     below = int(rows - min_weight_mask(scores, min_score).sum())
     s, d, w = s[keep], d[keep], scores[keep].astype(np.float64) / 1000.0
-    s, d, w, record = filter_codes(
-        symbols, s, d, w, drop_self_loops=True, symmetric=True, dedupe="max", max_in_degree=max_in_degree,
-    )
     per_symbol = np.bincount(symbol_of_info.ravel(), minlength=len(symbols))
     table = EdgeTable.from_codes(symbols, s, d, w)
     meta: dict[str, Any] = {
@@ -249,11 +249,29 @@ def build(
         "weight": f"{channel} / 1000",
         "channel": channel,
         "inputs": [input_record(links, "links"), input_record(info, "info")],
-        "filters": {"min_score": int(min_score), "min_score_inclusive": True, **record},
+        "filters": {"min_score": int(min_score), "min_score_inclusive": True},
         "rows_read": rows,
         "rows_below_min_score": below,
         "unknown_ids": unknown_record,
         "unknown_id_policy": unknown_ids,
         "symbols_with_several_proteins": int((per_symbol > 1).sum()),
     }
+    return table, meta
+
+
+def build(
+    links: str | os.PathLike,
+    info: str | os.PathLike,
+    *,
+    min_score: int = 700,
+    max_in_degree: int | None = 20,
+    channel: str = COMBINED,
+    unknown_ids: str = "warn",
+    version: str | None = None,
+) -> tuple[EdgeTable, dict[str, Any]]:
+    """:func:`read`, then the filters (:data:`FILTERS` and the ``max_in_degree`` cap): the STRING edge table
+    and its layer provenance, ready for :meth:`EdgeTable.to_graph` (:func:`kgbuild.api.string` does all)."""
+    table, meta = read(links, info, min_score=min_score, channel=channel, unknown_ids=unknown_ids, version=version)
+    table, record = apply_filters(table, **FILTERS, max_in_degree=max_in_degree)
+    meta["filters"].update(record)
     return table, meta
