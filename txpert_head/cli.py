@@ -33,6 +33,7 @@ set_short_help(main, {
     "evaluate": "Evaluate a trained run on its test split.",
     "identify": "Which gene was perturbed? Rank candidate genes.",
     "predict": "Predict mean expression with a trained run.",
+    "score": "Score any model's predictions (metrics, baselines).",
     "simulate": "Write a simulated example (graph sources, screen).",
     "train": "Train TxPert on a Perturb-seq file and a graph.",
 })

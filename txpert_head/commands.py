@@ -149,9 +149,9 @@ def train(graph, task, split_seed, holdout_line, encoder_kind, config_file, seed
         click.echo(f"wrote {out}")
 
 
-def _print_table(report: dict) -> None:
-    rows = [("TxPert", report["model"])] + [(k, v) for k, v in report.get("baselines", {}).items()]
-    rows += [(f"TxPert {k}", v) for k, v in report.get("subgroups", {}).items()]
+def _print_table(report: dict, model_name: str = "TxPert") -> None:
+    rows = [(model_name, report["model"])] + [(k, v) for k, v in report.get("baselines", {}).items()]
+    rows += [(f"{model_name} {k}", v) for k, v in report.get("subgroups", {}).items()]
     click.echo(f"{'model':<22}{'pearson_delta':>14}{'retrieval':>11}{'mse':>10}{'n':>5}")
     for name, s in rows:
         click.echo(f"{name:<22}{s['pearson_delta']:>14.4f}{s['retrieval']:>11.4f}{s['mse']:>10.4f}"
@@ -159,7 +159,7 @@ def _print_table(report: dict) -> None:
     if report.get("paired"):
         from txpert_head.paired import describe_comparison
 
-        click.echo("TxPert minus each baseline, paired over the same perturbations "
+        click.echo(f"{model_name} minus each baseline, paired over the same perturbations "
                    "(95% interval from the inverted sign-flip test; sign-flip test of no difference):")
         for name, c in report["paired"].items():
             click.echo(f"  vs {name:<18} {describe_comparison(c)}")
@@ -167,7 +167,8 @@ def _print_table(report: dict) -> None:
 
 def _print_vcc(block: dict | None) -> None:
     """The VCC block (see txpert_head.vcc_eval): raw DES / PDS / MAE, their values scaled against the cell-mean
-    baseline (0 = cell mean, 1 = perfect) and S = 100 x mean(scaled), for the model and each baseline."""
+    baseline (0 = cell mean, 1 = perfect), S = 100 x mean(scaled) and the VCC's Pearson delta (pooled control
+    mean; not part of S), for the model and each baseline."""
     if not block:
         return
     if "skipped" in block:
@@ -176,21 +177,47 @@ def _print_vcc(block: dict | None) -> None:
     ctrl = ", ".join(f"{n}" for n in block["control_cells"].values())
     click.echo(f"\nVirtual Cell Challenge metrics ({block['test']} at alpha {block['alpha']}; "
                f"{ctrl} control cells; <= {block['max_cells_per_condition']} cells per condition; "
-               f"MAE over the top {block['top_genes']} changed genes)")
+               "definitions as cell-eval's vcc profile; PDelta: VCC Pearson delta vs the pooled control mean)")
     if "model" in block:
         click.echo(f"TxPert prediction scored as: {block['prediction']}")
     click.echo("baselines: mean profiles, replicated to the true cell count; scaled values: 0 = cell-mean "
                "baseline, 1 = perfect; S = 100 x mean(scaled)")
     rows = ([("TxPert", block["model"])] if "model" in block else []) + list(block["baselines"].items())
     rows.append(("cell_mean (reference)", block["cell_mean"]))
-    click.echo(f"{'model':<22}{'DES':>8}{'PDS':>8}{'MAE':>9}{'sDES':>7}{'sPDS':>7}{'sMAE':>7}{'S':>8}{'n':>5}")
+    click.echo(f"{'model':<22}{'DES':>8}{'PDS':>8}{'MAE':>9}{'sDES':>7}{'sPDS':>7}{'sMAE':>7}{'S':>8}"
+               f"{'PDelta':>8}{'n':>5}")
     fmt = lambda v, spec: format(v, spec) if v is not None and v == v else "nan"  # noqa: E731
     for name, s in rows:
         sc = s["scaled"]
         click.echo(f"{name:<22}{fmt(s['des'], '.4f'):>8}{fmt(s['pds'], '.4f'):>8}{fmt(s['mae'], '.5f'):>9}"
                    f"{fmt(sc['des'], '.3f'):>7}{fmt(sc['pds'], '.3f'):>7}{fmt(sc['mae'], '.3f'):>7}"
-                   f"{fmt(s['score'], '.2f'):>8}{s['n_perturbations']:>5}")
+                   f"{fmt(s['score'], '.2f'):>8}{fmt(s.get('pearson_delta'), '.3f'):>8}{s['n_perturbations']:>5}")
     click.echo(f"VCC block computed in {block['seconds']:.1f}s")
+
+
+class _option_words:
+    """Library messages name parameters (``allow_unknown=True``); on the command line, say the option instead
+    (``--allow-unknown``): re-raise a ValueError with the words replaced."""
+
+    def __init__(self, words: dict[str, str]):
+        self.words = words
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, tb):
+        if err is None or not isinstance(err, ValueError) or len(err.args) != 1:
+            return False
+        text = str(err)
+        for word, option in self.words.items():
+            text = text.replace(word, option)
+        if text == str(err):
+            return False
+        try:
+            new = type(err)(text)
+        except Exception:  # an exception type that is not built from one message: keep it
+            return False
+        raise new from None
 
 
 @click.command()
@@ -238,21 +265,59 @@ def evaluate(run_dir, part, no_baselines, no_vcc, split_half_seeds):
 @click.option("--gene-info", default=None, metavar="PATH",
               help="NCBI gene_info file: map previous symbols and aliases among the requested genes to the model's "
                    "(default: the file the run was trained with, if any; 'fetch': the kgbuild cache).")
+@click.option("--cells", "n_cells", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Write cells instead of one mean row per perturbation: N predicted cells per perturbation "
+                   "(one per control input) plus the cell line's control cells (at most 2048), log-expression "
+                   "clipped at 0, obs 'perturbation' (A, A+B, ctrl); the layout cell-eval and scanpy read.")
+@click.option("--per-batch", is_flag=True,
+              help="One row per perturbation and batch (the batch's control cells as inputs, its control mean as "
+                   "reference) instead of one row per perturbation.")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output .h5ad.")
 @user_errors(*ERRORS)
-def predict(run_dir, perturbations, cell_line, allow_unknown, gene_info, out):
-    """Predict mean expression for perturbations with a trained run; writes an .h5ad (X: prediction,
-    layers['delta']: change versus the control mean, obs 'known': every gene is a graph node or was
-    perturbed in the data).
+def predict(run_dir, perturbations, cell_line, allow_unknown, gene_info, n_cells, per_batch, out):
+    """Predict expression for perturbations with a trained run; writes an .h5ad.
+
+    By default one row per perturbation: X the predicted mean log-expression, layers['delta'] the change
+    versus the batch-matched control mean of the inputs (layers['control_mean']; as training and the metrics
+    measure changes), obs 'known' (every gene is a graph node or was perturbed in the data). Reads only the
+    run folder (its predictor/ bundle), not the training data.
+
+    With --cells N: cell-level AnnData for external evaluators. N predicted cells per perturbation plus the
+    cell line's real control cells (at most 2048, the VCC block's seeded draw); X is log1p expression clipped
+    at 0 (a model's output can dip below 0 near zero; log-expression cannot, and cell-eval rejects negative
+    values); obs 'perturbation' is categorical with plain labels (A, A+B; ctrl for the controls);
+    uns['log1p'] and uns['normalization'] (target_sum) record the scale. Perturbation labels must be the
+    model's gene symbols (--gene-info is not applied with --cells).
 
     \b
-    Example:
+    Examples:
       txpert predict runs/norman -p KLF1 -p KLF1+TP53 -p CEBPA -o predictions.h5ad
+      txpert predict runs/norman -p KLF1 -p CEBPA --cells 100 -o cells.h5ad
+      cell-eval run -ap cells.h5ad -ar real.h5ad --pert-col perturbation --control-pert ctrl --profile vcc
     """
-    from txpert_head.run import predict_run
+    with _option_words({"allow_unknown=True": "--allow-unknown", "the cell_line parameter": "--cell-line",
+                        "n_cells": "--cells"}):
+        _predict(run_dir, perturbations, cell_line, allow_unknown, gene_info, n_cells, per_batch, out)
 
-    path = predict_run(run_dir, perturbations, out, cell_line, allow_unknown=allow_unknown, gene_info=gene_info)  # warns of unknown genes
-    click.echo(f"wrote {path} ({len(perturbations)} perturbation(s))")
+
+def _predict(run_dir, perturbations, cell_line, allow_unknown, gene_info, n_cells, per_batch, out):
+    if n_cells is not None:
+        from txpert_head.cell_output import predict_cells_run
+
+        if gene_info is not None:
+            raise click.UsageError("--gene-info is not applied with --cells; give the model's gene symbols")
+        if per_batch:
+            raise click.UsageError("--per-batch is for mean rows; --cells writes cells")
+        path = predict_cells_run(run_dir, perturbations, out, n_cells, cell_line, allow_unknown=allow_unknown)
+        click.echo(f"wrote {path} ({len(perturbations)} perturbation(s) x {n_cells} cells + control cells)")
+        return
+    from txpert_head.predictor import Predictor  # (not txpert_head.run: its plotting and metrics imports are slow)
+
+    result = Predictor.load(run_dir).predict(perturbations, cell_line, per_batch=per_batch,
+                                             allow_unknown=allow_unknown, gene_info=gene_info)  # warns of unknown genes
+    result.uns["txpert_run"] = str(run_dir)
+    path = result.write(out)
+    click.echo(f"wrote {path} ({len(perturbations)} perturbation(s){', per batch' if per_batch else ''})")
 
 
 @click.command()
@@ -351,4 +416,76 @@ def identify(run_dir, groups, candidates_file, score, scope, center, top, contro
     click.echo(f"wrote {out}")
 
 
-COMMANDS = (train, evaluate, predict, baseline, identify)
+@click.command()
+@click.option("--predictions", "predictions_path", required=True, type=click.Path(dir_okay=False),
+              help="Predictions (.h5ad) of any model: one mean profile per perturbation or cells (averaged per "
+                   "perturbation and cell line); log1p expression as in --data, all of its genes.")
+@data_options
+@click.option("--split", "split_path", default=None, type=click.Path(),
+              help="A run's split.json (or run folder): score its --part conditions (all must be predicted). The "
+                   "data options, graph and seeds the run recorded in config.json beside it are the defaults. "
+                   "Default: every predicted perturbation with truth in --data.")
+@click.option("--part", type=click.Choice(["test", "val"]), default="test", show_default=True,
+              help="Part of --split to score.")
+@click.option("--pred-perturbation-col", default=None,
+              help="obs column of the predictions with the perturbation (A, A+B, A+ctrl, ctrl or LINE|A+B). "
+                   "Default: detected (by name, then by content, then the obs names).")
+@click.option("--pred-cell-line-col", default=None,
+              help="obs column of the predictions with the cell line (default: LINE| of the labels, a column "
+                   "named cell_line / cell_type, or the data's only line).")
+@click.option("--graph", "graph_path", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="Multigraph file (.kg.npz) for the graph_neighbours and linear_graph baselines (default: the "
+                   "run's graph with --split of a run folder).")
+@click.option("--no-baselines", is_flag=True, help="Skip the baselines and the paired comparison.")
+@click.option("--split-half-seeds", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Draws of the split-half reproducibility ceiling (0 skips it).")
+@click.option("--seed", type=int, default=None,
+              help="Seed of the baselines and the paired test (default: the split's, else 0).")
+@click.option("--name", default="prediction", show_default=True, help="Name of the predictions in the table.")
+@click.option("-o", "--out", default=None, type=click.Path(file_okay=False),
+              help="Folder for metrics.json and per_perturbation.csv (default: print only).")
+@user_errors(*ERRORS)
+@click.pass_context
+def score(ctx, predictions_path, split_path, part, pred_perturbation_col, pred_cell_line_col, graph_path,
+          no_baselines, split_half_seeds, seed, name, out, **kw):
+    """Score any model's predictions with TxPert's metrics, baselines and paired comparison: the truth is
+    --data's batch-matched reference profiles exactly as `txpert train` / `evaluate` compute them, so a TxPert
+    run's own predictions give `evaluate`'s figures. Prints the table and, with -o, writes OUT/metrics.json
+    and OUT/per_perturbation.csv (one row per condition).
+
+    \b
+    Examples:
+      txpert score --predictions gears_pred.h5ad --data norman.h5ad --split runs/norman/split.json -o scored
+      txpert score --predictions cells.h5ad --data papalexi.h5ad --batch-col bio_rep --no-baselines
+    """
+    from click.core import ParameterSource
+
+    from txpert_head.run import write_csv, write_json
+    from txpert_head.scoring import score_files
+
+    data_path = kw.pop("data_path")
+    given = {k: (list(v) if k == "control" else v) for k, v in kw.items()  # the run's config fills the rest
+             if ctx.get_parameter_source(k) != ParameterSource.DEFAULT and v not in (None, ())}
+    table, summary, paired, taken = score_files(predictions_path, data_path, split_path, part, graph=graph_path,
+                                                baselines=not no_baselines, split_half_seeds=split_half_seeds,
+                                                seed=seed, perturbation_col=pred_perturbation_col,
+                                                cell_line_col=pred_cell_line_col, data_options=given)
+    if taken:
+        click.echo(f"from the run's config.json: {', '.join(taken)}", err=True)
+    if out is not None:
+        from kgbuild.outputs import output_errors
+
+        with output_errors(Path(out)):
+            Path(out).mkdir(parents=True, exist_ok=True)
+            write_json(summary, Path(out) / "metrics.json")
+            write_csv(table, Path(out) / "per_perturbation.csv")
+    _print_table({"model": summary, "baselines": summary.get("baselines", {}), "paired": paired}, model_name=name)
+    if "baselines_skipped" in summary:
+        click.echo(f"baselines skipped: {summary['baselines_skipped']}")
+    click.echo(f"Systema pearson_delta_pert: {name} {summary['pearson_delta_pert']:.4f}" + "".join(
+        f", {k} {v['pearson_delta_pert']:.4f}" for k, v in summary.get("baselines", {}).items()))
+    if out is not None:
+        click.echo(f"wrote {out}")
+
+
+COMMANDS = (train, evaluate, predict, baseline, identify, score)

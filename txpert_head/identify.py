@@ -404,16 +404,19 @@ def identify_run(run_dir: str | Path, data_opts, out: str | Path, groups: Sequen
                  progress: bool = True, center: bool = False) -> dict:
     """``txpert identify``: load the run's best weights and the query file, rank candidates, write the
     ranked table (``out``) and ``<out stem>.summary.json``; returns the summary."""
-    from txpert_head.run import load_run, write_json
+    from txpert_head.predictor import Predictor
+    from txpert_head.run import write_json
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
-        raise FileNotFoundError(f"{run_dir}: not a run folder (no config.json); train one with `txpert train`")
+        raise FileNotFoundError(f"{run_dir}: not a run folder (no config.json); train one with txpert_head.train "
+                                "or `txpert train`")
     if top is not None and top < 1:
-        raise ValueError(f"--top must be >= 1, got {top}")
+        raise ValueError(f"top must be >= 1, got {top}")
     query = data_opts.load()
     wanted = read_candidates(candidates_file) if candidates_file else None
-    trainer, _ = load_run(run_dir)
+    # the run's predictor bundle (no training data read; the whole graph from its recorded path, sha256-checked)
+    trainer = Predictor.load(run_dir)
     result = identify(trainer, query, groups, wanted, score, scope, control_cells,
                       seed=trainer.cfg.seed, progress=progress, center=center)
     table = result.table(top)

@@ -9,7 +9,13 @@
     <run>/per_perturbation.csv     one row per test condition: model and baseline metrics (+ VCC columns)
     <run>/plots/*.png              learning curves, model vs general baseline, predicted vs true Δ
     <run>/checkpoints/{last,best}.pt
+    <run>/predictor/...            what prediction needs without the training data (:mod:`txpert_head.predictor`):
+                                   control means and cells, genes, effect codes, the encoder's part of the graph
     <run>/.lock                    while ``txpert train`` runs in the folder (removed at the end)
+
+config.json records the graph and data paths as given (``graph``, ``data.path``) and resolved to absolute paths
+(``graph_resolved``, ``data_resolved``) with the graph file's ``graph_sha256``: a run folder is used the same
+way from any working directory and after it moves; a graph file changed since training is refused.
 
 A run folder changes only once a run is accepted: the data, options and output folder are checked, and
 (when resuming) the checkpoint is read and its options compared, before anything is written. One
@@ -43,8 +49,8 @@ from kgbuild.outputs import output_errors
 from txpert_head import distributed, plots
 from txpert_head.baselines import run_baselines
 from txpert_head.controls import ControlIndex
-from txpert_head.data import (CONTROL, LEGACY_TARGET_SUM, TARGET_SUM, DataError, PerturbData, canonical_conditions,
-                              constituents, graph_overlap, load_h5ad)
+from txpert_head.data import (CONTROL, LEGACY_TARGET_SUM, TARGET_SUM, DataError, PerturbData, graph_overlap,
+                              load_h5ad)
 from txpert_head.paired import paired_comparison
 from txpert_head.profiles import condition_name, true_profiles
 from txpert_head.splits import Split, make_split
@@ -183,9 +189,9 @@ def map_gene_symbols(data: PerturbData, vocabulary: Sequence[str], gene_info: st
     return report
 
 
-class RunFolderError(ValueError):
-    """A run folder that cannot be used: another ``txpert train`` holds it, it holds another run, or it cannot
-    be written (the message says which, and what was left)."""
+# RunFolderError: a run folder that cannot be used (busy, another run's, unwritable, damaged); defined in the light
+# txpert_head.predictor (prediction raises it without importing this module) and the same class here
+from txpert_head.predictor import RunFolderError, _read_json  # noqa: E402
 
 
 #: errno values of a write that failed for a reason outside the program (full disk, permissions, ...)
@@ -206,7 +212,8 @@ class RunFolder:
     #: files a run writes (removed again when the run fails before its first checkpoint)
     WRITES = ("config.json", "split.json", "checkpoints/best.pt", "checkpoints/last.pt", "metrics.json",
               "per_perturbation.csv", "plots/learning_curves.png", "plots/pearson_vs_general.png",
-              "plots/predicted_vs_true.png")
+              "plots/predicted_vs_true.png", "predictor/manifest.json", "predictor/arrays.npz",
+              "predictor/encoder_graph.kg.npz", "predictor/symbols.json")
 
     def __init__(self, out: Path):
         self.out = out
@@ -283,7 +290,7 @@ class RunFolder:
                         pass
                     except OSError:
                         continue
-            for sub in ("checkpoints", "plots"):
+            for sub in ("checkpoints", "plots", "predictor"):
                 try:
                     (self.out / sub).rmdir()  # only when empty
                 except OSError:
@@ -321,6 +328,18 @@ def _option_changes(old: Any, cfg: TrainConfig) -> str:
     return ", ".join(changes)
 
 
+#: keys of config.json that say where the run's files are (absolute paths, the graph's sha256)
+RESOLVED_KEYS = ("graph_resolved", "graph_sha256", "data_resolved")
+
+
+def resolved_paths(data_path: str | Path, graph_path: str | Path) -> dict[str, str]:
+    """``graph_resolved``, ``graph_sha256`` and ``data_resolved`` of a run's config.json."""
+    from txpert_head.predictor import file_sha256
+
+    return {"graph_resolved": str(Path(graph_path).resolve()), "graph_sha256": file_sha256(graph_path),
+            "data_resolved": str(Path(data_path).resolve())}
+
+
 def check_resumable(out: Path, config: dict[str, Any], cfg: TrainConfig) -> None:
     """Before anything is written: a run folder with a checkpoint may only be resumed by the same run -- the
     same data, graph and task (config.json) and the same training options (the checkpoint's fingerprint).
@@ -338,11 +357,15 @@ def check_resumable(out: Path, config: dict[str, Any], cfg: TrainConfig) -> None
                                  "start over in this one (nothing was changed)") from None
         if not isinstance(old, dict):
             raise RunFolderError(f"{previous} is not a txpert run configuration; use a new output folder")
-        now = json.loads(json.dumps(_clean({k: v for k, v in config.items() if k != "train"})))
+        if old.get("graph_sha256") and config.get("graph_sha256") and old["graph_sha256"] != config["graph_sha256"]:
+            raise RunFolderError(f"{out} holds a run trained on another version of the graph file {config['graph']} "
+                                 "(its sha256 differs); choose a new output folder (nothing was changed)")
+        skip = ("train",) + RESOLVED_KEYS  # where the files are now may differ; their content is checked above
+        now = json.loads(json.dumps(_clean({k: v for k, v in config.items() if k not in skip})))
         old = dict(old)
         if isinstance(old.get("data"), dict):
             old["data"] = {**LEGACY_DATA_OPTIONS, **old["data"]}
-        if {k: v for k, v in old.items() if k != "train"} != now:
+        if {k: v for k, v in old.items() if k not in skip} != now:
             raise RunFolderError(f"{out} holds a run on other data, graph or task; choose a new output folder "
                                  "(nothing was changed)")
     try:
@@ -373,7 +396,8 @@ def train_run(data_opts: DataOptions, graph_path: str | Path, task: str, cfg: Tr
     graph = load_graph_for(data, graph_path, data_opts.gene_info)
     split = make_split(data, task, seed=split_seed, holdout_line=holdout_line)
     config = {"data": dataclasses.asdict(data_opts), "graph": str(graph_path), "task": task,
-              "split_seed": split_seed, "holdout_line": holdout_line, "train": cfg.to_dict()}
+              "split_seed": split_seed, "holdout_line": holdout_line, "train": cfg.to_dict(),
+              **resolved_paths(data_opts.path, graph_path)}
     trainer = Trainer(data, graph, split, cfg, out, dist=ctx)  # may refuse the data or split: nothing written yet
     folder = RunFolder(out) if ctx.is_main else None
     refused: BaseException | None = None
@@ -427,9 +451,14 @@ def _train_and_report(trainer: Trainer, data: PerturbData, graph: MultiGraph, sp
     result = trainer.fit(resume=resume)
     if not ctx.is_main:  # torchrun: rank 0 writes the run folder below and sends its report
         return distributed.finish(ctx, None)
+    from txpert_head.predictor import write_bundle
+
+    write_bundle(trainer, config, out)  # what prediction needs without the training data (txpert_head.predictor)
     table = result.test_table.copy()
     report: dict[str, Any] = {"model": result.test_summary, "subgroups": result.subgroup_summary,
-                              "best_epoch": result.best_epoch, "best_val_pearson_delta": result.best_val,
+                              "best_epoch": result.best_epoch,
+                              "best_val_pearson_delta": result.best_record.get("val_pearson_delta", result.best_val),
+                              "best_val_selection": result.best_val,
                               "train_seconds": result.seconds, "history": result.history}
     if "normalization" in data.notes:
         report["normalization"] = data.notes["normalization"]
@@ -494,30 +523,52 @@ def _vcc_section(trainer: Trainer, conditions: Sequence, base: dict[str, dict] |
     return block, table.merge(vcc_table, on="condition", how="left")
 
 
-def _read_json(path: Path) -> Any:
-    """A JSON file of a run folder; a missing or damaged one is a :class:`RunFolderError` naming it."""
+def run_graph_path(config: dict[str, Any], run_dir: str | Path) -> Path:
+    """The graph file of a run: its recorded absolute path, refused (:class:`RunFolderError`) when missing or
+    when its sha256 differs from the one trained on; run folders of earlier versions (no ``graph_resolved``):
+    the path as given at training, relative to the current folder."""
+    from txpert_head.predictor import check_graph_file
+
+    if config.get("graph_resolved"):
+        return check_graph_file(config["graph_resolved"], config.get("graph_sha256"), run_dir)
+    path = Path(config["graph"])
     if not path.exists():
-        raise RunFolderError(f"{path}: missing; the run folder is incomplete (train it again with `txpert train`)")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise RunFolderError(f"{path}: cannot be read ({err}); the run folder is damaged") from None
+        raise RunFolderError(f"{run_dir}: the run's graph file {path} (recorded as given at training, relative "
+                             f"to the folder training ran in) is not found from {Path.cwd()}; run from that folder")
+    return path
+
+
+def run_data_path(config: dict[str, Any], run_dir: str | Path, data_path: str | Path | None = None) -> str:
+    """The training data of a run: ``data_path`` when given, else its recorded absolute path (run folders of
+    earlier versions: the path as given at training, relative to the current folder)."""
+    if data_path:
+        return str(data_path)
+    resolved = config.get("data_resolved")
+    if resolved:
+        if not Path(resolved).exists():
+            raise FileNotFoundError(f"{run_dir}: the run's training data {resolved} is missing (moved or deleted); "
+                                    "pass its new location as data_path")
+        return str(resolved)
+    return str(config["data"]["path"])
 
 
 def load_run(run_dir: str | Path, data_path: str | None = None) -> tuple[Trainer, dict[str, Any]]:
-    """Rebuild the trainer of a finished run with its best weights."""
+    """Rebuild the trainer of a finished run with its best weights (reads the training data: for prediction
+    alone, :class:`txpert_head.predictor.Predictor` is faster). ``data_path``: the training data's location
+    when it moved (default: the path recorded in config.json)."""
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
     if not cfg_path.exists():
-        raise FileNotFoundError(f"{run_dir}: not a run folder (no config.json); train one with `txpert train`")
+        raise FileNotFoundError(f"{run_dir}: not a run folder (no config.json); train one with txpert_head.train "
+                                "or `txpert train`")
     config = _read_json(cfg_path)
     if not isinstance(config, dict) or not isinstance(config.get("data"), dict) or "train" not in config:
         raise RunFolderError(f"{cfg_path}: not a txpert run configuration (no data or train options)")
     opts = DataOptions.from_config(config["data"])
-    if data_path:
-        opts.path = data_path
+    opts.path = run_data_path(config, run_dir, data_path)
+    graph_path = run_graph_path(config, run_dir)
     data = opts.load()
-    graph = load_graph_for(data, config["graph"], opts.gene_info)
+    graph = load_graph_for(data, graph_path, opts.gene_info)
     split = Split.from_json(_read_json(run_dir / "split.json"))
     cfg = TrainConfig.from_dict({**LEGACY_OPTIONS, **config["train"]})
     trainer = Trainer(data, graph, split, cfg, None)
@@ -529,7 +580,8 @@ def load_run(run_dir: str | Path, data_path: str | None = None) -> tuple[Trainer
 
 
 def evaluate_run(run_dir: str | Path, part: str = "test", baselines: bool = True,
-                 vcc: bool = True, split_half_seeds: int = 5) -> tuple[pd.DataFrame, dict[str, Any]]:
+                 vcc: bool = True, split_half_seeds: int = 5,
+                 data_path: str | Path | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Metrics of a run's best weights on one split part (``test`` or ``val``), recomputed from the checkpoint
     (so run folders written before the VCC metrics existed are evaluated the same way).
 
@@ -538,9 +590,11 @@ def evaluate_run(run_dir: str | Path, part: str = "test", baselines: bool = True
     plus ``"baselines"`` ``{name: means}`` (general, and additive / nearest_cell_line / graph_neighbours /
     linear / linear_graph where they apply, and the split-half ceiling over ``split_half_seeds`` draws unless
     0, all on the same part; ``"baselines_sd"`` holds the split-half spread) and ``"vcc"`` (see
-    :func:`txpert_head.vcc_eval.model_vcc`).
+    :func:`txpert_head.vcc_eval.model_vcc`). ``data_path``: the training data when it moved since training.
     """
-    trainer, config = load_run(run_dir)
+    if part not in ("test", "val"):
+        raise ValueError(f"part must be 'test' or 'val', got {part!r}")
+    trainer, config = load_run(run_dir, data_path)
     conds = list(getattr(trainer.split, part))
     if not conds:
         raise ValueError(f"the {part} split of {run_dir} is empty")
@@ -560,12 +614,14 @@ def evaluate_run(run_dir: str | Path, part: str = "test", baselines: bool = True
 
 def predict_run(run_dir: str | Path, perturbations: Sequence[str], out: str | Path, cell_line: str | None = None,
                 control: Sequence[str] = (CONTROL,), allow_unknown: bool = False,
-                gene_info: str | Path | None = None) -> Path:
+                gene_info: str | Path | None = None, per_batch: bool = False) -> Path:
     """Predicted mean expression of each perturbation (any genes of the graph or the data, seen or not)
-    written as ``.h5ad``.
+    written as ``.h5ad`` (:meth:`txpert_head.predictor.Predictor.predict`; no training data is read for run
+    folders with a predictor bundle).
 
-    obs: ``perturbation``, ``cell_line``, ``known``; X: predicted mean log-expression (P, G);
-    ``layers['delta']``: prediction minus the cell line's control mean.
+    obs: ``perturbation``, ``requested``, ``cell_line``, ``known`` (``batch`` with ``per_batch``); X: predicted
+    mean log-expression (P, G); ``layers['delta']``: prediction minus the batch-matched control mean of its
+    inputs (``layers['control_mean']``), as training and the metrics measure changes.
 
     A gene that is neither a node of the run's graph nor perturbed in its data has no encoder row: the model
     knows nothing about it, and its "prediction" is the change of a perturbation without that gene. Such
@@ -577,68 +633,13 @@ def predict_run(run_dir: str | Path, perturbations: Sequence[str], out: str | Pa
     given. ``uns['normalization']`` (``target_sum``, ...) and ``uns['log1p']`` say how the expression was
     normalised.
     """
-    import anndata
+    from txpert_head.predictor import Predictor
 
-    trainer, config = load_run(run_dir)
-    lines = sorted(trainer.controls.by_line)
-    if cell_line is None:
-        if len(lines) > 1:
-            raise ValueError(f"the data has several cell lines ({', '.join(lines)}); choose one with --cell-line")
-        cell_line = lines[0]
-    if cell_line not in lines:
-        raise ValueError(f"unknown cell line {cell_line!r}; the data has {', '.join(lines)}")
-    canon = canonical_conditions(list(perturbations), list(control), where="--perturbation: ")
-    requested = [str(p) for p in canon]
-    gene_info = gene_info if gene_info is not None else config["data"].get("gene_info")
-    symbols = None
-    if gene_info is not None:
-        from kgbuild.symbols import SymbolError, SymbolMap, match_names, resolve_gene_info
-
-        try:
-            smap = SymbolMap.from_gene_info(resolve_gene_info(gene_info))
-        except SymbolError as err:
-            raise DataError(str(err)) from None
-        vocab = set(trainer.encoder_index) | set(trainer.graph.nodes.tolist())
-        match = match_names([g for p in canon for g in constituents(p)], vocab, smap)
-        log.warning("gene symbols (requested genes vs the run's model, %s): %s", Path(str(gene_info)).name,
-                    match.describe())
-        canon = np.asarray(["+".join(sorted(match.mapping.get(g, g) for g in constituents(p))) if p != CONTROL
-                            else p for p in canon.tolist()])
-        symbols = {**match.as_dict(), "gene_info": str(gene_info)}
-    conds = [(cell_line, str(p)) for p in canon]
-    trainer.cover_genes([g for p in canon for g in constituents(p)])
-    unknown = sorted({g for p in canon for g in constituents(p) if g not in trainer.encoder_index})
-    if unknown:
-        what = (f"gene(s) {', '.join(unknown)} are neither nodes of the run's graph ({config.get('graph')}) nor "
-                "perturbed in its data: the model knows nothing about them and would predict the change of a "
-                "perturbation without them")
-        if not allow_unknown:
-            raise DataError(f"{what}. Check the symbols, or pass --allow-unknown to predict them anyway "
-                            "(their rows are marked known = False)")
-        log.warning("%s; predicted anyway (--allow-unknown), marked known = False", what)
-    known = [all(g in trainer.encoder_index for g in constituents(p)) for p in canon]
-    pred = trainer.predict_means(conds, rows_for={})
-    ctrl = trainer.controls.means[trainer.controls.line_of_group == cell_line].astype(np.float64).mean(0)
-    obs = pd.DataFrame({"perturbation": list(canon), "requested": requested, "cell_line": cell_line, "known": known},
-                       index=[f"p{i}" for i in range(len(conds))])
-    adata = anndata.AnnData(pred.astype(np.float32), obs=obs, var=pd.DataFrame(index=trainer.data.genes))
-    adata.layers["delta"] = (pred - ctrl).astype(np.float32)
-    adata.uns["txpert_run"] = str(run_dir)
-    adata.uns["unknown_genes"] = list(unknown)
-    norm = trainer.data.notes.get("normalization", {})
-    adata.uns["normalization"] = {"target_sum": norm.get("target_sum") if norm.get("normalized_here") else "none",
-                                  "normalized_here": bool(norm.get("normalized_here", False)),
-                                  "method": "normalize_total + log1p" if norm.get("normalized_here")
-                                  else "as stored in the data"}
-    if norm.get("normalized_here"):
-        adata.uns["log1p"] = {}  # scanpy's marker of log1p data (no "base": natural log)
-    if symbols is not None:
-        adata.uns["gene_symbols"] = {"mapped": symbols["mapped"], "ambiguous": sorted(symbols["ambiguous"]),
-                                     "unknown": symbols["unknown"], "gene_info": symbols["gene_info"]}
-    out = Path(out)
-    with output_errors(out), atomic_path(out) as tmp:
-        adata.write_h5ad(tmp)
-    return out
+    pred = Predictor.load(run_dir)
+    result = pred.predict(perturbations, cell_line, per_batch=per_batch, allow_unknown=allow_unknown,
+                          gene_info=gene_info, control=control)
+    result.uns["txpert_run"] = str(run_dir)
+    return result.write(out)
 
 
 def baseline_run(data_opts: DataOptions, task: str, out: str | Path, split_seed: int = 0,
