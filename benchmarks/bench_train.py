@@ -9,12 +9,19 @@ Two settings, each in its own process (so peak memory is its own), side by side:
 * ``cells``: cell-level training, a random batch-matched control cell as input, MLP basal encoder;
 * ``aggregated``: batch-averaged control input, which trains on (perturbation x batch) means.
 
-Targets (issue 5): one epoch < 10 minutes on 2 cores, peak memory < 8 GB.
+Targets (issue 5): one epoch < 10 minutes on 2 cores, peak memory < 8 GB. Issue 16: the cell-level epoch
+within 3x the *bare-MLP floor*, measured in the same process right after the epoch: forward + backward of
+copies of the model's own basal and decoder MLPs (same shapes, dropout, thread count) on random dense
+batches of the epoch's batch sizes, as many steps as the epoch (no data path, no GNN encoder, no optimizer).
+The table gives the training steps' time (``train s``) and the whole ``fit`` (``epoch s``: also the untrained
+prior's validation, the epoch's validation and the test evaluation) against that floor.
 
 Usage::
 
     .venv/bin/python benchmarks/bench_train.py            # both settings, prints a table
     .venv/bin/python benchmarks/bench_train.py --cells 20000   # quicker look
+    .venv/bin/python benchmarks/bench_train.py --cells 20000 --settings cells --profile /tmp/prof
+        # also writes /tmp/prof/cells.pstats (cProfile of the child) and prints its top entries
 """
 
 from __future__ import annotations
@@ -65,6 +72,37 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: KiB
 
 
+def mlp_floor(model, sizes: list[int], n_genes: int, seed: int = 0) -> float:
+    """Seconds for forward + backward of copies of ``model``'s basal and decoder MLPs on random dense
+    batches of the given sizes (one step per size): the arithmetic floor of a training epoch."""
+    import copy
+
+    import torch
+
+    basal = copy.deepcopy(model.basal) if model.basal is not None else None
+    decoder = copy.deepcopy(model.decoder)
+    for m in (basal, decoder):
+        if m is not None:
+            m.train()
+            for p in m.parameters():
+                p.requires_grad_(True)
+    gen = torch.Generator().manual_seed(seed)
+    d = decoder[0].in_features
+    batches = [(torch.rand(b, n_genes, generator=gen), torch.rand(b, d, generator=gen),
+                torch.rand(b, n_genes, generator=gen)) for b in sorted(set(sizes))]
+    by_size = {len(x): (x, z, y) for x, z, y in batches}
+    t0 = time.perf_counter()
+    for b in sizes:
+        x, z, y = by_size[b]
+        pred = decoder(basal(x) + z) if basal is not None else x + decoder(z)
+        loss = ((pred - y) ** 2).mean()
+        for m in (basal, decoder):
+            if m is not None:
+                m.zero_grad(set_to_none=True)
+        loss.backward()
+    return time.perf_counter() - t0
+
+
 def child(args) -> dict:
     import torch
 
@@ -88,9 +126,13 @@ def child(args) -> dict:
     t_epoch = time.perf_counter() - t1
     steps = len(stamps)
     train_s = (stamps[-1] - stamps[0]) * steps / max(steps - 1, 1) if steps > 1 else t_epoch
+    peak = peak_rss_gb()
+    order = trainer.epoch_order(0)
+    sizes = [len(trainer.step_items(order, s)) for s in range(steps)]
+    floor_s = mlp_floor(trainer.model, sizes, data.n_genes)
     return {"setting": args.setting, "cells": int(len(trainer.train_rows)), "nnz": int(data.X.nnz),
-            "steps": steps, "data_s": t_data, "train_s": train_s, "epoch_s": t_epoch,
-            "cells_per_s": len(trainer.train_rows) / train_s, "peak_gb_data": mem_data, "peak_gb": peak_rss_gb()}
+            "steps": steps, "data_s": t_data, "train_s": train_s, "epoch_s": t_epoch, "floor_s": floor_s,
+            "cells_per_s": len(trainer.train_rows) / train_s, "peak_gb_data": mem_data, "peak_gb": peak}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS))
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--profile", metavar="DIR", help="cProfile each child into DIR/<setting>.pstats and print "
+                    "its top entries by cumulative time")
     ap.add_argument("--setting", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.setting:
@@ -109,20 +153,32 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = []
     for setting in args.settings:
-        cmd = [sys.executable, __file__, "--setting", setting, "--cells", str(args.cells), "--genes", str(args.genes),
+        prof = []
+        if args.profile:
+            Path(args.profile).mkdir(parents=True, exist_ok=True)
+            prof = ["-m", "cProfile", "-o", str(Path(args.profile) / f"{setting}.pstats")]
+        cmd = [sys.executable, *prof, __file__, "--setting", setting, "--cells", str(args.cells), "--genes", str(args.genes),
                "--perts", str(args.perts), "--graph-nodes", str(args.graph_nodes), "--threads", str(args.threads)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True)
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    if args.profile:
+        import pstats
+
+        for setting in args.settings:
+            print(f"--- cProfile of {setting} (top 25 by cumulative time)")
+            pstats.Stats(str(Path(args.profile) / f"{setting}.pstats")).sort_stats("cumulative").print_stats(25)
     print(f"{args.cells:,} cells x {args.genes:,} genes (sparse), {args.perts:,} perturbations, "
           f"graph {args.graph_nodes:,} nodes, {args.threads} thread(s)")
-    print(f"{'setting':<12}{'train cells':>12}{'steps':>7}{'train s':>9}{'epoch s (+eval)':>17}{'cells/s':>10}"
-          f"{'peak GB':>9}{'  (data only)':>13}")
+    print(f"{'setting':<12}{'train cells':>12}{'steps':>7}{'train s':>9}{'epoch s (+eval)':>17}{'floor s':>9}"
+          f"{'train/floor':>13}{'epoch/floor':>13}{'cells/s':>10}{'peak GB':>9}{'  (data only)':>13}")
     for r in results:
         print(f"{r['setting']:<12}{r['cells']:>12,}{r['steps']:>7}{r['train_s']:>9.1f}{r['epoch_s']:>17.1f}"
+              f"{r['floor_s']:>9.1f}{r['train_s'] / r['floor_s']:>13.2f}{r['epoch_s'] / r['floor_s']:>13.2f}"
               f"{r['cells_per_s']:>10.0f}{r['peak_gb']:>9.2f}{r['peak_gb_data']:>13.2f}")
     if len(results) == 2:
         print(f"epoch time ratio cells / aggregated: {results[0]['epoch_s'] / results[1]['epoch_s']:.1f}x")
-    print("targets: one epoch < 600 s, peak memory < 8 GB")
+    print("targets: one epoch < 600 s, peak memory < 8 GB; cell level: epoch <= 3x the bare-MLP floor "
+          "(floor: forward + backward of the basal/decoder MLP shapes on random dense batches, same steps)")
     return 0
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from txpert_head.data import DataError, PerturbData, check_controls_per_batch
+from txpert_head.data import DataError, PerturbData, check_controls_per_batch, dense_rows
 
 CONTROL_MODES = ("random", "batch", "mean")
 
@@ -41,24 +41,47 @@ class ControlIndex:
         self.X = data.X
 
     def sample(self, rows: np.ndarray, mode: str, rng: np.random.Generator) -> np.ndarray:
-        """Control row index per entry of ``rows`` (modes ``random`` and ``batch``)."""
+        """Control row index per entry of ``rows`` (modes ``random`` and ``batch``).
+
+        Draws: for each group (``batch``) or cell line (``random``) present, in ascending order,
+        ``rng.integers(0, pool size, count)`` for its entries in the order they come in ``rows``. The only
+        Python loop is one generator call per group present (not per cell); the entries are routed to and
+        from the groups with one stable sort."""
         rows = np.asarray(rows, dtype=np.int64)
-        out = np.empty(len(rows), dtype=np.int64)
         groups = self.group_of_row[rows]
-        if mode == "batch":
-            for g in np.unique(groups):
-                pool, sel = self.by_group[g], groups == g
-                if not len(pool):
-                    raise DataError(f"no control cells in batch {self.groups[g][1]!r} of cell line {self.groups[g][0]!r}")
-                out[sel] = pool[rng.integers(0, len(pool), int(sel.sum()))]
-        elif mode == "random":
-            lines = self.line_of_group[groups]
-            for line in np.unique(lines):
-                pool, sel = self.by_line[line], lines == line
-                out[sel] = pool[rng.integers(0, len(pool), int(sel.sum()))]
-        else:
+        if mode not in ("batch", "random"):
             raise ValueError(f"sample() is for modes 'random' and 'batch', got {mode!r}")
+        key_of_group, ptr, flat = self._pools(mode)
+        keys = groups if key_of_group is None else key_of_group[groups]
+        order = np.argsort(keys, kind="stable")  # entries of each key keep their order in ``rows``
+        present, counts = np.unique(keys, return_counts=True)
+        start = ptr[present]
+        sizes = ptr[present + 1] - start
+        draws = np.empty(len(rows), dtype=np.int64)
+        pos = 0
+        for k, n, c in zip(present.tolist(), sizes.tolist(), counts.tolist()):
+            if mode == "batch" and n == 0:
+                raise DataError(f"no control cells in batch {self.groups[k][1]!r} of cell line {self.groups[k][0]!r}")
+            draws[pos:pos + c] = rng.integers(0, n, c)
+            pos += c
+        out = np.empty(len(rows), dtype=np.int64)
+        out[order] = flat[np.repeat(start, counts) + draws]
         return out
+
+    def _pools(self, mode: str) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """``(key_of_group, ptr, flat)`` for :meth:`sample`, built once from :attr:`by_group` / :attr:`by_line`
+        (lazily, as some callers assemble an index attribute by attribute): the pool of key k is
+        ``flat[ptr[k]:ptr[k + 1]]``; keys are groups (``batch``; ``key_of_group`` None) or the cell lines in
+        sorted order (``random``)."""
+        cache = self.__dict__.setdefault("_pool_cache", {})
+        if mode not in cache:
+            if mode == "batch":
+                cache[mode] = (None, *_flat_pools(self.by_group))
+            else:
+                lines = sorted(self.by_line)
+                key = np.searchsorted(np.asarray(lines), np.asarray(self.line_of_group)).astype(np.int64)
+                cache[mode] = (key, *_flat_pools([self.by_line[l] for l in lines]))
+        return cache[mode]
 
     def inputs(self, rows: np.ndarray, mode: str, rng: np.random.Generator) -> np.ndarray:
         """Dense control input (len(rows), G) float32 for the given perturbed rows."""
@@ -66,5 +89,12 @@ class ControlIndex:
             raise ValueError(f"control mode must be one of {CONTROL_MODES}, got {mode!r}")
         if mode == "mean":
             return self.means[self.group_of_row[np.asarray(rows, dtype=np.int64)]]
-        picked = self.sample(rows, mode, rng)
-        return np.asarray(self.X[picked].toarray(), dtype=np.float32)
+        return dense_rows(self.X, self.sample(rows, mode, rng))
+
+
+def _flat_pools(pools: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``(ptr, flat)``: the pools concatenated, pool k being ``flat[ptr[k]:ptr[k + 1]]``."""
+    ptr = np.zeros(len(pools) + 1, dtype=np.int64)
+    ptr[1:] = np.cumsum([len(p) for p in pools])
+    flat = np.concatenate(pools).astype(np.int64) if pools else np.zeros(0, np.int64)
+    return ptr, flat

@@ -651,6 +651,27 @@ def _normalise_or_not(X: sp.csr_matrix, normalize: str, path: str, rows: Sequenc
     return False
 
 
+def dense_rows(X: sp.csr_matrix, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``X[rows].toarray()`` as float32 (len(rows), G): one C gather of the rows' CSR entries by the index
+    array and one densification, written into ``out`` when given (a C-contiguous float32 array of that shape,
+    zeroed here; e.g. a reused pinned buffer) instead of a new array."""
+    rows = np.asarray(rows, dtype=np.int64)
+    shape = (len(rows), X.shape[1])
+    if out is None:
+        out = np.zeros(shape, dtype=np.float32)
+    else:
+        if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
+        out.fill(0.0)
+    if len(rows):
+        part = X[rows]
+        if part.dtype == np.float32:
+            part.toarray(out=out)  # adds the entries (duplicates summed) into the zeroed buffer
+        else:
+            out[...] = part.toarray()
+    return out
+
+
 def check_controls_per_batch(data: PerturbData) -> None:
     """Every (cell line, batch) with perturbed rows must have control rows (batch-matched references)."""
     frame = pd.DataFrame({"l": data.cell_line, "b": data.batch, "ctrl": data.is_control})

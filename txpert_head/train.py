@@ -58,7 +58,7 @@ from txpert_head import metrics
 from txpert_head.controls import CONTROL_MODES, ControlIndex
 from txpert_head.distributed import DistContext, setup as setup_distributed
 from txpert_head.losses import DISTRIBUTIONAL_TERMS, LossSpecError, build_loss, parse_loss_spec, per_group_loss
-from txpert_head.data import PerturbData, constituents
+from txpert_head.data import PerturbData, constituents, dense_rows
 from txpert_head.effects import EffectCodes, effect_codes
 from txpert_head.model import TxPert
 from txpert_head.receptive import receptive_field
@@ -442,6 +442,7 @@ class Trainer:
         self.state: dict[str, Any] = {"epoch": 0, "step": 0, "best_val": -math.inf, "best_epoch": -1,
                                       "bad_epochs": 0, "history": [], "loss_sum": 0.0, "loss_n": 0}
         self._val_cache: dict[str, Any] = {}
+        self._pinned: torch.Tensor | None = None  # CUDA: reused pinned staging buffer of training batches
 
     @torch.no_grad()
     def _init_at_mean_change(self, mean: np.ndarray, ref: np.ndarray) -> None:
@@ -530,7 +531,11 @@ class Trainer:
     def batch(self, rows: np.ndarray, rng: np.random.Generator, part: slice | None = None):
         """``(x_ctrl, pert_rows, y, weight)`` tensors on the device for ``rows[part]`` (all rows by default);
         sparse rows are densified per batch. Random control inputs are drawn for the whole of ``rows`` and
-        then sliced, so a rank's shard gets the draws a single process would give those rows."""
+        then sliced, so a rank's shard gets the draws a single process would give those rows.
+
+        Cell level: the matched control rows and the batch's rows are cut from the CSR matrix by index arrays
+        and densified together, once, into one (2n, G) float32 block (:func:`txpert_head.data.dense_rows`);
+        on CUDA that block is a reused pinned buffer copied with ``non_blocking=True``."""
         part = slice(None) if part is None else part
         if self.aggregated:
             rows = rows[part]
@@ -538,18 +543,44 @@ class Trainer:
             y = self.ex_y[rows]
             p = self.cond_rows[torch.from_numpy(self.ex_cond[rows])]
             w = torch.from_numpy(self.ex_weight[rows])
+            x, y = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
         else:
             if self.cfg.control_mode == "mean":
-                x = self.controls.inputs(rows[part], "mean", rng)
+                picked = None
+                x_mean = self.controls.inputs(rows[part], "mean", rng)
             else:
                 picked = self.controls.sample(rows, self.cfg.control_mode, rng)[part]
-                x = np.asarray(self.controls.X[picked].toarray(), dtype=np.float32)
             rows = rows[part]
-            y = self.data.X[rows].toarray()
+            n = len(rows)
+            if picked is None:
+                block = self._host_block(n)
+                dense_rows(self.data.X, rows, out=block)
+                y = torch.from_numpy(block)
+                x = torch.from_numpy(np.ascontiguousarray(x_mean))
+            else:
+                block = self._host_block(2 * n)
+                if self.controls.X is self.data.X:  # one gather for inputs and targets
+                    dense_rows(self.data.X, np.concatenate([picked, rows]), out=block)
+                else:  # a control index over other data (passed to the constructor)
+                    dense_rows(self.controls.X, picked, out=block[:n])
+                    dense_rows(self.data.X, rows, out=block[n:])
+                x, y = torch.from_numpy(block[:n]), torch.from_numpy(block[n:])
             p = self.cond_rows[torch.from_numpy(self.data.cond_id[rows])]
             w = torch.ones(len(rows))
-        return (torch.from_numpy(np.ascontiguousarray(x)).to(self.device), p.to(self.device),
-                torch.from_numpy(np.ascontiguousarray(y)).to(self.device), w.to(self.device))
+        nb = self.device.type == "cuda"
+        return (x.to(self.device, non_blocking=nb), p.to(self.device, non_blocking=nb),
+                y.to(self.device, non_blocking=nb), w.to(self.device, non_blocking=nb))
+
+    def _host_block(self, n: int) -> np.ndarray:
+        """A float32 (n, G) host array for a batch's dense rows: a fresh one on CPU (the model may keep
+        references to its inputs); on CUDA a view of one reused pinned buffer, safe because every step ends
+        with a synchronising ``loss.item()`` before the next batch is written into it."""
+        G = self.data.n_genes
+        if self.device.type != "cuda":
+            return np.empty((n, G), dtype=np.float32)
+        if self._pinned is None or self._pinned.numel() < n * G:
+            self._pinned = torch.empty(n * G, dtype=torch.float32).pin_memory()
+        return self._pinned[:n * G].numpy().reshape(n, G)
 
     def train_step(self, items: np.ndarray, rng: np.random.Generator) -> float:
         """One optimizer step on the batch ``items`` (rows / examples, or perturbation indices in perturbation
