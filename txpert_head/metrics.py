@@ -46,6 +46,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.spatial.distance import cdist
 
 FAST_REFERENCE = 100
 
@@ -153,12 +154,18 @@ def centroid_accuracy(pred_delta: np.ndarray, candidates: np.ndarray, self_index
     idx = np.asarray(self_index, dtype=np.int64)
     cl = np.asarray([""] * len(candidates) if candidate_lines is None else candidate_lines, dtype=object)
     out = np.full(len(pred), np.nan)
-    for p in range(len(pred)):
-        others = np.flatnonzero(cl == cl[idx[p]])
-        others = others[others != idx[p]]
-        if len(others):
-            own = np.linalg.norm(pred[p] - candidates[idx[p]])
-            out[p] = float(np.mean(np.linalg.norm(pred[p] - candidates[others], axis=1) > own))
+    own_line = cl[idx]
+    for line in np.unique(own_line):  # one distance matrix per line, in blocks of predictions (bounded memory)
+        members = np.flatnonzero(cl == line)
+        if len(members) < 2:
+            continue
+        ps = np.flatnonzero(own_line == line)
+        for start in range(0, len(ps), 256):
+            block = ps[start:start + 256]
+            dist = cdist(pred[block], candidates[members])  # (b, |line|) Euclidean distances
+            own = dist[np.arange(len(block)), np.searchsorted(members, idx[block])]
+            farther = (dist > own[:, None]).sum(axis=1)  # the own centroid is never strictly farther than itself
+            out[block] = farther / (len(members) - 1)
     return out
 
 
