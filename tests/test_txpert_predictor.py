@@ -158,7 +158,7 @@ def test_cells_from_the_bundle_equal_the_old_path(batch_run, tmp_path):
     from txpert_head.cell_output import control_rows
 
     pred = Predictor.load(batch_run)
-    labels, cells, known = pred.predict_cells(["G3", "G25"], 7, seed=1)
+    labels, cells, known = pred.sample_cells(["G3", "G25"], 7, seed=1)
     trainer, _ = load_run(batch_run)
     trainer.cover_genes(["G3", "G25"])
     pool = trainer.controls.by_line["all"]

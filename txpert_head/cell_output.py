@@ -139,7 +139,7 @@ def predict_cells_run(run_dir: str | Path, perturbations: Sequence[str], out: st
         raise ValueError(f"n_cells must be at least 1, got {n_cells}")
     pred = Predictor.load(run_dir)  # the run's predictor bundle: no training data is read
     cell_line = pred.check_cell_line(cell_line)
-    canon, cells, known = pred.predict_cells(perturbations, n_cells, cell_line, allow_unknown=allow_unknown,
+    canon, cells, known = pred.sample_cells(perturbations, n_cells, cell_line, allow_unknown=allow_unknown,
                                              control=control, seed=seed)
     ctrl = pred.control_cells(cell_line, max_control_cells, seed)
     adata = cells_anndata(dict(zip(canon, cells)), ctrl, pred.genes, cell_line=cell_line,

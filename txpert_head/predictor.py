@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from txpert_head.data import CONTROL, DataError, canonical_conditions, constituents
+from txpert_head.prediction import ModelPredictions
 
 log = logging.getLogger(__name__)
 
@@ -302,7 +303,7 @@ class Prediction:
         return pd.DataFrame(values, index=self.obs.index, columns=self.genes)
 
 
-class Predictor:
+class Predictor(ModelPredictions):
     """A trained run, ready to predict (see the module docstring). Use :meth:`load`.
 
     Attributes read by the trainer's prediction loop (:class:`~txpert_head.train.Trainer` methods run on this
@@ -316,9 +317,9 @@ class Predictor:
         self.rows: dict = {}
         self._model = None
         self._graph = None
-        self._trainer = None
         self._symbols_map = None
         self._cfg = None
+        self._trainer = None
         self._device_name = None
         self.manifest = None
 
@@ -396,7 +397,7 @@ class Predictor:
             trainer.model.to(trainer.device)
         self._cfg = trainer.cfg
         self._device = trainer.device
-        self._trainer = trainer
+        self._trainer = trainer  # the old path's trainer (run folders without a bundle)
         self.manifest = None
         self.controls, self.data = trainer.controls, trainer.data
         self.encoder_genes, self.known_genes = trainer.encoder_genes, trainer.known_genes
@@ -434,7 +435,8 @@ class Predictor:
         """The trained model (built on the encoder's graph, best weights), built on first use."""
         if self._model is None:
             from kgbuild.graph import MultiGraph
-            from txpert_head.train import build_model, load_checkpoint, load_weights
+            from txpert_head.prediction import build_model
+            from txpert_head.train import load_checkpoint, load_weights
 
             graph = MultiGraph.load(self.run_dir / BUNDLE / self.manifest["graph"]["encoder_graph"])
             model = build_model(graph, self.data.genes, self.encoder_genes, self.cfg, self.effects).to(self.device)
@@ -505,10 +507,10 @@ class Predictor:
 
     def knows(self, gene: str) -> bool:
         """True when ``gene`` has an encoder row: a node of the run's graph or a perturbed gene of its data."""
-        return gene in self.encoder_index or gene in self._graph_node_set
+        return gene in self.encoder_index or gene in self.graph_node_set
 
     @property
-    def _graph_node_set(self) -> set[str]:
+    def graph_node_set(self) -> set[str]:
         if not hasattr(self, "_node_set"):
             self._node_set = set(self.graph_nodes)
         return self._node_set
@@ -522,33 +524,6 @@ class Predictor:
                 "method": "normalize_total + log1p" if here else "as stored in the data"}
 
     # -------------------------------------------------------------------------------- prediction
-    def pert_rows_for(self, pert: str):
-        """Encoder rows of a perturbation's genes (``Trainer.pert_rows_for``)."""
-        from txpert_head.train import Trainer
-
-        return Trainer.pert_rows_for(self, pert)
-
-    def _predicted_batches(self, conditions, rows_for, seed):
-        """The trainer's prediction loop (``Trainer._predicted_batches``) on this predictor."""
-        from txpert_head.train import Trainer
-
-        return Trainer._predicted_batches(self, conditions, rows_for, seed)
-
-    def whole_graph_model(self):
-        """The model rebuilt on the whole graph (trained weights copied): see ``Trainer.whole_graph_model``."""
-        from txpert_head.train import Trainer
-
-        if self._trainer is not None:
-            return self._trainer.whole_graph_model()
-        return Trainer.whole_graph_model(self)
-
-    def cover_genes(self, genes: Sequence[str]) -> None:
-        """Switch to :meth:`whole_graph_model` when a graph gene of ``genes`` lies outside the encoder's graph
-        (as ``Trainer.cover_genes``)."""
-        nodes = self._graph_node_set
-        if any(g in nodes and g not in self.encoder_index for g in genes):
-            self.model = self.whole_graph_model()
-
     def check_cell_line(self, cell_line: str | None) -> str:
         """The cell line to predict in (the only one when ``cell_line`` is None); ValueError otherwise."""
         lines = self.cell_lines
@@ -596,7 +571,7 @@ class Predictor:
         smap, source = self._symbols(gene_info)
         report = None
         if smap is not None:
-            vocab = set(self.encoder_index) | self._graph_node_set
+            vocab = set(self.encoder_index) | self.graph_node_set
             match = match_names([g for p in canon for g in constituents(p)], vocab, smap)
             log.warning("gene symbols (requested genes vs the run's model, %s): %s", Path(str(source)).name,
                         match.describe())
@@ -664,24 +639,18 @@ class Predictor:
 
     def _predict(self, conds, rows_for, seed) -> tuple[np.ndarray, np.ndarray]:
         """Predicted means (as ``Trainer.predict_means``) and the batch-matched references of their inputs."""
-        from txpert_head.train import Trainer
-
-        owner = self._trainer if self._trainer is not None else self
-        if self._trainer is not None:
-            self._trainer.model, self._trainer.encoder_index = self.model, self.encoder_index
         mean = np.zeros((len(conds), self.data.n_genes), dtype=np.float64)
         ref = np.zeros_like(mean)
-        for k, (idx, y) in enumerate(Trainer._predicted_batches(owner, conds, rows_for, seed)):
+        for k, (idx, y) in enumerate(self._predicted_batches(conds, rows_for, seed)):
             mean[k] = y.double().mean(0).cpu().numpy()
             ref[k] = self.controls.means[self.controls.group_of_row[np.asarray(idx)]].astype(np.float64).mean(0)
         return mean, ref
 
-    def predict_cells(self, perturbations: Sequence[str] | str, n_cells: int, cell_line: str | None = None, *,
-                      allow_unknown: bool = False, control: Sequence[str] = (CONTROL,), seed: int = 0):
+    def sample_cells(self, perturbations: Sequence[str] | str, n_cells: int, cell_line: str | None = None, *,
+                     allow_unknown: bool = False, control: Sequence[str] = (CONTROL,), seed: int = 0):
         """``n_cells`` predicted cells per perturbation (see :func:`txpert_head.cell_output.predict_cells_run`):
-        ``(labels, cells, known)`` with ``cells`` a list of (n_cells, G) float64 arrays."""
-        from txpert_head.train import Trainer
-
+        ``(labels, cells, known)`` with ``cells`` a list of (n_cells, G) float64 arrays; the inputs are
+        ``n_cells`` control cells of the line drawn with ``seed`` (:meth:`ModelPredictions.predict_cells`)."""
         if n_cells < 1:
             raise ValueError(f"n_cells must be at least 1, got {n_cells}")
         cell_line = self.check_cell_line(cell_line)
@@ -702,15 +671,12 @@ class Predictor:
         rng = np.random.default_rng([seed, 104_729])
         inputs = np.sort(rng.choice(pool, n_cells, replace=len(pool) < n_cells))
         conds = [(cell_line, p) for p in canon]
-        owner = self._trainer if self._trainer is not None else self
-        if self._trainer is not None:
-            self._trainer.model, self._trainer.encoder_index = self.model, self.encoder_index
-        eval_cells = owner.cfg.eval_cells
-        owner.cfg.eval_cells = max(eval_cells, n_cells)  # no subsampling of the inputs
+        eval_cells = self.cfg.eval_cells
+        self.cfg.eval_cells = max(eval_cells, n_cells)  # no subsampling of the inputs
         try:
-            cells = Trainer.predict_cells(owner, conds, rows_for={c: inputs for c in conds}, seed=seed)
+            cells = self.predict_cells(conds, rows_for={c: inputs for c in conds}, seed=seed)
         finally:
-            owner.cfg.eval_cells = eval_cells
+            self.cfg.eval_cells = eval_cells
         known = [all(g in self.encoder_index for g in constituents(p)) for p in canon]
         return canon, cells, known
 

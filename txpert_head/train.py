@@ -45,7 +45,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -59,8 +59,9 @@ from txpert_head.controls import CONTROL_MODES, ControlIndex
 from txpert_head.distributed import DistContext, setup as setup_distributed
 from txpert_head.losses import DISTRIBUTIONAL_TERMS, LossSpecError, build_loss, parse_loss_spec, per_group_loss
 from txpert_head.data import PerturbData, constituents, dense_rows
-from txpert_head.effects import EffectCodes, effect_codes
+from txpert_head.effects import effect_codes
 from txpert_head.model import TxPert
+from txpert_head.prediction import ModelPredictions, build_model
 from txpert_head.receptive import receptive_field
 from txpert_head.profiles import condition_name, retrieval_candidates, rows_by_condition, true_profiles
 from txpert_head.splits import Condition, Split
@@ -319,35 +320,6 @@ def load_weights(model: torch.nn.Module, state: dict[str, Any], path: Path | str
                               "checkpoint belongs to another model or run options") from None
 
 
-def build_model(graph: MultiGraph, genes: Sequence[str], encoder_genes: Sequence[str], cfg: TrainConfig,
-                effects: EffectCodes | None = None) -> TxPert:
-    """Encoder over ``graph`` (with rows for ``encoder_genes``) and the TxPert head for ``genes`` columns.
-
-    ``effects``: the observed training effect codes (needed with ``node_inputs="effects"``); they are set in
-    the encoder and the prior path of the model."""
-    from gnn import PerturbationEncoder
-
-    if cfg.node_inputs == "effects" and effects is None:
-        raise ValueError("node_inputs='effects' needs the training effect codes")
-    torch.manual_seed(cfg.seed)
-    enc = PerturbationEncoder(graph, genes=list(encoder_genes), kind=cfg.encoder_kind, dim=cfg.encoder_dim,
-                              layers=cfg.encoder_layers, heads=cfg.encoder_heads, dropout=cfg.encoder_dropout,
-                              backend=cfg.encoder_backend, use_edge_weight=cfg.use_edge_weight,
-                              unknown_token=cfg.unknown_token, node_inputs=cfg.node_inputs,
-                              code_dim=effects.rank if cfg.node_inputs == "effects" else 16,
-                              gene_dim=effects.rank if cfg.node_inputs == "effects" and cfg.expression_features else 0)
-    col = {g: i for i, g in enumerate(genes)}
-    row_to_col = torch.tensor([col.get(g, -1) for g in enc.vocab], dtype=torch.long)
-    model = TxPert(enc, len(genes), row_to_col, basal=cfg.basal, hidden=cfg.hidden, dropout=cfg.dropout,
-                   target_term=cfg.target_term, prior_rank=effects.rank if cfg.node_inputs == "effects" else None)
-    if cfg.node_inputs == "effects":
-        enc.set_effects(effects.genes, torch.from_numpy(effects.codes), torch.from_numpy(effects.mean_code))
-        model.set_prior_basis(torch.from_numpy(effects.basis))
-        if cfg.expression_features:  # a measured gene's row of the effect basis (the linear baseline's G)
-            enc.set_gene_features(list(genes), torch.from_numpy(effects.gene_embedding()))
-    return model
-
-
 #: learning-rate factor of the prior's few scalars (layer trust, shrinkage): they move in tens of steps
 PRIOR_LR_FACTOR = 30.0
 
@@ -382,7 +354,7 @@ class FitResult:
         return next((dict(r) for r in self.history if r.get("epoch") == self.best_epoch), {})
 
 
-class Trainer:
+class Trainer(ModelPredictions):
     """Trains a :class:`TxPert` on ``data`` with ``split``; checkpoints go to ``run_dir/checkpoints``.
 
     ``dist``: the data-parallel context; by default :func:`txpert_head.distributed.setup` (a single process
@@ -647,107 +619,11 @@ class Trainer:
         loss = per_group_loss(self.loss_fn, pred, y, lab)
         return loss if n_local == len(groups) else loss * (n_local / len(groups))
 
-    # ------------------------------------------------------------------ prediction & evaluation
-    @torch.no_grad()
-    def _predicted_batches(self, conditions: Sequence[Condition], rows_for: dict[Condition, np.ndarray] | None,
-                           seed: int | None) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-        """The one prediction loop behind :meth:`predict_means` and :meth:`predict_cells`.
-
-        Yields, per condition, ``(rows, y)``: ``rows`` (n,) the data rows whose matched control inputs were
-        used and ``y`` (n, G) the model's output for each (one predicted cell per input). For a condition
-        with data rows, inputs are matched to those rows' cell line and batch (up to ``eval_cells`` rows,
-        deterministic given ``seed``); a condition without rows (``predict``) uses the control rows of its
-        cell line (up to ``eval_cells``) as inputs.
-        """
-        self.model.eval()
-        enc = self.model.encode()
-        rng = np.random.default_rng([self.cfg.seed if seed is None else seed, 999_983])
-        rows_for = self.rows if rows_for is None else rows_for
-        for line, pert in conditions:
-            idx = rows_for.get((line, pert))
-            if idx is None or not len(idx):
-                idx = self.controls.by_line.get(line)
-                if idx is None:
-                    raise KeyError(f"no cell line {line!r} in the data; lines: {', '.join(self.controls.by_line)}")
-            if len(idx) > self.cfg.eval_cells:
-                idx = np.sort(rng.choice(idx, self.cfg.eval_cells, replace=False))
-            x = torch.from_numpy(np.ascontiguousarray(self.controls.inputs(idx, self.cfg.control_mode, rng)))
-            rows = self.pert_rows_for(pert).unsqueeze(0).expand(len(idx), -1)
-            yield idx, self.model(x.to(self.device), rows.to(self.device), enc=enc)
-
-    def predict_means(self, conditions: Sequence[Condition], rows_for: dict[Condition, np.ndarray] | None = None,
-                      seed: int | None = None) -> np.ndarray:
-        """Predicted mean expression (P, G) of each condition: the mean of its :meth:`predict_cells`."""
-        out = np.zeros((len(conditions), self.data.n_genes), dtype=np.float64)
-        for k, (_, y) in enumerate(self._predicted_batches(conditions, rows_for, seed)):
-            out[k] = y.double().mean(0).cpu().numpy()
-        return out
-
-    def predict_cells(self, conditions: Sequence[Condition], rows_for: dict[Condition, np.ndarray] | None = None,
-                      seed: int | None = None, return_rows: bool = False):
-        """Predicted cells of each condition: a list of (n_k, G) float64 arrays, one row per control input.
-
-        The inputs are those of :meth:`predict_means` (same rows, same draws), so the mean of each array is
-        that method's row. With ``control_mode="mean"`` every input of a batch is the batch's control mean, so
-        a condition's predicted cells are one point per batch (a point mass), not a cell distribution.
-        ``return_rows=True`` returns ``(rows, cells)``: also the data rows whose matched controls were the
-        inputs (the true cells the predictions stand for).
-        """
-        rows, cells = [], []
-        for idx, y in self._predicted_batches(conditions, rows_for, seed):
-            rows.append(np.asarray(idx))
-            cells.append(y.double().cpu().numpy())
-        return (rows, cells) if return_rows else cells
-
-    def whole_graph_model(self) -> TxPert:
-        """A copy of the model whose encoder covers all of :attr:`graph` (the model itself when it was built on
-        the whole graph): trained weights copied, learned ID rows matched by gene, the effect codes set again.
-
-        With ``graph_hops`` the encoder was built on the receptive field of the data's perturbed genes; the
-        message-passing kinds give the same rows for those genes on the whole graph (the Exphormer kinds redraw
-        their expander edges, so their rows differ), and every other graph gene gets a row too."""
-        if self.cfg.hops is None:
-            return self.model
-        src = self.model
-        dst = build_model(self.graph, self.data.genes, self.encoder_genes, self.cfg, self.effects).to(self.device)
-        if self.cfg.unknown_token:
-            dst.encoder.set_known(self.known_genes)
-        if self.cfg.encoder_kind.startswith("exphormer"):
-            log.warning("encoder %s: expander edges are redrawn over the whole graph, so embeddings differ from the "
-                        "trained receptive-field encoder", self.cfg.encoder_kind)
-        src_params = dict(src.named_parameters())
-        with torch.no_grad():
-            for name, p in dst.named_parameters():
-                if name == "encoder.embedding.weight":
-                    old = {g: i for i, g in enumerate(src.encoder.vocab)}
-                    pairs = [(j, old[g]) for j, g in enumerate(dst.encoder.vocab) if g in old]
-                    new_idx = torch.tensor([a for a, _ in pairs], dtype=torch.long, device=p.device)
-                    old_idx = torch.tensor([b for _, b in pairs], dtype=torch.long, device=p.device)
-                    p[new_idx] = src_params[name].detach()[old_idx]
-                else:
-                    if src_params[name].shape != p.shape:
-                        raise RuntimeError(f"parameter {name} has shape {tuple(src_params[name].shape)} in the trained "
-                                           f"model and {tuple(p.shape)} on the whole graph")
-                    p.copy_(src_params[name].detach())
-        dst.eval()
-        return dst
-
-    def cover_genes(self, genes: Sequence[str]) -> None:
-        """Make sure every graph gene of ``genes`` has an encoder row: when some lie outside the receptive field
-        the model was built on, switch to :meth:`whole_graph_model` (prediction only)."""
-        lookup = self.graph.node_lookup
-        if any(g in lookup and g not in self.encoder_index for g in genes):
-            self.model = self.whole_graph_model()
-            self.encoder_index = {g: i for i, g in enumerate(self.model.encoder.vocab)}
-
-    def pert_rows_for(self, pert: str) -> torch.Tensor:
-        """Encoder rows of a perturbation's genes; genes unknown to the encoder contribute nothing (-1)."""
-        genes = constituents(pert)
-        unknown = [g for g in genes if g not in self.encoder_index]
-        if unknown:
-            log.warning("gene(s) %s are neither graph nodes nor trained perturbations: they add no shift",
-                        ", ".join(unknown))
-        return torch.tensor([self.encoder_index.get(g, -1) for g in genes] or [-1], dtype=torch.long)
+    # ------------------------------------------------------------------ evaluation (prediction: ModelPredictions)
+    @property
+    def graph_node_set(self) -> dict[str, int]:
+        """The whole graph's node names (``in`` tests; :meth:`ModelPredictions.cover_genes`)."""
+        return self.graph.node_lookup
 
     def evaluate(self, conditions: Sequence[Condition], with_pred: bool = False):
         """``(table, summary)`` from :func:`metrics.evaluate` on the given conditions (which have rows); with
