@@ -364,10 +364,6 @@ def score_predictions(predictions: str | Path | Predictions, data: PerturbData,
     return table, summary, summary.get("paired", {})
 
 
-#: data options a run's config.json supplies when the caller gives none (``score_files``)
-RECORDED_DATA_KEYS = ("perturbation_col", "control", "cell_line_col", "batch_col", "normalize", "target_sum")
-
-
 def score_files(predictions: str | Path, data: str | Path, split: str | Path | None = None, part: str = "test",
                 graph: str | Path | None = None, baselines: bool = True, split_half_seeds: int = 5,
                 seed: int | None = None, perturbation_col: str | None = None, cell_line_col: str | None = None,
@@ -378,36 +374,33 @@ def score_files(predictions: str | Path, data: str | Path, split: str | Path | N
 
     ``data_options``: :class:`txpert_head.run.DataOptions` fields given by the caller (``perturbation_col``,
     ``control``, ``cell_line_col``, ``batch_col``, ``normalize``, ``target_sum``, ``gene_info``; None or
-    missing: not given). When ``split`` belongs to a run folder, the data options, graph and seed the run
-    recorded in its ``config.json`` fill what is not given, so a run's own predictions reproduce ``txpert
-    evaluate``. ``perturbation_col`` / ``cell_line_col``: columns of the *predictions* file. Returns ``(table,
-    summary, paired, taken)`` with ``taken`` the names of the options taken from the run."""
-    from kgbuild.graph import MultiGraph
-    from txpert_head.run import DataOptions, load_graph_for
+    missing: not given). When ``split`` belongs to a run folder, the data options the run recorded in its
+    ``config.json`` (:meth:`DataOptions.from_config`), its graph (:func:`txpert_head.run.run_graph_path`, when
+    the file is still there) and its model seed fill what is not given, so a run's own predictions reproduce
+    ``txpert evaluate``. ``perturbation_col`` / ``cell_line_col``: columns of the *predictions* file. Returns
+    ``(table, summary, paired, taken)`` with ``taken`` the names of the options taken from the run."""
+    from txpert_head.run import DataOptions, load_graph_for, run_graph_path
 
     given = {k: v for k, v in (data_options or {}).items() if v is not None}
-    recorded = run_data_options(split)
+    if isinstance(given.get("control"), str):
+        given["control"] = [given["control"]]
+    run = run_config(split)
     taken: list[str] = []
     metric_seed = None
-    if recorded is not None:
-        for key in RECORDED_DATA_KEYS:
-            if key not in given and recorded["data"].get(key) is not None:
-                given[key] = recorded["data"][key]
-                taken.append(key)
-        if graph is None and recorded.get("graph") and Path(recorded["graph"]).exists():
-            graph = recorded["graph"]
+    if run is None:
+        opts = DataOptions(str(data), **given)
+    else:
+        config, run_dir = run
+        recorded = {k: v for k, v in config["data"].items() if k != "path"}
+        taken = [k for k, v in recorded.items() if k not in given and v is not None]
+        opts = DataOptions.from_config({**recorded, **given, "path": str(data)})
+        recorded_graph = config.get("graph_resolved") or config.get("graph")
+        if graph is None and recorded_graph and Path(recorded_graph).exists():
+            graph = run_graph_path(config, run_dir)  # refused when its content changed since training
             taken.append("graph")
-        metric_seed = recorded.get("seed")
-    control = given.get("control")
-    opts = DataOptions(str(data), given.get("perturbation_col"),
-                       [control] if isinstance(control, str) else (list(control) if control else None),
-                       given.get("cell_line_col"), given.get("batch_col"), given.get("normalize", "auto"),
-                       **{k: given[k] for k in ("target_sum", "gene_info") if k in given})
+        metric_seed = config.get("train", {}).get("seed")
     loaded = opts.load()
-    graph_obj = None
-    if graph is not None and baselines:
-        graph_obj = (load_graph_for(loaded, graph, recorded["data"].get("gene_info")) if recorded
-                     else MultiGraph.load(graph))
+    graph_obj = load_graph_for(loaded, graph, opts.gene_info) if graph is not None and baselines else None
     table, summary, paired = score_predictions(predictions, loaded, split, part, graph=graph_obj,
                                                baselines=baselines, split_half_seeds=split_half_seeds, seed=seed,
                                                perturbation_col=perturbation_col, cell_line_col=cell_line_col,
@@ -415,19 +408,18 @@ def score_files(predictions: str | Path, data: str | Path, split: str | Path | N
     return table, summary, paired, taken
 
 
-def run_data_options(split_path: str | Path | None) -> dict[str, Any] | None:
-    """The data options and graph recorded in the ``config.json`` beside ``split_path`` (a run folder's), or
-    None: ``{"data": {...}, "graph": path, "seed": model seed}``."""
+def run_config(split_path: str | Path | None) -> tuple[dict[str, Any], Path] | None:
+    """``(config, run folder)``: the ``config.json`` of the run folder ``split_path`` is (or whose ``split.json``
+    it is), or None when it is not in a run folder."""
+    from txpert_head.predictor import _read_json
+
     if split_path is None:
         return None
     path = Path(split_path)
-    cfg = (path if path.is_dir() else path.parent) / "config.json"
-    if not cfg.exists():
+    run_dir = path if path.is_dir() else path.parent
+    if not (run_dir / "config.json").exists():
         return None
-    try:
-        config = json.loads(cfg.read_text())
-    except (OSError, ValueError) as err:
-        raise DataError(f"{cfg}: cannot be read ({err})") from None
+    config = _read_json(run_dir / "config.json")
     if not isinstance(config, dict) or not isinstance(config.get("data"), dict):
         return None
-    return {"data": config["data"], "graph": config.get("graph"), "seed": config.get("train", {}).get("seed")}
+    return config, run_dir
