@@ -25,20 +25,35 @@ class ControlIndex:
     def __init__(self, data: PerturbData):
         check_controls_per_batch(data)
         keys = pd.MultiIndex.from_arrays([data.cell_line, data.batch])
-        self.group_keys, group = np.unique(np.asarray([f"{l}\x1f{b}" for l, b in keys]), return_inverse=True)
-        self.group_of_row = group.astype(np.int64)
-        self.groups = [tuple(k.split("\x1f")) for k in self.group_keys.tolist()]
-        ctrl = data.is_control
-        self.by_group = [np.flatnonzero(ctrl & (self.group_of_row == g)) for g in range(len(self.groups))]
-        lines = sorted({l for l, _ in self.groups})
-        self.by_line = {l: np.flatnonzero(ctrl & (data.cell_line == l)) for l in lines}
-        self.line_of_group = np.asarray([l for l, _ in self.groups])
-        G = data.n_genes
-        self.means = np.zeros((len(self.groups), G), dtype=np.float32)
+        group_keys, group = np.unique(np.asarray([f"{l}\x1f{b}" for l, b in keys]), return_inverse=True)
+        self._index([tuple(k.split("\x1f")) for k in group_keys.tolist()], group, data.is_control, data.X)
+        self.means = np.zeros((len(self.groups), data.n_genes), dtype=np.float32)
         for g, rows in enumerate(self.by_group):
             if len(rows):
                 self.means[g] = np.asarray(data.X[rows].mean(axis=0), dtype=np.float32).ravel()
-        self.X = data.X
+
+    @classmethod
+    def from_groups(cls, groups: list[tuple[str, str]], group_of_row: np.ndarray, is_control: np.ndarray,
+                    means: np.ndarray, X) -> "ControlIndex":
+        """An index from stored parts (a run's predictor bundle): the (cell line, batch) ``groups`` in sorted
+        order, each row's group, which rows are controls, the batch control ``means`` (n_groups, G) and the
+        rows ``X``. The same rows in the same order give the same draws as the index of the whole data."""
+        index = cls.__new__(cls)
+        index._index([tuple(g) for g in groups], group_of_row, is_control, X)
+        index.means = np.asarray(means, dtype=np.float32)
+        return index
+
+    def _index(self, groups: list[tuple[str, str]], group_of_row: np.ndarray, is_control: np.ndarray, X) -> None:
+        """Groups, each row's group, the control rows per group and per cell line, and the rows ``X``."""
+        self.groups = groups
+        self.group_keys = np.asarray([f"{l}\x1f{b}" for l, b in groups])
+        self.group_of_row = np.asarray(group_of_row, dtype=np.int64)
+        self.line_of_group = np.asarray([l for l, _ in groups])
+        ctrl = np.asarray(is_control, dtype=bool)
+        self.by_group = [np.flatnonzero(ctrl & (self.group_of_row == g)) for g in range(len(groups))]
+        line_of_row = self.line_of_group[self.group_of_row] if len(self.group_of_row) else np.zeros(0, dtype=str)
+        self.by_line = {l: np.flatnonzero(ctrl & (line_of_row == l)) for l in sorted({l for l, _ in groups})}
+        self.X = X
 
     def sample(self, rows: np.ndarray, mode: str, rng: np.random.Generator) -> np.ndarray:
         """Control row index per entry of ``rows`` (modes ``random`` and ``batch``).
@@ -70,7 +85,7 @@ class ControlIndex:
 
     def _pools(self, mode: str) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
         """``(key_of_group, ptr, flat)`` for :meth:`sample`, built once from :attr:`by_group` / :attr:`by_line`
-        (lazily, as some callers assemble an index attribute by attribute): the pool of key k is
+        (lazily: training with batch-mean inputs never needs them): the pool of key k is
         ``flat[ptr[k]:ptr[k + 1]]``; keys are groups (``batch``; ``key_of_group`` None) or the cell lines in
         sorted order (``random``)."""
         cache = self.__dict__.setdefault("_pool_cache", {})

@@ -46,6 +46,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from txpert_head.controls import ControlIndex
 from txpert_head.data import CONTROL, DataError, canonical_conditions, constituents
 from txpert_head.prediction import ModelPredictions
 
@@ -235,25 +236,6 @@ class DataInfo:
         return {g: i for i, g in enumerate(self.genes)}
 
 
-def _compact_controls(groups: list[tuple[str, str]], group_of_cell: np.ndarray, means: np.ndarray, X):
-    """A :class:`~txpert_head.controls.ControlIndex` over the control cells only (row k = the k-th control row
-    of the training data). Rows are renumbered in order, so every seeded draw of the trainer picks the same cells."""
-    from txpert_head.controls import ControlIndex
-
-    ci = object.__new__(ControlIndex)
-    ci.groups = [tuple(g) for g in groups]
-    ci.group_keys = np.asarray([f"{l}\x1f{b}" for l, b in ci.groups])
-    ci.group_of_row = np.asarray(group_of_cell, dtype=np.int64)
-    ci.by_group = [np.flatnonzero(ci.group_of_row == g) for g in range(len(ci.groups))]
-    ci.line_of_group = np.asarray([l for l, _ in ci.groups])
-    lines = sorted({l for l, _ in ci.groups})
-    line_of_cell = ci.line_of_group[ci.group_of_row] if len(ci.group_of_row) else np.zeros(0, dtype=str)
-    ci.by_line = {l: np.flatnonzero(line_of_cell == l) for l in lines}
-    ci.means = np.asarray(means, dtype=np.float32)
-    ci.X = X
-    return ci
-
-
 @dataclass
 class Prediction:
     """Predicted mean expression of perturbations and their changes against batch-matched controls.
@@ -367,8 +349,9 @@ class Predictor(ModelPredictions):
 
         Xc = sp.csr_matrix((arrays["control_data"], arrays["control_indices"], arrays["control_indptr"]),
                            shape=tuple(int(s) for s in arrays["control_shape"]))
-        self.controls = _compact_controls([tuple(g) for g in manifest["groups"]], arrays["control_group"],
-                                          arrays["control_means"], Xc)
+        # the control rows only, renumbered in order: every seeded draw of the trainer picks the same cells
+        self.controls = ControlIndex.from_groups([tuple(g) for g in manifest["groups"]], arrays["control_group"],
+                                                 np.ones(Xc.shape[0], dtype=bool), arrays["control_means"], Xc)
         self.data = DataInfo(list(manifest["genes"]), {"normalization": manifest.get("normalization", {})},
                              bool(manifest.get("pseudobulk", False)))
         self.encoder_genes = list(manifest["encoder_genes"])
