@@ -404,13 +404,11 @@ def identify_run(run_dir: str | Path, data_opts, out: str | Path, groups: Sequen
                  progress: bool = True, center: bool = False) -> dict:
     """``txpert identify``: load the run's best weights and the query file, rank candidates, write the
     ranked table (``out``) and ``<out stem>.summary.json``; returns the summary."""
-    from txpert_head.predictor import Predictor
+    from txpert_head.predictor import Predictor, read_run_config
     from txpert_head.run import write_json
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists():
-        raise FileNotFoundError(f"{run_dir}: not a run folder (no config.json); train one with txpert_head.train "
-                                "or `txpert train`")
+    read_run_config(run_dir)  # before the query file is read
     if top is not None and top < 1:
         raise ValueError(f"top must be >= 1, got {top}")
     query = data_opts.load()

@@ -91,6 +91,29 @@ def _read_json(path: Path) -> Any:
         raise RunFolderError(f"{path}: cannot be read ({err}); the run folder is damaged") from None
 
 
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """A run folder's ``config.json``: FileNotFoundError when ``run_dir`` is not a run folder,
+    :class:`RunFolderError` when the file is damaged or holds no data and training options."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.exists():
+        what = "no such folder" if not run_dir.exists() else "no config.json"
+        raise FileNotFoundError(f"{run_dir}: not a run folder ({what}); train one with txpert_head.train or "
+                                "`txpert train`")
+    config = _read_json(cfg_path)
+    if not isinstance(config, dict) or "train" not in config or not isinstance(config.get("data"), dict):
+        raise RunFolderError(f"{cfg_path}: not a txpert run configuration (no data or train options)")
+    return config
+
+
+def best_weights(run_dir: str | Path) -> Path:
+    """``<run_dir>/checkpoints/best.pt``; FileNotFoundError when the run did not finish an epoch."""
+    best = Path(run_dir) / "checkpoints" / "best.pt"
+    if not best.exists():
+        raise FileNotFoundError(f"{best}: no trained weights; the run did not finish an epoch")
+    return best
+
+
 def check_graph_file(path: str | Path, sha256: str | None, run_dir: str | Path) -> Path:
     """The whole graph of a run at its recorded absolute ``path``; :class:`RunFolderError` when it is missing or
     (``sha256`` recorded) its content differs from the file the run was trained on."""
@@ -316,20 +339,10 @@ class Predictor(ModelPredictions):
         A run folder of an earlier version (no bundle) is loaded through :func:`txpert_head.run.load_run`,
         which reads the training data (slow) -- predictions are the same."""
         run_dir = Path(run_dir)
-        cfg_path = run_dir / "config.json"
-        if not cfg_path.exists():
-            what = "no such folder" if not run_dir.exists() else "no config.json"
-            raise FileNotFoundError(f"{run_dir}: not a run folder ({what}); train one with txpert_head.train or "
-                                    "`txpert train`")
-        config = _read_json(cfg_path)
-        if not isinstance(config, dict) or "train" not in config or not isinstance(config.get("data"), dict):
-            raise RunFolderError(f"{cfg_path}: not a txpert run configuration (no data or train options)")
-        self = cls(run_dir, config)
+        self = cls(run_dir, read_run_config(run_dir))
         self.cached_encoding = cached_encoding
         self._device_name = device
-        best = run_dir / "checkpoints" / "best.pt"
-        if not best.exists():
-            raise FileNotFoundError(f"{best}: no trained weights; the run did not finish an epoch")
+        best_weights(run_dir)
         manifest_path = run_dir / BUNDLE / "manifest.json"
         if not manifest_path.exists():
             log.warning("%s: no predictor bundle (a run folder of an earlier version): loading the run with its "
@@ -425,7 +438,7 @@ class Predictor(ModelPredictions):
             model = build_model(graph, self.data.genes, self.encoder_genes, self.cfg, self.effects).to(self.device)
             if self.cfg.unknown_token:
                 model.encoder.set_known(self.known_genes)
-            best = self.run_dir / "checkpoints" / "best.pt"
+            best = best_weights(self.run_dir)
             load_weights(model, load_checkpoint(best, self.device)["model"], best)
             model.eval()
             if self.cached_encoding and "encoding_Z" in self._arrays:

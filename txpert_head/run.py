@@ -191,7 +191,7 @@ def map_gene_symbols(data: PerturbData, vocabulary: Sequence[str], gene_info: st
 
 # RunFolderError: a run folder that cannot be used (busy, another run's, unwritable, damaged); defined in the light
 # txpert_head.predictor (prediction raises it without importing this module) and the same class here
-from txpert_head.predictor import RunFolderError, _read_json  # noqa: E402
+from txpert_head.predictor import RunFolderError, _read_json, best_weights, read_run_config  # noqa: E402
 
 
 #: errno values of a write that failed for a reason outside the program (full disk, permissions, ...)
@@ -557,13 +557,7 @@ def load_run(run_dir: str | Path, data_path: str | None = None) -> tuple[Trainer
     alone, :class:`txpert_head.predictor.Predictor` is faster). ``data_path``: the training data's location
     when it moved (default: the path recorded in config.json)."""
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"{run_dir}: not a run folder (no config.json); train one with txpert_head.train "
-                                "or `txpert train`")
-    config = _read_json(cfg_path)
-    if not isinstance(config, dict) or not isinstance(config.get("data"), dict) or "train" not in config:
-        raise RunFolderError(f"{cfg_path}: not a txpert run configuration (no data or train options)")
+    config = read_run_config(run_dir)
     opts = DataOptions.from_config(config["data"])
     opts.path = run_data_path(config, run_dir, data_path)
     graph_path = run_graph_path(config, run_dir)
@@ -572,9 +566,7 @@ def load_run(run_dir: str | Path, data_path: str | None = None) -> tuple[Trainer
     split = Split.from_json(_read_json(run_dir / "split.json"))
     cfg = TrainConfig.from_dict({**LEGACY_OPTIONS, **config["train"]})
     trainer = Trainer(data, graph, split, cfg, None)
-    best = run_dir / "checkpoints" / "best.pt"
-    if not best.exists():
-        raise FileNotFoundError(f"{best}: no trained weights; the run did not finish an epoch")
+    best = best_weights(run_dir)
     load_weights(trainer.model, load_checkpoint(best, trainer.device)["model"], best)
     return trainer, config
 
