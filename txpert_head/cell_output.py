@@ -61,7 +61,8 @@ def control_rows(controls: ControlIndex, line: str, max_control_cells: int = DEF
 
 
 def normalization_note(data: PerturbData) -> dict[str, Any]:
-    """``uns['normalization']`` of a written file: how the expression in ``X`` was normalised."""
+    """``uns['normalization']`` of a written file: how the expression in ``X`` was normalised (reads only
+    ``data.notes``, so a :class:`txpert_head.predictor.Predictor`'s data summary serves too)."""
     norm = data.notes.get("normalization", {})
     here = bool(norm.get("normalized_here", False))
     return {"target_sum": norm.get("target_sum") if here else "none", "normalized_here": here,

@@ -514,10 +514,9 @@ class Predictor(ModelPredictions):
     @property
     def normalization(self) -> dict[str, Any]:
         """How the expression was normalised (``uns['normalization']`` of written predictions)."""
-        norm = self.data.notes.get("normalization", {})  # as txpert_head.cell_output.normalization_note
-        here = bool(norm.get("normalized_here", False))
-        return {"target_sum": norm.get("target_sum") if here else "none", "normalized_here": here,
-                "method": "normalize_total + log1p" if here else "as stored in the data"}
+        from txpert_head.cell_output import normalization_note
+
+        return normalization_note(self.data)
 
     # -------------------------------------------------------------------------------- prediction
     def check_cell_line(self, cell_line: str | None) -> str:
