@@ -20,16 +20,16 @@ __all__ = ["baselines", "evaluate", "identify", "predict", "score", "train"]
 def _data_options(data: str | Path, perturbation_col: str | None, control: str | Sequence[str] | None,
                   cell_line_col: str | None, batch_col: str | None, normalize: str, target_sum: float,
                   gene_info: str | Path | None):
+    from txpert_head.data import NORMALIZE_MODES, check_target_sum
     from txpert_head.run import DataOptions
 
     if isinstance(control, str):
         control = [control]
-    if normalize not in ("auto", "counts", "none"):
-        raise ValueError(f"normalize must be 'auto', 'counts' or 'none', got {normalize!r}")
-    if not (target_sum > 0 and target_sum != float("inf")):
-        raise ValueError(f"target_sum must be a positive number of counts per cell, got {target_sum!r}")
+    if normalize not in NORMALIZE_MODES:  # checked here too so that nothing is read before the error
+        raise ValueError(f"normalize must be one of {', '.join(NORMALIZE_MODES)}, got {normalize!r}")
     return DataOptions(str(data), perturbation_col, list(control) if control else None, cell_line_col, batch_col,
-                       normalize, target_sum=float(target_sum), gene_info=None if gene_info is None else str(gene_info))
+                       normalize, target_sum=check_target_sum(target_sum),
+                       gene_info=None if gene_info is None else str(gene_info))
 
 
 def train(data: str | Path, graph: str | Path, out: str | Path, *, task: str = "unseen_single",

@@ -18,9 +18,14 @@ ERRORS = (DataError, SplitError, GraphError, GraphFileError, OutputError, FileNo
 
 
 def _check_target_sum(ctx, param, value):
-    if value is not None and not (value > 0 and value != float("inf")):
-        raise click.BadParameter(f"must be a positive number of counts per cell, got {value:g}", ctx=ctx, param=param)
-    return value
+    from txpert_head.data import check_target_sum
+
+    if value is None:
+        return value
+    try:
+        return check_target_sum(value)
+    except DataError as err:
+        raise click.BadParameter(str(err).removeprefix("target_sum "), ctx=ctx, param=param) from None
 
 
 gene_info_option = click.option(
