@@ -65,15 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from kgbuild.graph import MultiGraph
-    from real_data_eval import build_graph
-    from txpert_head.run import DataOptions
+    from real_data_eval import build_graph, data_options
     from txpert_head.splits import make_split
     from txpert_head.train import TrainConfig, Trainer
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
     graph = MultiGraph.load(build_graph(args.data, args.work))
-    data = DataOptions(str(args.data / "perturbseq" / "papalexi2021_thp1_subset.h5ad"), "target", ["non-targeting"],
-                       None, "bio_rep").load()
+    data = data_options(args.data, "papalexi_unseen_single").load()
     split = make_split(data, "unseen_single", seed=0)
     print(f"graph: {graph.num_nodes:,} nodes, {graph.num_edges:,} edges; data: {data.n_obs:,} cells x "
           f"{data.n_genes:,} genes; {torch.get_num_threads()} thread(s); load average "

@@ -73,18 +73,16 @@ class Row:
 
 
 def real_rows(data: Path, work: Path) -> list[Row]:
-    from real_data_eval import build_graph
+    from real_data_eval import DATASETS, build_graph, read_options
 
     graph = build_graph(data, work / "real_graph")
     ps = data / "perturbseq"
-    return [
-        Row("papalexi unseen singles", ps / "papalexi2021_thp1_subset.h5ad", "unseen_single", graph,
-            dict(perturbation_col="target", control=["non-targeting"], batch_col="bio_rep")),
-        Row("norman doubles", ps / "norman2019_k562_subset.h5ad", "double", graph,
-            dict(perturbation_col="perturbation", control=["control"], batch_col="batch")),
-        Row("perturbench cross-cell-line", ps / "perturbench_devel.h5ad", "cross_cell_line", graph,
-            dict(perturbation_col="condition", control=["control"], cell_line_col="cell_type"), holdout=HOLDOUT),
-    ]
+    shared = [Row(label, data / DATASETS[key]["file"], DATASETS[key]["task"], graph, read_options(key))
+              for label, key in (("papalexi unseen singles", "papalexi_unseen_single"),
+                                 ("norman doubles", "norman_double"))]
+    return shared + [Row("perturbench cross-cell-line", ps / "perturbench_devel.h5ad", "cross_cell_line", graph,
+                         dict(perturbation_col="condition", control=["control"], cell_line_col="cell_type"),
+                         holdout=HOLDOUT)]
 
 
 def sim_rows(work: Path, settings: dict[str, list[str]], quick: bool) -> list[Row]:

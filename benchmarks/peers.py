@@ -57,13 +57,6 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 DEFAULT_GEARS_PYTHON = REPO / ".venv-gears" / "bin" / "python"
 GEARS_EPOCHS = 20
-DATASETS = {
-    "norman_double": dict(file="perturbseq/norman2019_k562_subset.h5ad", task="double",
-                          data=dict(perturbation_col="perturbation", control=["control"], batch_col="batch")),
-    "papalexi_unseen_single": dict(file="perturbseq/papalexi2021_thp1_subset.h5ad", task="unseen_single",
-                                   data=dict(perturbation_col="target", control=["non-targeting"],
-                                             batch_col="bio_rep")),
-}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -288,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared data folder (default: %(default)s)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/txpert_peers"), help="work folder (default: %(default)s)")
-    ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    ap.add_argument("--datasets", nargs="+", default=None, metavar="NAME",
+                    help="keys of real_data_eval.DATASETS (default: all: norman_double papalexi_unseen_single)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="split seeds (= TxPert and GEARS seeds)")
     ap.add_argument("--gears-epochs", type=int, default=GEARS_EPOCHS, help="GEARS epochs (default: its 20)")
     ap.add_argument("--gears-python", type=Path, default=DEFAULT_GEARS_PYTHON,
@@ -314,9 +308,14 @@ def main(argv: list[str] | None = None) -> int:
     if check is None or check.returncode:
         sys.exit(f"peers: GEARS does not import with {args.gears_python}; build its venv with "
                  f"`bash benchmarks/gears_env.sh` (or pass --gears-python)")
-    from real_data_eval import build_graph
+    from real_data_eval import DATASETS, build_graph, data_options
 
-    from txpert_head.run import DataOptions, load_graph_for
+    from txpert_head.run import load_graph_for
+
+    args.datasets = args.datasets or list(DATASETS)
+    unknown = [d for d in args.datasets if d not in DATASETS]
+    if unknown:
+        ap.error(f"--datasets: unknown {', '.join(unknown)} (known: {', '.join(DATASETS)})")
 
     t0 = time.perf_counter()
     graph = build_graph(args.data, args.work / "real_graph")
@@ -324,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in args.datasets:
         spec = DATASETS[name]
-        opts = DataOptions(str(args.data / spec["file"]), **spec["data"])
+        opts = data_options(args.data, name)
         data = opts.load()
         for seed in args.seeds:
             folder = args.work / f"{name}_s{seed}"

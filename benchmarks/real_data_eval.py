@@ -47,6 +47,17 @@ DATASETS = {
 }
 
 
+def read_options(name: str) -> dict:
+    """How the benchmarks read the shared file of ``DATASETS[name]``: :class:`DataOptions` fields besides the path."""
+    spec = DATASETS[name]
+    return dict(perturbation_col=spec["perturbation_col"], control=list(spec["control"]), batch_col=spec["batch_col"])
+
+
+def data_options(data: Path, name: str) -> DataOptions:
+    """:class:`DataOptions` of ``DATASETS[name]`` under the shared data folder ``data``."""
+    return DataOptions(str(data / DATASETS[name]["file"]), **read_options(name))
+
+
 def kgbuild(*args: str) -> None:
     cmd = [sys.executable, "-m", "kgbuild.cli", *args]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -91,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, dict[str, dict[str, list[float]]]] = {}
     for name in args.datasets:
         spec = DATASETS[name]
-        opts = DataOptions(str(args.data / spec["file"]), spec["perturbation_col"], spec["control"], None,
-                           spec["batch_col"])
+        opts = data_options(args.data, name)
         table = rows.setdefault(name, {})
         for seed in args.seeds:
             for variant, extra in (("TxPert", {}), ("TxPert + target term", {"target_term": True})):
