@@ -34,6 +34,7 @@ rank's shard (see "Data parallel" below).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -641,6 +642,16 @@ class Trainer(ModelPredictions):
                                           seed=self.cfg.seed)
         return (table, summary, pred - ref, true_mean - ref) if with_pred else (table, summary)
 
+    @functools.cached_property
+    def _train_centres(self) -> tuple[list[str], np.ndarray]:
+        """``(lines, centres)``: the mean training change of each cell line, (L, G) float64 (fixed for the run;
+        the centre of ``val_pearson_delta_specific``)."""
+        keys = list(self.train_deltas)
+        changes = np.asarray(list(self.train_deltas.values()), dtype=np.float64)
+        of_line = np.asarray([line for line, _ in keys], dtype=object)
+        lines = sorted(set(of_line.tolist()))
+        return lines, np.stack([changes[of_line == line].mean(axis=0) for line in lines])
+
     def validate(self) -> tuple[dict[str, float], float]:
         """The validation record (``val_<metric>`` for every metric of :func:`metrics.evaluate`, and
         ``val_pearson_delta_specific``) and the score model selection maximises (``select_on``):
@@ -655,15 +666,11 @@ class Trainer(ModelPredictions):
         val = list(self.split.val)
         _, summary, pred_delta, true_delta = self.evaluate(val, with_pred=True)
         record = {f"val_{k}": v for k, v in summary.items() if k != "n_perturbations"}
-        train_lines = [line for line, _ in self.train_deltas]
-        centres = np.stack(list(self.train_deltas.values()))
-        lines = [line for line, _ in val]
-        known = np.isin(np.asarray(lines, dtype=object), np.asarray(train_lines, dtype=object))
-        specific = np.zeros(len(val))
-        if known.any():
-            specific[known] = metrics.pearson_delta_pert(pred_delta[known], true_delta[known], centres, train_lines,
-                                                         [l for l, k in zip(lines, known) if k])
-        record["val_pearson_delta_specific"] = float(np.mean(specific[known])) if known.any() else float("nan")
+        centre_lines, centres = self._train_centres
+        lines = np.asarray([line for line, _ in val], dtype=object)
+        known = np.isin(lines, np.asarray(centre_lines, dtype=object))
+        record["val_pearson_delta_specific"] = float(np.mean(metrics.pearson_delta_pert(
+            pred_delta[known], true_delta[known], centres, centre_lines, lines[known]))) if known.any() else float("nan")
         pd, sp = record["val_pearson_delta"], record["val_pearson_delta_specific"]
         if self.cfg.select_on == "pearson_delta" or not np.isfinite(sp):  # a held-out line has no training centre
             score = pd
