@@ -17,7 +17,8 @@ accepts the pair with no edits (``tests/test_cell_eval_agreement.py`` runs it). 
   stored); ``uns['control_label']`` and ``uns['perturbation_column']`` name the labels.
 
 Control cells: the control rows of the cell line, at most ``max_control_cells`` of them, drawn by
-:func:`control_rows` exactly as the VCC block draws them (:mod:`txpert_head.vcc_eval`); a prediction and the
+:func:`control_rows` (the VCC block's seed and stream; on data with one cell line the very cells the VCC block
+uses, :mod:`txpert_head.vcc_eval`, which draws further lines from the same stream); a prediction and the
 truth written with the same seed therefore carry the *same* control cells, so the control means cancel in
 cell-eval's PDS and Pearson Δ as they do in the VCC block.
 """
@@ -50,7 +51,8 @@ PERT_COL = "perturbation"
 def control_rows(controls: ControlIndex, line: str, max_control_cells: int = DEFAULT_MAX_CONTROL_CELLS,
                  seed: int = 0) -> np.ndarray:
     """The control rows of ``line`` written beside the cells: all of them, or ``max_control_cells`` drawn without
-    replacement with ``numpy.random.default_rng([seed, 4243])`` (the VCC block's draw), sorted."""
+    replacement with ``numpy.random.default_rng([seed, 4243])``, sorted (the VCC block's seed; the same cells as
+    the VCC block for the first line it scores, e.g. on data with one cell line)."""
     rows = controls.by_line.get(line)
     if rows is None or not len(rows):
         raise DataError(f"cell line {line!r} has no control cells")
