@@ -22,7 +22,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m txpert_head.demo $(if $(DATA),--data $(DATA),)
+	$(BIN)/python -m txpert_head.cli.demo $(if $(DATA),--data $(DATA),)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

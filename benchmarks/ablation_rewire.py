@@ -2,9 +2,9 @@
 copies (``kgbuild perturb``), several seeds; prints test Pearson Δ mean ± sd per graph, the training-free
 graph baselines (graph_neighbours, linear_graph) per graph, and the general and linear baselines.
 
-The pipeline is the demo's (:mod:`txpert_head.demo`): ``txpert simulate`` (the demo's example size),
+The pipeline is the demo's (:mod:`txpert_head.cli.demo`): ``txpert simulate`` (the demo's example size),
 ``kgbuild string | go | reactome | screen``, ``kgbuild merge``, then ``kgbuild perturb --rewire P`` /
-``--downsample P`` (seed 0) and :func:`txpert_head.run.train_run` on unseen singles with the demo's
+``--downsample P`` (seed 0) and :func:`txpert_head.runs.folder.train_run` on unseen singles with the demo's
 training options, split seed = model seed = each of ``--seeds``.
 
 Expected on the simulated data (where unseen perturbations' effects propagate over the true network and
@@ -28,11 +28,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from txpert_head.demo import (  # noqa: E402
+from txpert_head.cli.demo import (  # noqa: E402
     QUICK_SIMULATE_ARGS, QUICK_TRAIN_OPTIONS, SIMULATE_ARGS, TRAIN_OPTIONS, Dataset, Recorder,
     build_simulated_graphs, graph_ablation, slug)
-from txpert_head.report import mean_sd  # noqa: E402
-from txpert_head.run import parse_overrides  # noqa: E402
+from txpert_head.reporting.report import mean_sd  # noqa: E402
+from txpert_head.runs.folder import parse_overrides  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from kgbuild.graph import MultiGraph
     from real_data_eval import build_graph, data_options
-    from txpert_head.splits import make_split
-    from txpert_head.train import TrainConfig, Trainer
+    from txpert_head.data.splits import make_split
+    from txpert_head.training.config import TrainConfig
+    from txpert_head.training.trainer import Trainer
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
     graph = MultiGraph.load(build_graph(args.data, args.work))

@@ -48,7 +48,7 @@ SETTINGS = {
 
 def make_data(n_cells: int, n_genes: int, n_perts: int, seed: int = 0):
     """Sparse synthetic counts built directly in CSR (no dense n x G matrix at any point)."""
-    from txpert_head.data import PerturbData, normalize_counts
+    from txpert_head.data.perturb_data import PerturbData, normalize_counts
 
     rng = np.random.default_rng(seed)
     k = max(1, int(0.085 * n_genes))
@@ -106,9 +106,10 @@ def mlp_floor(model, sizes: list[int], n_genes: int, seed: int = 0) -> float:
 def child(args) -> dict:
     import torch
 
-    from txpert_head.splits import make_split
-    from txpert_head.synthetic import synthetic_graph
-    from txpert_head.train import TrainConfig, Trainer
+    from txpert_head.data.splits import make_split
+    from txpert_head.simulate.fixtures import synthetic_graph
+    from txpert_head.training.config import TrainConfig
+    from txpert_head.training.trainer import Trainer
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()

@@ -8,7 +8,7 @@ For each dataset and seed s (split seed = model seed = s):
    combination, so all of them are held out) -- among all genes of the graph (``txpert identify``'s default
    candidates, scope ``graph``);
    (plain Pearson, and "centred": the candidates' mean prediction removed from both sides first);
-3. rank the same candidates with the baselines of :mod:`txpert_head.identify_baselines`: PCA-kNN (nearest
+3. rank the same candidates with the baselines of :mod:`txpert_head.identification.baselines`: PCA-kNN (nearest
    training perturbation by Δ correlation in PCA space; can only name genes perturbed in training, every
    other gene follows in a fixed random order -- so it cannot find a held-out single), the own-gene
    heuristic (not a model: the target's own measured change, down for Papalexi's knock-outs, up for
@@ -18,7 +18,7 @@ For each dataset and seed s (split seed = model seed = s):
    genes the dataset perturbs anywhere: 25 for Papalexi, 31 for Norman), the question a user with a known
    guide library asks.
 
-Metrics per query (:mod:`txpert_head.identify_metrics`): reciprocal rank of the first true gene (MRR),
+Metrics per query (:mod:`txpert_head.metrics.identification`): reciprocal rank of the first true gene (MRR),
 exact hit@k (every true gene in the top k), recall@k (fraction of true genes in the top k), k = 10, 20, 40.
 The table shows, per method, the mean over seeds of the per-seed means (± sd over seeds) and the number of
 queries pooled over seeds.
@@ -44,14 +44,14 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from real_data_eval import DEFAULT_DATA, TRAIN, build_graph  # noqa: E402
-from txpert_head.data import constituents  # noqa: E402
-from txpert_head.identify import candidate_model, identify, ranking, tiebreak_key  # noqa: E402
-from txpert_head.identify_baselines import own_gene_scores, pca_knn_scores  # noqa: E402
-from txpert_head.identify_metrics import KS, mean_metrics, query_metrics, random_expectation, target_ranks  # noqa: E402
-from txpert_head.profiles import true_profiles  # noqa: E402
-from txpert_head.report import mean_sd  # noqa: E402
-from txpert_head.run import DataOptions, load_run, train_run  # noqa: E402
-from txpert_head.train import TrainConfig  # noqa: E402
+from txpert_head.data.perturb_data import constituents  # noqa: E402
+from txpert_head.identification.targets import candidate_model, identify, ranking, tiebreak_key  # noqa: E402
+from txpert_head.identification.baselines import own_gene_scores, pca_knn_scores  # noqa: E402
+from txpert_head.metrics.identification import KS, mean_metrics, query_metrics, random_expectation, target_ranks  # noqa: E402
+from txpert_head.data.profiles import true_profiles  # noqa: E402
+from txpert_head.reporting.report import mean_sd  # noqa: E402
+from txpert_head.runs.folder import DataOptions, load_run, train_run  # noqa: E402
+from txpert_head.training.trainer import TrainConfig  # noqa: E402
 
 DATASETS = {
     "papalexi": dict(file="perturbseq/papalexi2021_thp1_subset.h5ad", perturbation_col="target",

@@ -14,10 +14,10 @@ Rows (data × task):
   --rewire 1.0``): the rewire cost is TxPert(original) − TxPert(rewired).
 
 Methods: TxPert with default options (no ``--set``: ``gat``), the other encoder kinds (only
-``encoder_kind`` changed), and the baselines of :func:`txpert_head.baselines.run_baselines` that apply
+``encoder_kind`` changed), and the baselines of :func:`txpert_head.evaluation.baselines.run_baselines` that apply
 (general, additive, nearest cell line, graph neighbours, linear, linear on the graph, split-half ceiling).
 Split seed = model seed = each of ``--seeds``. Per row: mean ± sd over seeds of the test Pearson Δ, and the
-paired comparison (:func:`txpert_head.paired.paired_comparison`) of default TxPert against the best
+paired comparison (:func:`txpert_head.metrics.paired.paired_comparison`) of default TxPert against the best
 baseline of that row (the highest mean; split-half is a ceiling, not a baseline), pooled over seeds: the
 per-perturbation differences of all seeds together.
 
@@ -86,7 +86,7 @@ def real_rows(data: Path, work: Path) -> list[Row]:
 
 
 def sim_rows(work: Path, settings: dict[str, list[str]], quick: bool) -> list[Row]:
-    from txpert_head.demo import QUICK_SIMULATE_ARGS, SIMULATE_ARGS, Recorder, build_simulated_graphs, slug
+    from txpert_head.cli.demo import QUICK_SIMULATE_ARGS, SIMULATE_ARGS, Recorder, build_simulated_graphs, slug
 
     rows = []
     for name, extra in settings.items():
@@ -115,8 +115,8 @@ def run_one(job: tuple) -> dict:
 
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.ERROR)
-    from txpert_head.run import DataOptions, train_run
-    from txpert_head.train import TrainConfig
+    from txpert_head.runs.folder import DataOptions, train_run
+    from txpert_head.training.config import TrainConfig
 
     opts = DataOptions(str(row.h5ad), **row.data)
     extra = {"epochs": 8, "patience": 4} if quick else {}
@@ -135,7 +135,7 @@ def run_one(job: tuple) -> dict:
 
 
 def fmt(values) -> str:
-    from txpert_head.report import mean_sd
+    from txpert_head.reporting.report import mean_sd
 
     return mean_sd(values, digits=3) if len(values) else "–"
 
@@ -158,7 +158,7 @@ def _per_seed(runs: list[dict], column: str) -> list[float]:
 
 def build_table(rows: list[Row], results: list[dict], seeds: list[int], kinds: list[str]) -> tuple[str, dict]:
     """The markdown table and a summary dict (per row: means, best baseline, paired comparison, rewire cost)."""
-    from txpert_head.paired import paired_comparison
+    from txpert_head.metrics.paired import paired_comparison
 
     summary = {}
     base_names = [b for b in BASELINE_ORDER if any(b in r["baselines"] for r in results)]
@@ -232,7 +232,7 @@ def systema_table(rows: list[Row], results: list[dict]) -> str:
     """The same runs scored with Systema's Pearson Δ against the mean perturbed profile (``pearson_delta_pert``,
     docs/metrics.md): what is left of each method once the response shared by all perturbations is removed.
     Default TxPert against the best baseline on this metric, pooled over seeds, and the rewire cost on it."""
-    from txpert_head.paired import paired_comparison
+    from txpert_head.metrics.paired import paired_comparison
 
     head = ["data", "TxPert (gat)", *BASELINE_ORDER, "best baseline", "TxPert − best [95% CI]", "p",
             "rewired TxPert", "rewire cost (p)"]

@@ -10,7 +10,7 @@ each, ``cells_per_group=m``), so the only difference between runs is the loss ap
 Metrics on the test perturbations (mean over perturbations, then mean ± sd over seeds):
 
 * Pearson Δ and MSE of the predicted mean profile (``Trainer.evaluate``, as ``txpert train`` reports them);
-* PDS (``txpert_head.vcc_metrics.pds_scores``): each test perturbation's predicted pseudobulk ranks the true
+* PDS (``txpert_head.metrics.vcc.pds_scores``): each test perturbation's predicted pseudobulk ranks the true
   pseudobulks of *all* perturbations of the dataset (train, val and test, as the retrieval metric does) by
   L1 distance, target gene(s) left out; PDS = 1 − rank/N as in cell-eval (1 = own truth nearest, about
   0.5 = chance); averaged over the test perturbations. (The VCC block itself leaves out only the gene named
@@ -42,12 +42,13 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from real_data_eval import DATASETS, DEFAULT_DATA, build_graph  # noqa: E402
 
-from txpert_head.profiles import true_profiles  # noqa: E402
-from txpert_head.report import mean_sd  # noqa: E402
-from txpert_head.run import DataOptions, load_graph_for  # noqa: E402
-from txpert_head.splits import make_split  # noqa: E402
-from txpert_head.train import TrainConfig, Trainer  # noqa: E402
-from txpert_head.vcc_metrics import pds_scores, target_indices_from_names  # noqa: E402
+from txpert_head.data.profiles import true_profiles  # noqa: E402
+from txpert_head.reporting.report import mean_sd  # noqa: E402
+from txpert_head.runs.folder import DataOptions, load_graph_for  # noqa: E402
+from txpert_head.data.splits import make_split  # noqa: E402
+from txpert_head.training.config import TrainConfig
+from txpert_head.training.trainer import Trainer  # noqa: E402
+from txpert_head.metrics.vcc import pds_scores, target_indices_from_names  # noqa: E402
 
 LOSSES = ("mse", "mmd", "sw1", "mse+mmd")
 # shared by every loss; real_data_eval.py's architecture and regularisation, cell-level inputs

@@ -3,7 +3,7 @@
 For each dataset and split seed s:
 
 1. TxPert, default training options (``TrainConfig(seed=s)``; split seed = model seed = s), trained with
-   :func:`txpert_head.run.train_run` on the multigraph of ``benchmarks/real_data_eval.py:build_graph`` (STRING,
+   :func:`txpert_head.runs.folder.train_run` on the multigraph of ``benchmarks/real_data_eval.py:build_graph`` (STRING,
    GO, Reactome, DepMap), with the data options of ``benchmarks/leaderboard.py:real_rows``; its test predictions
    are written as an ``.h5ad``.
 2. GEARS (cell-gears 0.1.2) in its own environment (``bash benchmarks/gears_env.sh`` builds ``.venv-gears``), run
@@ -19,7 +19,7 @@ For each dataset and split seed s:
    boolean Series) is restored by a shim in the worker. Perturbations of genes without GO terms (Norman's IER5L,
    a training single) cannot be predicted by GEARS: they leave its training set, and were one in the test set it
    would be predicted as the control mean ("no change") and counted in the table's note.
-3. Both prediction files are scored with :func:`txpert_head.scoring.score_predictions` (``txpert score``) against the
+3. Both prediction files are scored with :func:`txpert_head.runs.scoring.score_predictions` (``txpert score``) against the
    run's ``split.json``: the same truth, metrics, baselines and paired comparisons as ``txpert evaluate``.
 
 Prints per dataset and seed: Pearson Δ, Systema's Pearson Δ against the perturbed mean, retrieval and MSE of
@@ -230,8 +230,8 @@ def start_gears(args, name: str, seed: int, folder: Path, test: list[str]) -> tu
 
 
 def train_txpert(args, spec: dict, opts, graph: Path, seed: int, run: Path) -> dict:
-    from txpert_head.run import parse_overrides, train_run
-    from txpert_head.train import TrainConfig
+    from txpert_head.runs.folder import parse_overrides, train_run
+    from txpert_head.training.config import TrainConfig
 
     if (run / "metrics.json").exists():
         return {"reused": True, **json.loads((run / "metrics.json").read_text())}
@@ -247,8 +247,8 @@ def txpert_predictions(run: Path, out: Path) -> Path:
     import numpy as np
     import pandas as pd
 
-    from txpert_head.profiles import condition_name
-    from txpert_head.run import load_run
+    from txpert_head.data.profiles import condition_name
+    from txpert_head.runs.folder import load_run
 
     trainer, _ = load_run(run)
     conds = list(trainer.split.test)
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"`bash benchmarks/gears_env.sh` (or pass --gears-python)")
     from real_data_eval import DATASETS, build_graph, data_options
 
-    from txpert_head.run import load_graph_for
+    from txpert_head.runs.folder import load_graph_for
 
     args.datasets = args.datasets or list(DATASETS)
     unknown = [d for d in args.datasets if d not in DATASETS]
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             folder = args.work / f"{name}_s{seed}"
             run = folder / "txpert_run"
-            from txpert_head.splits import make_split
+            from txpert_head.data.splits import make_split
 
             split = make_split(data, spec["task"], seed=seed)
             gi = write_gears_inputs(data, split, folder / "gears", args.data, cell_type=name.split("_")[0])
@@ -357,8 +357,8 @@ def main(argv: list[str] | None = None) -> int:
 def score_pair(name, seed, data, run, graph_path, gears_pred, txpert_pred, gears_info, gi, unpredicted, rep,
                load_graph_for) -> dict:
     """Score GEARS's and TxPert's predictions with txpert score's API on the run's split."""
-    from txpert_head.paired import paired_comparison
-    from txpert_head.scoring import score_predictions
+    from txpert_head.metrics.paired import paired_comparison
+    from txpert_head.runs.scoring import score_predictions
 
     graph = load_graph_for(data, graph_path)
     split = run / "split.json"
@@ -381,8 +381,8 @@ def score_pair(name, seed, data, run, graph_path, gears_pred, txpert_pred, gears
 def report(results: list[dict], args) -> None:
     import numpy as np
 
-    from txpert_head.paired import describe_comparison, paired_comparison
-    from txpert_head.run import write_json
+    from txpert_head.metrics.paired import describe_comparison, paired_comparison
+    from txpert_head.runs.folder import write_json
 
     def row(label, s):
         print(f"  {label:<20}{s['pearson_delta']:>10.4f}{s['pearson_delta_pert']:>12.4f}{s['retrieval']:>11.4f}"

@@ -6,7 +6,7 @@
    then ``kgbuild merge``.
 2. Papalexi 2021 THP-1 (raw counts, batches = bio_rep) on unseen singles and Norman 2019 K562 on
    doubles: for each seed s (split seed = model seed = s), TxPert (plain) and TxPert + target-gene term,
-   and the baselines on the same split (every baseline of :func:`txpert_head.baselines.run_baselines` that
+   and the baselines on the same split (every baseline of :func:`txpert_head.evaluation.baselines.run_baselines` that
    applies: general, additive, graph_neighbours, linear and linear_graph on the multigraph, split-half).
    Reports mean ± sd over seeds.
 
@@ -31,9 +31,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from txpert_head.report import mean_sd  # noqa: E402
-from txpert_head.run import DataOptions, parse_overrides, train_run  # noqa: E402
-from txpert_head.train import TrainConfig  # noqa: E402
+from txpert_head.reporting.report import mean_sd  # noqa: E402
+from txpert_head.runs.folder import DataOptions, parse_overrides, train_run  # noqa: E402
+from txpert_head.training.trainer import TrainConfig  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 TRAIN = dict(epochs=30, patience=8, basal="none", control_mode="mean", graph_hops=2, batch_size=32,

@@ -3,7 +3,7 @@
 Walks the ``kgbuild`` and ``txpert`` click groups (every command and subcommand present at import time,
 so commands added later appear without editing this script) and renders each one's ``--help`` text at a
 fixed width, plus the training options accepted by ``txpert train --config / --set`` (the fields of
-:class:`txpert_head.train.TrainConfig`).
+:class:`txpert_head.training.config.TrainConfig`).
 
 Usage::
 
@@ -32,7 +32,7 @@ def cli_groups() -> list[tuple[str, click.Command]]:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     from kgbuild.cli import main as kgbuild_main
-    from txpert_head.cli import main as txpert_main
+    from txpert_head.cli.main import main as txpert_main
 
     return [("kgbuild", kgbuild_main), ("txpert", txpert_main)]
 
@@ -66,7 +66,7 @@ def slug(heading: str) -> str:
 
 
 def _train_options_section() -> list[str]:
-    from txpert_head.train import TrainConfig
+    from txpert_head.training.config import TrainConfig
 
     lines = [
         "## Training options",
@@ -108,7 +108,7 @@ def render() -> str:
         "",
         "Every command of `kgbuild` and `txpert`, with the text `--help` prints. Both programs also take "
         "`-v` (progress messages) / `-vv` (debug), `--version` and `-h`. `txpert` runs as "
-        "`python -m txpert_head.cli` too (for `torchrun`).",
+        "`python -m txpert_head.cli.main` too (for `torchrun`).",
         "",
     ]
     for name, _, _ in commands:

@@ -2,7 +2,7 @@ r"""Node inputs built from observed perturbation effects: what a gene's own trai
 neighbours' training effects say about it.
 
 Every gene ``i`` of the encoder vocabulary may carry an *effect code* ``c_i \in R^r`` (the low-rank code of
-its observed training change, see :func:`txpert_head.effects.effect_codes`) and a visibility flag
+its observed training change, see :func:`txpert_head.model.effects.effect_codes`) and a visibility flag
 ``m_i \in \{0, 1\}`` (1: the code may be used in this pass). Genes never trained as a perturbation have
 ``m_i = 0``; during training a random part of the trained genes is hidden as well (``hide``), so the model
 learns to embed a gene from its neighbourhood alone -- the situation of an unseen perturbation.

@@ -226,22 +226,18 @@ def screen(
     max_in_degree: int | None = None,
     layer_name: str | None = None,
     block_rows: int = 2048,
-    gene_column: str | None = None,
-    orientation: str = "auto",
-    aggregate: str = "mean",
-    max_nan_frac: float | None = None,
-    obs_column: str | None = None,
-    control: str | None = None,
     use_gpu: bool | None = None,
     progress: bool | None = None,
     output: PathLike | None = None,
+    **read_options: Any,
 ) -> MultiGraph:
     """Link genes with similar screen profiles (``kgbuild screen``): the global top ``top_pct`` percent of
     gene pairs by ``|cosine|``, both directions, weight ``|cos|``; every gene of the table is a node.
 
     ``embeddings``: .parquet/.csv/.tsv (genes x features, or DepMap-style models x genes) or a Perturb-seq
-    .h5ad; ``gene_column``, ``orientation``, ``aggregate``, ``max_nan_frac``, ``obs_column``, ``control``
-    say how to read it (:func:`kgbuild.sources.embeddings.load_embeddings`). ``max_in_degree`` (None/0 =
+    .h5ad; ``read_options`` say how to read it, by the keywords of
+    :func:`kgbuild.sources.embeddings.load_embeddings`: ``gene_column``, ``orientation`` ("auto"),
+    ``aggregate`` ("mean"), ``max_nan_frac``, ``obs_column``, ``control``. ``max_in_degree`` (None/0 =
     off) then keeps each gene's heaviest incoming edges. ``layer_name``: default the file name.
     """
     from kgbuild.sources import screen as source
@@ -249,11 +245,8 @@ def screen(
     path = Path(embeddings)
     if output is not None:
         check_output_not_input(output, [("`embeddings`", path)])
-    candidates, genes, search, meta = source.read(
-        path, top_pct=top_pct, block_rows=block_rows, use_gpu=use_gpu, progress=progress, gene_column=gene_column,
-        orientation=orientation, aggregate=aggregate, max_nan_frac=max_nan_frac, obs_column=obs_column,
-        control=control,
-    )
+    candidates, genes, search, meta = source.read(path, top_pct=top_pct, block_rows=block_rows, use_gpu=use_gpu,
+                                                  progress=progress, **read_options)
     # filter: the global top-K unordered pairs (K of all N (N - 1) / 2 pairs), |cos| clipped to 1 after ranking
     n = len(genes)
     _, rows, cols = candidates.codes()

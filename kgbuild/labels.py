@@ -1,7 +1,7 @@
 """Names the field uses in Perturb-seq AnnData ``obs``: perturbation, control, batch and cell-line columns.
 
 One definition, used by ``kgbuild screen`` (``.h5ad`` input), by ``txpert``'s column detection
-(:func:`txpert_head.data.detect_columns`) and by ``txpert demo``. Names are compared case-insensitively.
+(:func:`txpert_head.data.perturb_data.detect_columns`) and by ``txpert demo``. Names are compared case-insensitively.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The VCC block agrees with Arc's cell-eval (the Virtual Cell Challenge's reference evaluator).
 
 Runs the real ``cell-eval`` (0.8.2, DE by ``pdex``; the ``vcc`` extra of setup.cfg) on the same cells as
-:func:`txpert_head.vcc_metrics.vcc_scores` and asserts agreement to 1e-6 per perturbation for DES
+:func:`txpert_head.metrics.vcc.vcc_scores` and asserts agreement to 1e-6 per perturbation for DES
 (``overlap_at_N``), PDS (``discrimination_score_l1``), MAE (``mae``) and the VCC Pearson Δ
 (``pearson_delta``), and for S (``cell-eval score``'s ``avg_score`` × 100), on single perturbations and on
 combinations. Also: ``txpert predict --cells`` output goes through ``cell-eval run`` unchanged, and scanpy's
@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from txpert_head.cell_output import PERT_COL, cells_anndata, truth_cells_anndata
-from txpert_head.data import CONTROL
-from txpert_head.synthetic import synthetic_data
-from txpert_head.vcc_metrics import cell_mean_baseline, label_gene_indices, vcc_scores
+from txpert_head.runs.cell_output import PERT_COL, cells_anndata, truth_cells_anndata
+from txpert_head.data.perturb_data import CONTROL
+from txpert_head.simulate.fixtures import synthetic_data
+from txpert_head.metrics.vcc import cell_mean_baseline, label_gene_indices, vcc_scores
 
 if importlib.util.find_spec("cell_eval") is None and os.environ.get("TXPERT_REQUIRE_CELL_EVAL") == "1":
     import cell_eval  # noqa: F401  (raises the real import error: CI must not skip these tests)
@@ -121,7 +121,7 @@ def cells_run(tmp_path_factory):
     from click.testing import CliRunner
 
     from txpert_files import write_cli_inputs
-    from txpert_head.cli import main
+    from txpert_head.cli.main import main
 
     root = tmp_path_factory.mktemp("cells")
     write_cli_inputs(root, n_doubles=8, epochs=1, eval_cells=40, control_mode="batch")
@@ -131,7 +131,7 @@ def cells_run(tmp_path_factory):
                                     str(root / "train.toml"), "--no-vcc", "--no-baselines", "-o", str(run)],
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output
-    from txpert_head.run import load_run
+    from txpert_head.runs.folder import load_run
 
     trainer, _ = load_run(run)
     # test and training perturbations alike (the file layout is what is tested): 6 singles and 4 combinations

@@ -1,4 +1,4 @@
-"""``make demo`` (txpert_head.demo) and its report writer (txpert_head.report)."""
+"""``make demo`` (txpert_head.cli.demo) and its report writer (txpert_head.reporting.report)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from txpert_head import demo
-from txpert_head.report import ablation_blocks, build_blocks, mean_sd, to_html, to_markdown, write_report
+from txpert_head.cli import demo
+from txpert_head.reporting.report import ablation_blocks, build_blocks, mean_sd, to_html, to_markdown, write_report
 
 
 def tiny_png(path: Path) -> str:
@@ -183,7 +183,7 @@ def test_report_explains_rows_that_look_like_copies(tmp_path):
     run["subgroups"]["seen2"]["n_perturbations"] = 4
     run["baselines"]["additive"]["pearson_delta"] = 0.9
     run["baselines"]["graph_neighbours"]["pearson_delta"] = 0.8
-    from txpert_head.report import metrics_notes, metrics_table
+    from txpert_head.reporting.report import metrics_notes, metrics_table
 
     assert any(row[0] == "TxPert, seen2" for row in metrics_table(run)[2])
     assert metrics_notes(run) == []
@@ -293,7 +293,7 @@ def test_graph_ablation_collects_the_training_free_graph_baselines(tmp_path):
     """With every run reused (no training), the ablation still computes graph_neighbours and linear_graph
     per graph and seed, and takes general / linear from the first graph's run."""
     from kgbuild.graph import MultiGraph
-    from txpert_head.synthetic import synthetic_data, synthetic_graph
+    from txpert_head.simulate.fixtures import synthetic_data, synthetic_graph
 
     data = synthetic_data(n_cells=600, n_genes=30, n_perts=12, seed=2, normalize=False)
     path = tmp_path / "d.h5ad"

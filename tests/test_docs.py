@@ -159,7 +159,7 @@ def test_check_mode_detects_a_stale_reference(tmp_path, capsys):
 # ---------------------------------------------------------------------- commands quoted in the docs
 def shell_commands(text: str) -> list[tuple[int, list[str]]]:
     """``(line, argv)`` of every kgbuild / txpert call in the ```bash blocks of a page (continuations joined,
-    comments dropped); ``torchrun ... -m txpert_head.cli`` counts as ``txpert``."""
+    comments dropped); ``torchrun ... -m txpert_head.cli.main`` counts as ``txpert``."""
     out, block, lang = [], None, ""
     lines = text.splitlines()
     i = 0
@@ -202,8 +202,8 @@ def _calls(block: list[tuple[int, str]]) -> list[tuple[int, list[str]]]:
             if name in ("kgbuild", "txpert") and (k == 0 or tokens[k - 1] in ("do", "then", ";", "&&", "time")):
                 calls.append((first, [name] + tokens[k + 1:]))
                 break
-            if tok == "-m" and k + 1 < len(tokens) and tokens[k + 1] in ("txpert_head.cli", "kgbuild.cli"):
-                calls.append((first, ["txpert" if tokens[k + 1] == "txpert_head.cli" else "kgbuild"] + tokens[k + 2:]))
+            if tok == "-m" and k + 1 < len(tokens) and tokens[k + 1] in ("txpert_head.cli.main", "kgbuild.cli"):
+                calls.append((first, ["txpert" if tokens[k + 1] == "txpert_head.cli.main" else "kgbuild"] + tokens[k + 2:]))
                 break
     return calls
 
@@ -211,7 +211,7 @@ def _calls(block: list[tuple[int, str]]) -> list[tuple[int, list[str]]]:
 def test_command_extraction():
     text = ("```bash\nkgbuild string --min-score 700 \\\n   -o s.kg.npz   # comment --nope\n"
             "for g in a b; do\n  txpert train --data x.h5ad --graph $g -o runs/$g\ndone\n"
-            "torchrun --nproc_per_node 2 -m txpert_head.cli train --loss mmd -o r\n```\n"
+            "torchrun --nproc_per_node 2 -m txpert_head.cli.main train --loss mmd -o r\n```\n"
             "```text\nkgbuild --not-a-command\n```\n")
     got = shell_commands(text)
     assert [argv for _, argv in got] == [
@@ -225,7 +225,7 @@ def test_commands_in_the_docs_exist_with_their_options():
     only real training options after --set."""
     import dataclasses
 
-    from txpert_head.train import TrainConfig
+    from txpert_head.training.config import TrainConfig
 
     gen = _gen()
     groups = dict(gen.cli_groups())
@@ -256,8 +256,8 @@ def test_commands_in_the_docs_exist_with_their_options():
 
 def test_training_config_examples_are_valid(tmp_path):
     """Every ```toml block of the training page is a valid `txpert train --config` file."""
-    from txpert_head.run import read_config_file
-    from txpert_head.train import TrainConfig
+    from txpert_head.runs.folder import read_config_file
+    from txpert_head.training.config import TrainConfig
 
     text = (DOCS / "training-and-evaluation.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```toml\n(.*?)```", text, re.S)

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 
 from kgbuild.graph import MultiGraph
 from kgbuild.symbols import SymbolMap, match_names
-from txpert_head.cli import main
-from txpert_head.run import load_run
-from txpert_head.synthetic import synthetic_data, synthetic_graph
+from txpert_head.cli.main import main
+from txpert_head.runs.folder import load_run
+from txpert_head.simulate.fixtures import synthetic_data, synthetic_graph
 from txpert_files import BASE_TRAIN_OPTIONS, toml_text
 
 GENE_INFO = ("genes", "Homo_sapiens.gene_info.gz")
@@ -118,8 +118,8 @@ def test_march8_in_data_meets_marchf8_in_graph(gene_info, tmp_path):
 
 def test_without_gene_info_the_old_symbol_stays_unmatched_with_a_hint(tmp_path):
     _inputs(tmp_path, ["MARCH8"] + CURRENT[1:])
-    from txpert_head.data import load_h5ad
-    from txpert_head.run import load_graph_for
+    from txpert_head.data.perturb_data import load_h5ad
+    from txpert_head.runs.folder import load_graph_for
 
     data = load_h5ad(tmp_path / "d.h5ad", "gene", batch_col="rep")
     import logging
@@ -127,11 +127,11 @@ def test_without_gene_info_the_old_symbol_stays_unmatched_with_a_hint(tmp_path):
     records = []
     handler = logging.Handler()
     handler.emit = records.append
-    logging.getLogger("txpert_head.data").addHandler(handler)
+    logging.getLogger("txpert_head.data.perturb_data").addHandler(handler)
     try:
         load_graph_for(data, tmp_path / "g.kg.npz")
     finally:
-        logging.getLogger("txpert_head.data").removeHandler(handler)
+        logging.getLogger("txpert_head.data.perturb_data").removeHandler(handler)
     assert "MARCH8" in data.perturbed_genes()
     assert any("MARCH8" in r.getMessage() and "--gene-info" in r.getMessage() for r in records)
 

@@ -1,4 +1,4 @@
-"""Distributional losses (txpert_head.losses): MMD², sliced W1, the --loss spec parser."""
+"""Distributional losses (txpert_head.training.losses): MMD², sliced W1, the --loss spec parser."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.stats import wasserstein_distance
 
-from txpert_head.losses import (
+from txpert_head.training.losses import (
     LossSpecError,
     build_loss,
     mmd2_rbf,

@@ -1,4 +1,4 @@
-"""Figures (txpert_head.plots and the demo's ablation plot): titles naming dataset and run, integer epoch
+"""Figures (txpert_head.reporting.plots and the demo's ablation plot): titles naming dataset and run, integer epoch
 ticks, readable perturbation names, Pearson r in every panel, scatter labels that do not overlap."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from txpert_head import plots
+from txpert_head.reporting import plots
 
 
 def test_learning_curves_integer_epoch_ticks_and_titles(tmp_path):
@@ -64,7 +64,7 @@ def test_model_vs_baseline_labels_few_points_without_overlap(tmp_path):
 
 def test_degree_and_ablation_figures_have_titles(tmp_path):
     from kgbuild.graph import MultiGraph
-    from txpert_head import demo
+    from txpert_head.cli import demo
 
     g = MultiGraph.from_edges("x", ["G1", "G2", "G3"], ["G2", "G3", "G1"], [1.0, 1.0, 1.0])
     fig = plots.degree_distribution_figure(g, title="sim, multi.kg.npz")

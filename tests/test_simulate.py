@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from txpert_head.cli import main as txpert_main
+from txpert_head.cli.main import main as txpert_main
 from txpert_head.simulate import PerturbSeqConfig, make_network, simulate_perturbseq, write_example_bundle
 from txpert_head.simulate import example_sources as src
 from txpert_head.simulate.bundle import MANIFEST, PERTURBSEQ, TRUTH_EFFECTS, TRUTH_MODULES, TRUTH_NETWORK, part_seed

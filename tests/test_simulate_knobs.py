@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from txpert_head.cli import main as txpert_main
+from txpert_head.cli.main import main as txpert_main
 from txpert_head.simulate import PerturbSeqConfig, make_network, simulate_perturbseq, write_example_bundle
 from txpert_head.simulate import example_sources as src
 from txpert_head.simulate.bundle import MANIFEST, PERTURBSEQ, README, TRUTH_EFFECTS, TRUTH_NETWORK, TRUTH_SYSTEMATIC

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from txpert_head.cli import main
+from txpert_head.cli.main import main
 from txpert_files import write_cli_inputs
 
 
@@ -88,12 +88,12 @@ def test_bad_input_exits_nonzero_with_message(files, tmp_path):
 
 
 def test_module_entry_point():
-    res = subprocess.run([sys.executable, "-m", "txpert_head.cli", "train", "--help"], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "txpert_head.cli.main", "train", "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "--graph" in res.stdout
 
 
 def test_set_values_are_json_or_strings_and_bad_items_name_the_option(files, tmp_path):
-    from txpert_head.run import parse_overrides
+    from txpert_head.runs.folder import parse_overrides
 
     assert parse_overrides(["lr=3e-4", "target_term=true", "basal=none", "graph_hops=null"]) == {
         "lr": 3e-4, "target_term": True, "basal": "none", "graph_hops": None}
@@ -112,7 +112,7 @@ def test_piped_train_prints_one_plain_line_per_epoch(files, tmp_path):
     run = tmp_path / "run"
     toml = tmp_path / "train.toml"
     toml.write_text((files / "train.toml").read_text().replace("progress = false", "progress = true"))
-    res = subprocess.run([sys.executable, "-m", "txpert_head.cli", "train", "--data", str(files / "d.h5ad"),
+    res = subprocess.run([sys.executable, "-m", "txpert_head.cli.main", "train", "--data", str(files / "d.h5ad"),
                           "--perturbation-col", "gene", "--batch-col", "rep", "--graph", str(files / "g.kg.npz"),
                           "--config", str(toml), "--epochs", "3", "--no-vcc", "-o", str(run)],
                          capture_output=True, text=True, timeout=600)

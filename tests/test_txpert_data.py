@@ -9,8 +9,8 @@ import pytest
 import scipy.sparse as sp
 
 from kgbuild.graph import MultiGraph
-from txpert_head.data import DataError, graph_overlap, load_h5ad, parse_label
-from txpert_head.splits import SplitError, make_split
+from txpert_head.data.perturb_data import DataError, graph_overlap, load_h5ad, parse_label
+from txpert_head.data.splits import SplitError, make_split
 
 
 def _write(path, labels, batches, X=None, extra=None):
@@ -102,7 +102,7 @@ def test_graph_without_overlap(tmp_path):
 
 
 def test_split_sizes_and_seed():
-    from txpert_head.synthetic import synthetic_data
+    from txpert_head.simulate.fixtures import synthetic_data
 
     d = synthetic_data(n_cells=1500, n_genes=10, n_perts=16, n_doubles=12, seed=0)
     s = make_split(d, "unseen_single", seed=0)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from txpert_head.controls import ControlIndex
-from txpert_head.data import PerturbData, dense_rows
+from txpert_head.data.controls import ControlIndex
+from txpert_head.data.perturb_data import PerturbData, dense_rows
 
 
 def reference_sample(ci: ControlIndex, rows, mode: str, rng: np.random.Generator) -> np.ndarray:

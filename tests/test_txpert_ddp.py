@@ -22,7 +22,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from txpert_head.cli import main
+from txpert_head.cli.main import main
 from txpert_files import write_cli_inputs
 
 pytestmark = pytest.mark.slow
@@ -48,7 +48,7 @@ def logged_replace(src, dst, *args, **kwargs):
 
 os.replace = logged_replace
 if crash_after > 0:
-    from txpert_head import train
+    from txpert_head.training import trainer as train
 
     original, calls = train.Trainer.train_step, [0]
 
@@ -59,7 +59,7 @@ if crash_after > 0:
         return original(self, items, rng)
 
     train.Trainer.train_step = train_step
-from txpert_head.cli import main
+from txpert_head.cli.main import main
 
 main(sys.argv[3:], prog_name="txpert")
 '''
@@ -88,14 +88,14 @@ def _single(files: Path, out: Path, *extra: str) -> Path:
 
 def _torchrun(files: Path, out: Path, *extra: str, crash_after: int = 0, wrapper: bool = True
               ) -> subprocess.CompletedProcess:
-    """2 processes; ``wrapper=False`` runs the documented ``torchrun -m txpert_head.cli train ...`` as is."""
+    """2 processes; ``wrapper=False`` runs the documented ``torchrun -m txpert_head.cli.main train ...`` as is."""
     cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2"]
     if wrapper:
         logs = out.parent / f"{out.name}_writes"
         logs.mkdir(parents=True, exist_ok=True)
         cmd += [str(files / "wrapper.py"), str(logs), str(crash_after)]
     else:
-        cmd += ["-m", "txpert_head.cli"]
+        cmd += ["-m", "txpert_head.cli.main"]
     cmd += _args(files, out, *extra)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)

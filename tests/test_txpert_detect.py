@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from click.testing import CliRunner
 
 from kgbuild.graph import MultiGraph
-from txpert_head.data import CONTROL, DataError, detect_columns, load_h5ad
+from txpert_head.data.perturb_data import CONTROL, DataError, detect_columns, load_h5ad
 
 SHARED = {  # file: (perturbation column, control label, task)
     "norman2019_k562_subset.h5ad": ("perturbation", "control", "double"),
@@ -59,7 +59,7 @@ def test_shared_files_detect_column_and_control(shared_files, name):
 
 def test_shared_papalexi_load_logs_the_choice_and_records_it(shared_files, caplog):
     path = shared_files / "papalexi2021_thp1_subset.h5ad"
-    with caplog.at_level(logging.WARNING, logger="txpert_head.data"):
+    with caplog.at_level(logging.WARNING, logger="txpert_head.data.perturb_data"):
         data = load_h5ad(path)
     assert ("perturbation column 'target' (26 labels), control label 'non-targeting' (2,386 cells): detected; "
             "--perturbation-col / --control to choose") in caplog.text
@@ -151,7 +151,7 @@ def test_nothing_found_lists_what_was_looked_for(tmp_path):
 
 
 def test_run_folder_records_the_detected_values(tmp_path):
-    from txpert_head.run import DataOptions
+    from txpert_head.runs.folder import DataOptions
 
     labels = ["non-targeting"] * 20 + ["GATA1"] * 10 + ["TAL1"] * 10
     path = _write(tmp_path / "d.h5ad", {"target": labels, "gem_group": ["1", "2"] * 20})
@@ -174,7 +174,7 @@ def _small_graph(path, out):
 @pytest.mark.parametrize("name", sorted(SHARED))  # ~7 s for the three on 2 cores: not marked slow
 def test_train_on_shared_files_needs_no_column_or_control_flags(shared_files, tmp_path, name):
     """The issue's done-criterion: `txpert train` on each shared file without --perturbation-col / --control."""
-    from txpert_head.cli import main
+    from txpert_head.cli.main import main
 
     column, control, task = SHARED[name]
     path = shared_files / name

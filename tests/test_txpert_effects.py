@@ -10,12 +10,13 @@ import torch
 
 from gnn import PerturbationEncoder
 from kgbuild.graph import MultiGraph
-from txpert_head import baselines
-from txpert_head.effects import effect_codes
-from txpert_head.profiles import true_profiles
-from txpert_head.splits import make_split
-from txpert_head.synthetic import synthetic_data, synthetic_graph
-from txpert_head.train import TrainConfig, Trainer
+from txpert_head.evaluation import baselines
+from txpert_head.model.effects import effect_codes
+from txpert_head.data.profiles import true_profiles
+from txpert_head.data.splits import make_split
+from txpert_head.simulate.fixtures import synthetic_data, synthetic_graph
+from txpert_head.training.config import TrainConfig
+from txpert_head.training.trainer import Trainer
 
 
 def test_effect_codes_reconstruct_the_training_changes():

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from txpert_files import BASE_TRAIN_OPTIONS, toml_text
-from txpert_head.cli import main
-from txpert_head.synthetic import synthetic_graph
+from txpert_head.cli.main import main
+from txpert_head.simulate.fixtures import synthetic_graph
 
 GENES = [f"G{i}" for i in range(12)]  # graph nodes G0..G29 (synthetic_graph(30))
 # usable labels (weighted: controls, graph genes, combinations, GEARS-style and unknown genes) ...

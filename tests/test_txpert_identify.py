@@ -10,16 +10,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from txpert_head.cli import main
+from txpert_head.cli.main import main
 from txpert_files import write_cli_inputs, write_h5ad
-from txpert_head.data import PerturbData
-from txpert_head.identify import (build_queries, candidate_model, identify, ranking, score_candidates,
-                                  select_groups)
-from txpert_head.identify_baselines import own_gene_scores, pca_knn_scores
-from txpert_head.identify_metrics import mean_metrics, query_metrics, random_expectation, target_ranks
-from txpert_head.splits import make_split
-from txpert_head.synthetic import synthetic_data, synthetic_graph
-from txpert_head.train import TrainConfig, Trainer
+from txpert_head.data.perturb_data import PerturbData
+from txpert_head.identification.targets import build_queries, candidate_model, identify, ranking, score_candidates, select_groups
+from txpert_head.identification.baselines import own_gene_scores, pca_knn_scores
+from txpert_head.metrics.identification import mean_metrics, query_metrics, random_expectation, target_ranks
+from txpert_head.data.splits import make_split
+from txpert_head.simulate.fixtures import synthetic_data, synthetic_graph
+from txpert_head.training.config import TrainConfig
+from txpert_head.training.trainer import Trainer
 
 MODES = [("none", "mean", False), ("mlp", "mean", True), ("mlp", "batch", True), ("none", "random", True),
          ("mlp", "random", False), ("none", "batch", False)]

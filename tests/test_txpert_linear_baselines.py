@@ -1,5 +1,5 @@
 """The linear baselines of Ahlmann-Eltze, Huber & Anders (Nat Methods 2025): ``linear`` and ``linear_graph``
-(txpert_head.baselines), on hand-computed examples and against a direct NumPy version of the closed form."""
+(txpert_head.evaluation.baselines), on hand-computed examples and against a direct NumPy version of the closed form."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 
 from kgbuild.graph import MultiGraph
-from txpert_head.baselines import (BASELINES, LINEAR_DIM, LINEAR_RIDGE, general, linear, linear_graph,
+from txpert_head.evaluation.baselines import (BASELINES, LINEAR_DIM, LINEAR_RIDGE, general, linear, linear_graph,
                                    pca_gene_embedding, run_baselines, solve_y_axb, spectral_embedding)
-from txpert_head.controls import ControlIndex
-from txpert_head.data import PerturbData
-from txpert_head.profiles import rows_by_condition, true_profiles
-from txpert_head.report import BASELINE_LABELS
-from txpert_head.splits import make_split
-from txpert_head.synthetic import synthetic_data, synthetic_graph
-from txpert_head.vcc_eval import VCC_BASELINES
+from txpert_head.data.controls import ControlIndex
+from txpert_head.data.perturb_data import PerturbData
+from txpert_head.data.profiles import rows_by_condition, true_profiles
+from txpert_head.reporting.report import BASELINE_LABELS
+from txpert_head.data.splits import make_split
+from txpert_head.simulate.fixtures import synthetic_data, synthetic_graph
+from txpert_head.evaluation.vcc import VCC_BASELINES
 
 
 # ---------------------------------------------------------------------- a direct NumPy version of the paper

@@ -10,11 +10,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from txpert_head.cli import main
+from txpert_head.cli.main import main
 from txpert_files import write_cli_inputs
-from txpert_head.splits import make_split
-from txpert_head.synthetic import synthetic_data, synthetic_graph
-from txpert_head.train import Interrupted, TrainConfig, Trainer
+from txpert_head.data.splits import make_split
+from txpert_head.simulate.fixtures import synthetic_data, synthetic_graph
+from txpert_head.training.trainer import Interrupted, Trainer
+from txpert_head.training.config import TrainConfig
 
 
 @pytest.fixture(scope="module")

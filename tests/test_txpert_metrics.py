@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from txpert_head import metrics
+from txpert_head.metrics import expression as metrics
 from kgbuild.graph import MultiGraph
-from txpert_head.baselines import additive, general, graph_neighbours
-from txpert_head.controls import ControlIndex
-from txpert_head.data import PerturbData
-from txpert_head.profiles import true_profiles
+from txpert_head.evaluation.baselines import additive, general, graph_neighbours
+from txpert_head.data.controls import ControlIndex
+from txpert_head.data.perturb_data import PerturbData
+from txpert_head.data.profiles import true_profiles
 
 
 def test_retrieval_perfect_shuffled_negated():
@@ -185,7 +185,7 @@ def test_perturbench_rank_hand_computed():
 def test_systematic_metrics_in_evaluate_and_candidate_lines_from_profiles():
     data = _two_batch_data()
     controls = ControlIndex(data)
-    from txpert_head.profiles import retrieval_candidates
+    from txpert_head.data.profiles import retrieval_candidates
     cand, self_index = retrieval_candidates(data, controls, [("all", "P")])
     assert cand.lines == ["all"] and self_index.tolist() == [0]
     mean, ref = true_profiles(data, controls, [("all", "P")])

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from txpert_head.cli import main
-from txpert_head.data import LEGACY_TARGET_SUM, TARGET_SUM, DataError, load_h5ad
-from txpert_head.run import DataOptions, load_run
+from txpert_head.cli.main import main
+from txpert_head.data.perturb_data import LEGACY_TARGET_SUM, TARGET_SUM, DataError, load_h5ad
+from txpert_head.runs.folder import DataOptions, load_run
 from txpert_files import write_cli_inputs
 
 
@@ -30,7 +30,7 @@ def _row_sums(data):
 
 def test_target_sum_is_applied_logged_and_noted(files, caplog):
     assert TARGET_SUM == 4000 and LEGACY_TARGET_SUM == 4000
-    with caplog.at_level(logging.WARNING, logger="txpert_head.data"):
+    with caplog.at_level(logging.WARNING, logger="txpert_head.data.perturb_data"):
         d = load_h5ad(files / "d.h5ad", "gene", batch_col="rep", target_sum=1e4)  # scanpy's common choice
     np.testing.assert_allclose(_row_sums(d), 1e4, rtol=1e-4)
     assert any("normalised raw counts: 10,000 per cell + log1p" in r.getMessage() and "--target-sum" in r.getMessage()
@@ -91,8 +91,9 @@ def test_resuming_a_run_of_an_earlier_version_compares_with_4000(tmp_path):
     1e4 another."""
     import dataclasses
 
-    from txpert_head.run import RunFolderError, check_resumable
-    from txpert_head.train import CheckpointError, TrainConfig
+    from txpert_head.runs.folder import RunFolderError, check_resumable
+    from txpert_head.training.checkpoints import CheckpointError
+    from txpert_head.training.config import TrainConfig
 
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")

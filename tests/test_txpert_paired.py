@@ -1,11 +1,11 @@
-"""Paired comparison of per-perturbation scores (txpert_head.paired), on hand-computed cases."""
+"""Paired comparison of per-perturbation scores (txpert_head.metrics.paired), on hand-computed cases."""
 
 import itertools
 
 import numpy as np
 import pytest
 
-from txpert_head.paired import describe_comparison, paired_comparison
+from txpert_head.metrics.paired import describe_comparison, paired_comparison
 
 
 def _p_at(d, delta, **kw):

@@ -1,4 +1,4 @@
-"""txpert_head.predictor: self-contained run folders, predictions without the training data equal to the old
+"""txpert_head.runs.predictor: self-contained run folders, predictions without the training data equal to the old
 path (load_run + Trainer.predict_means), old run folders, moved folders, changed graphs, early label errors."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from txpert_head.cli import main
-from txpert_head.data import DataError
-from txpert_head.predictor import BUNDLE, Predictor, RunFolderError, file_sha256
-from txpert_head.run import RESOLVED_KEYS, evaluate_run, load_run
+from txpert_head.cli.main import main
+from txpert_head.data.perturb_data import DataError
+from txpert_head.runs.predictor import BUNDLE, Predictor, RunFolderError, file_sha256
+from txpert_head.runs.folder import RESOLVED_KEYS, evaluate_run, load_run
 from txpert_files import write_cli_inputs
 
 
@@ -155,7 +155,7 @@ def test_old_run_folder_loads_through_the_slow_path(run, tmp_path, monkeypatch):
 
 
 def test_cells_from_the_bundle_equal_the_old_path(batch_run, tmp_path):
-    from txpert_head.cell_output import control_rows
+    from txpert_head.runs.cell_output import control_rows
 
     pred = Predictor.load(batch_run)
     labels, cells, known = pred.sample_cells(["G3", "G25"], 7, seed=1)
@@ -191,7 +191,7 @@ def test_moved_run_folder_works_from_anywhere(run, files, tmp_path, monkeypatch)
 
 def test_changed_graph_file_is_refused(run, files, tmp_path):
     from kgbuild.graph import MultiGraph
-    from txpert_head.synthetic import synthetic_graph
+    from txpert_head.simulate.fixtures import synthetic_graph
 
     moved = tmp_path / "run"
     shutil.copytree(run, moved)
@@ -223,9 +223,10 @@ def test_api_wrappers(run, files, tmp_path):
 
     res = tx.predict(run, "G3", out=tmp_path / "a.h5ad")
     assert (tmp_path / "a.h5ad").exists() and res.mean.shape == (1, 30)
-    import txpert_head.train as train_module  # the submodule is still the module, and callable
+    import txpert_head.api as api
 
-    assert hasattr(train_module, "Trainer") and callable(tx.train) and callable(tx.identify)
+    assert tx.train is api.train and tx.identify is api.identify and tx.baselines is api.baselines
+    assert tx.training.__name__ == "txpert_head.training"  # the stages load on first use, like the verbs
     with pytest.raises(ValueError, match="task must be one of"):
         tx.train(files / "d.h5ad", files / "g.kg.npz", tmp_path / "r", task="nope")
 
@@ -233,7 +234,7 @@ def test_api_wrappers(run, files, tmp_path):
 def test_stored_symbol_map_maps_like_the_whole_gene_info_table(shared_data):
     """The run keeps only the part of gene_info that can map into its vocabulary; requests map the same."""
     from kgbuild.symbols import SymbolMap, match_names
-    from txpert_head.predictor import _reduced_symbols
+    from txpert_head.runs.predictor import _reduced_symbols
 
     table = shared_data / "genes" / "Homo_sapiens.gene_info.gz"
     full = SymbolMap.from_gene_info(table)

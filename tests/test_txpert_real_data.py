@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from kgbuild.cli import main as kgbuild_main
-from txpert_head.cli import main as txpert_main
+from txpert_head.cli.main import main as txpert_main
 
 
 @pytest.mark.slow

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from gnn import PerturbationEncoder
-from txpert_head.receptive import receptive_field
-from txpert_head.synthetic import synthetic_graph
+from txpert_head.model.receptive import receptive_field
+from txpert_head.simulate.fixtures import synthetic_graph
 
 
 def test_receptive_field_gives_same_embeddings():

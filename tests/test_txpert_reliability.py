@@ -17,9 +17,9 @@ import torch
 from click.testing import CliRunner
 
 from txpert_files import write_cli_inputs, write_h5ad
-from txpert_head.cli import main
-from txpert_head.data import DataError, load_h5ad
-from txpert_head.train import TrainConfig
+from txpert_head.cli.main import main
+from txpert_head.data.perturb_data import DataError, load_h5ad
+from txpert_head.training.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_unlogged_values_used_as_is_give_a_loud_warning(files, tmp_path, caplog)
     _, data = files
     X = data.X.toarray() * 1.5  # not integers, not log scale (max far above log1p(4000) ~ 8.3)
     path = write_h5ad(type(data)(X, data.genes, data.condition, data.cell_line, data.batch), tmp_path / "raw.h5ad")
-    with caplog.at_level("WARNING", logger="txpert_head.data"):
+    with caplog.at_level("WARNING", logger="txpert_head.data.perturb_data"):
         load_h5ad(path, "gene", batch_col="rep")
     assert any("not log" in r.getMessage() and "--normalize counts" in r.getMessage() for r in caplog.records)
 
@@ -203,7 +203,7 @@ def test_output_under_a_regular_file_is_a_clean_error(files, finished, tmp_path)
 def test_a_full_disk_during_a_checkpoint_is_a_clean_error(files, tmp_path, monkeypatch):
     import errno
 
-    import txpert_head.train as train_module
+    import txpert_head.training.trainer as train_module
 
     def full(obj, path):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
@@ -252,9 +252,9 @@ def _copy_bytes(data: bytes, path: Path) -> Path:
 
 # ---------------------------------------------------------------------- found by the fuzz test
 def test_split_half_is_skipped_when_a_test_condition_has_a_single_row():
-    from txpert_head.baselines import run_baselines
-    from txpert_head.splits import make_split
-    from txpert_head.synthetic import synthetic_data
+    from txpert_head.evaluation.baselines import run_baselines
+    from txpert_head.data.splits import make_split
+    from txpert_head.simulate.fixtures import synthetic_data
 
     data = synthetic_data(n_cells=600, n_genes=30, n_perts=12, seed=2)
     split = make_split(data, "unseen_single", seed=0)
@@ -266,7 +266,7 @@ def test_split_half_is_skipped_when_a_test_condition_has_a_single_row():
 
 
 def test_huge_counts_normalise_without_overflow_and_all_zero_data_is_refused(files, tmp_path):
-    from txpert_head.data import normalize_counts
+    from txpert_head.data.perturb_data import normalize_counts
     import scipy.sparse as sp
 
     X = sp.csr_matrix(np.full((2, 30), 3e37, dtype=np.float32))  # row sums overflow float32

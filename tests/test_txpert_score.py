@@ -11,12 +11,12 @@ import pytest
 from click.testing import CliRunner
 
 from txpert_files import BASE_TRAIN_OPTIONS, write_cli_inputs
-from txpert_head.cli import main
-from txpert_head.data import DataError
-from txpert_head.profiles import condition_name
-from txpert_head.run import DataOptions, evaluate_run, load_run, train_run
-from txpert_head.scoring import read_predictions, score_predictions
-from txpert_head.train import TrainConfig
+from txpert_head.cli.main import main
+from txpert_head.data.perturb_data import DataError
+from txpert_head.data.profiles import condition_name
+from txpert_head.runs.folder import DataOptions, evaluate_run, load_run, train_run
+from txpert_head.runs.scoring import read_predictions, score_predictions
+from txpert_head.training.config import TrainConfig
 
 METRICS = ("pearson_delta", "pearson_delta_pert", "retrieval", "retrieval_fast", "mse", "centroid_accuracy",
            "perturbench_rank", "target_error")
@@ -121,7 +121,7 @@ def test_without_split_scores_what_has_truth(run, tmp_path):
 
 def test_counts_cells_are_normalised_like_the_data(tmp_path):
     """Cells of raw counts (the data's own cells here) are normalised as the data was: the truth scores itself."""
-    from txpert_head.synthetic import synthetic_data
+    from txpert_head.simulate.fixtures import synthetic_data
 
     d = synthetic_data(n_cells=600, n_genes=20, n_perts=8, seed=1, normalize=False)
     _write(tmp_path / "d.h5ad", d.X.toarray(), d.condition, d.genes, column="gene")

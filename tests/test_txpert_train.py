@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from txpert_head.splits import make_split
-from txpert_head.synthetic import synthetic_data, synthetic_graph
-from txpert_head.train import Interrupted, TrainConfig, Trainer, load_checkpoint
+from txpert_head.data.splits import make_split
+from txpert_head.simulate.fixtures import synthetic_data, synthetic_graph
+from txpert_head.training.trainer import Interrupted, Trainer
+from txpert_head.training.config import TrainConfig
+from txpert_head.training.checkpoints import load_checkpoint
 
 
 @pytest.fixture(scope="module")

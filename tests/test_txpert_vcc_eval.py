@@ -1,4 +1,4 @@
-"""VCC metrics wired into evaluation (txpert_head.vcc_eval, txpert train / evaluate / baseline)."""
+"""VCC metrics wired into evaluation (txpert_head.evaluation.vcc, txpert train / evaluate / baseline)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,17 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from txpert_head.cli import main
+from txpert_head.cli.main import main
 from txpert_files import write_cli_inputs
-from txpert_head.controls import ControlIndex
-from txpert_head.data import PerturbData
-from txpert_head.profiles import condition_name, rows_by_condition
-from txpert_head.splits import make_split
-from txpert_head.synthetic import synthetic_data, synthetic_graph
-from txpert_head.train import TrainConfig, Trainer
-from txpert_head.vcc_eval import CELL_MEAN, baselines_vcc, line_cell_mean, model_vcc, score_predictions
-from txpert_head.vcc_metrics import cell_mean_baseline, vcc_scores
+from txpert_head.data.controls import ControlIndex
+from txpert_head.data.perturb_data import PerturbData
+from txpert_head.data.profiles import condition_name, rows_by_condition
+from txpert_head.data.splits import make_split
+from txpert_head.simulate.fixtures import synthetic_data, synthetic_graph
+from txpert_head.training.config import TrainConfig
+from txpert_head.training.trainer import Trainer
+from txpert_head.evaluation.vcc import CELL_MEAN, baselines_vcc, line_cell_mean, model_vcc, score_predictions
+from txpert_head.metrics.vcc import cell_mean_baseline, vcc_scores
 
 
 def _cfg(**kw):

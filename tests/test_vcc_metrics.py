@@ -1,4 +1,4 @@
-"""Virtual Cell Challenge metrics on hand-computed examples (txpert_head.vcc_metrics)."""
+"""Virtual Cell Challenge metrics on hand-computed examples (txpert_head.metrics.vcc)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import false_discovery_control
 
-from txpert_head.vcc_metrics import (
+from txpert_head.metrics.vcc import (
     DECall,
     benjamini_hochberg,
     call_de_genes,

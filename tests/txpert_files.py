@@ -9,8 +9,8 @@ import anndata
 import numpy as np
 import pandas as pd
 
-from txpert_head.data import PerturbData
-from txpert_head.synthetic import synthetic_data, synthetic_graph
+from txpert_head.data.perturb_data import PerturbData
+from txpert_head.simulate.fixtures import synthetic_data, synthetic_graph
 
 # options every CLI test shares: a tiny model, no progress bars, the PyG backend (present in every env)
 BASE_TRAIN_OPTIONS = {"batch_size": 64, "encoder_dim": 8, "hidden": 16, "progress": False, "encoder_backend": "pyg"}

@@ -1,7 +1,7 @@
 """The Python API of txpert_head: train, predict, evaluate, score, baselines, identify (re-exported by the package).
 
 Every function works on files and run folders, like the ``txpert`` commands, and raises exceptions (``ValueError``
-subclasses such as :class:`~txpert_head.data.DataError`, ``FileNotFoundError``) whose messages name the
+subclasses such as :class:`~txpert_head.data.perturb_data.DataError`, ``FileNotFoundError``) whose messages name the
 parameters. ``import txpert_head as tx``; ``tx.train(...)``, ``tx.predict(...)``, ... (``tx.train``,
 ``tx.baselines`` and ``tx.identify`` are also the submodules of those names: the modules are callable).
 See ``docs/python-api.md``.
@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from txpert_head.data import CONTROL, TARGET_SUM
+from txpert_head.data.perturb_data import CONTROL, TARGET_SUM
 
 __all__ = ["baselines", "evaluate", "identify", "predict", "score", "train"]
 
@@ -20,8 +20,8 @@ __all__ = ["baselines", "evaluate", "identify", "predict", "score", "train"]
 def _data_options(data: str | Path, perturbation_col: str | None, control: str | Sequence[str] | None,
                   cell_line_col: str | None, batch_col: str | None, normalize: str, target_sum: float,
                   gene_info: str | Path | None):
-    from txpert_head.data import NORMALIZE_MODES, check_target_sum
-    from txpert_head.run import DataOptions
+    from txpert_head.data.perturb_data import NORMALIZE_MODES, check_target_sum
+    from txpert_head.runs.folder import DataOptions
 
     if isinstance(control, str):
         control = [control]
@@ -39,19 +39,19 @@ def train(data: str | Path, graph: str | Path, out: str | Path, *, task: str = "
           gene_info: str | Path | None = None, resume: bool = True, baselines: bool = True, vcc: bool = True,
           config: dict[str, Any] | str | Path | None = None, **options: Any):
     """Train TxPert on ``data`` (a Perturb-seq ``.h5ad``) with ``graph`` (a ``.kg.npz`` multigraph) into the run
-    folder ``out`` -- ``txpert train`` -- and return its :class:`~txpert_head.predictor.Predictor` (its
+    folder ``out`` -- ``txpert train`` -- and return its :class:`~txpert_head.runs.predictor.Predictor` (its
     ``metrics`` attribute holds the report written to ``out/metrics.json``).
 
-    Training options (:class:`~txpert_head.train.TrainConfig`: ``epochs``, ``encoder_kind``, ``hidden``,
+    Training options (:class:`~txpert_head.training.config.TrainConfig`: ``epochs``, ``encoder_kind``, ``hidden``,
     ``loss``, ``device``, ...) are keyword arguments, or ``config``: a dict or a TOML / JSON file of them
     (keyword arguments win). The data options (``perturbation_col``, ``control``, ``cell_line_col``,
     ``batch_col``, ``normalize``, ``target_sum``, ``gene_info``) are detected or defaulted as for ``txpert
     train``; ``task`` is ``unseen_single``, ``double`` or ``cross_cell_line`` (with ``holdout_line``).
     ``baselines`` / ``vcc``: also compare with the baselines / compute the VCC metrics (slower)."""
-    from txpert_head.predictor import Predictor
-    from txpert_head.run import read_config_file, train_run
-    from txpert_head.splits import TASKS
-    from txpert_head.train import TrainConfig
+    from txpert_head.runs.predictor import Predictor
+    from txpert_head.runs.folder import read_config_file, train_run
+    from txpert_head.data.splits import TASKS
+    from txpert_head.training.config import TrainConfig
 
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
@@ -76,11 +76,11 @@ def train(data: str | Path, graph: str | Path, out: str | Path, *, task: str = "
 def predict(run: str | Path, perturbations: Sequence[str] | str, cell_line: str | None = None, *,
             per_batch: bool = False, allow_unknown: bool = False, gene_info: str | Path | None = None,
             control: Sequence[str] = (CONTROL,), out: str | Path | None = None):
-    """Predictions of a run folder (or a :class:`~txpert_head.predictor.Predictor`) for ``perturbations`` (genes,
-    ``A+B`` combinations) in ``cell_line``: a :class:`~txpert_head.predictor.Prediction` (``mean``, ``delta``
+    """Predictions of a run folder (or a :class:`~txpert_head.runs.predictor.Predictor`) for ``perturbations`` (genes,
+    ``A+B`` combinations) in ``cell_line``: a :class:`~txpert_head.runs.predictor.Prediction` (``mean``, ``delta``
     against batch-matched controls, ``obs``; ``.to_anndata()``). With ``out`` it is also written as ``.h5ad``.
-    See :meth:`Predictor.predict <txpert_head.predictor.Predictor.predict>`."""
-    from txpert_head.predictor import Predictor
+    See :meth:`Predictor.predict <txpert_head.runs.predictor.Predictor.predict>`."""
+    from txpert_head.runs.predictor import Predictor
 
     pred = run if isinstance(run, Predictor) else Predictor.load(run)
     result = pred.predict(perturbations, cell_line, per_batch=per_batch, allow_unknown=allow_unknown,
@@ -95,7 +95,7 @@ def evaluate(run: str | Path, part: str = "test", *, baselines: bool = True, vcc
     """Metrics of a run's best weights on its ``test`` (or ``val``) split beside the baselines -- ``txpert
     evaluate`` without writing files: ``(table, summary)`` (one row per condition; mean metrics, ``baselines``,
     ``paired``, ``vcc``). Reads the training data (``data_path`` when it moved since training)."""
-    from txpert_head.run import evaluate_run
+    from txpert_head.runs.folder import evaluate_run
 
     return evaluate_run(run, part, baselines=baselines, vcc=vcc, split_half_seeds=split_half_seeds,
                         data_path=data_path)
@@ -109,8 +109,8 @@ def baselines(data: str | Path, out: str | Path, *, task: str = "unseen_single",
     """The baselines on a split of ``data`` (no training) -- ``txpert baseline``: writes ``out/baselines.json``
     and ``out/baselines_per_perturbation.csv`` and returns the report (``report["baselines"]``: mean metrics
     per baseline). ``graph`` adds the graph baselines (``graph_neighbours``, ``linear_graph``)."""
-    from txpert_head.run import baseline_run
-    from txpert_head.splits import TASKS
+    from txpert_head.runs.folder import baseline_run
+    from txpert_head.data.splits import TASKS
 
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
@@ -129,7 +129,8 @@ def identify(run: str | Path, data: str | Path, out: str | Path, *, groups: Sequ
     default every gene of the run's graph) for each group of cells of ``data`` by how well the run's predicted
     change matches the group's observed change. Writes the ranked table ``out`` and ``<out>.summary.json``;
     returns the summary (``evaluate``: the group labels are the true targets, also MRR / hit@k)."""
-    from txpert_head.identify import SCOPES, identify_run
+    from txpert_head.identification.targets import SCOPES
+    from txpert_head.runs.identify import identify_run
 
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
@@ -148,11 +149,11 @@ def score(predictions: str | Path, data: str | Path, split: str | Path | None = 
           target_sum: float | None = None, gene_info: str | Path | None = None):
     """Score any model's predictions (a ``.h5ad`` of mean profiles or cells) against ``data`` with TxPert's
     metrics, baselines and paired comparison -- ``txpert score``; returns ``(table, summary, paired)`` (see
-    :func:`txpert_head.scoring.score_predictions`). ``split``: a run's ``split.json`` or run folder (its ``part``
+    :func:`txpert_head.runs.scoring.score_predictions`). ``split``: a run's ``split.json`` or run folder (its ``part``
     is scored, and the data options, graph and seed it recorded fill the ones not given here); without it every
     predicted perturbation with truth in ``data`` is scored. ``pred_*_col``: columns of the predictions file;
     the other data options describe ``data`` as for :func:`train`."""
-    from txpert_head.scoring import score_files
+    from txpert_head.runs.scoring import score_files
 
     if isinstance(control, str):
         control = [control]

@@ -1,7 +1,8 @@
 """The embedded default: a seeded ground-truth gene network, example source files in the real layouts
 kgbuild parses, and a Perturb-seq simulator whose effects propagate over that network.
 
-Entry point: :func:`write_example_bundle` (what ``txpert simulate`` runs).
+Entry point: :func:`write_example_bundle` (what ``txpert simulate``, :mod:`txpert_head.cli.simulate`, runs).
+:mod:`.fixtures` holds the small fixed data the unit tests are calibrated on.
 """
 
 from txpert_head.simulate.bundle import write_example_bundle

@@ -1,0 +1,3 @@
+from txpert_head.cli.main import main
+
+main()

@@ -1,0 +1,256 @@
+"""Virtual Cell Challenge (VCC) metrics of a trained run and of the baselines: gathering the cells.
+
+:mod:`txpert_head.metrics.vcc` holds the formulas (DES, PDS, MAE, scaling, S, the VCC's Pearson Δ; they agree
+with Arc's cell-eval, see tests/test_cell_eval_agreement.py); this module
+collects, for every evaluated condition ``p = (cell line L, perturbation)``, the four cell sets they need:
+
+* **true cells**: the data rows of p. For the model these are exactly the rows whose matched control
+  cells were its inputs (:meth:`Trainer.predict_cells` with ``return_rows=True``: up to ``eval_cells``
+  rows per condition, seeded), so prediction and truth are the same cells; for a baselines-only
+  evaluation, up to ``max_cells`` rows drawn with ``seed``. The cap keeps the Wilcoxon tests quick.
+* **control cells**: the control rows of cell line L (all batches; :class:`ControlIndex` ``by_line``),
+  at most ``max_control_cells`` of them (seeded draw). DE genes are called against these, for the truth
+  and every prediction alike: Wilcoxon rank-sum + Benjamini-Hochberg at ``alpha`` (default 0.05), and
+  their pooled mean is the reference of PDS and of the VCC Pearson Δ (as in a cell-eval run whose
+  predicted file carries the real control cells).
+* **predicted cells**: TxPert's output for each matched control input is one predicted cell, shape
+  (n_p, G). With ``control_mode="mean"`` every input of a batch is that batch's control mean, so the
+  predicted cells are one point per batch (a point mass): DES then rests on the fold-change truncation
+  explained in :mod:`txpert_head.metrics.vcc`. The block's ``prediction`` field says which kind was scored.
+  The baselines (general, additive, nearest cell line, graph neighbours, linear, linear graph) predict a
+  mean profile (G,), passed as such: :func:`vcc_metrics.vcc_scores` replicates it to as many identical
+  cells as the truth has.
+  ``split_half`` is not scored (its "prediction" is the other half of the same cells).
+* **cell-mean baseline**: the VCC reference every scaled value is measured against. For line L it is the
+  mean of the perturbed training cells of L, every cell equal to that mean (what
+  :func:`vcc_metrics.cell_mean_baseline` builds; passed as the (G,) mean, which ``vcc_scores`` replicates
+  to the true set size, so it costs no memory per cell). When L has no perturbed training cells (the held-out line of ``cross_cell_line``) it is L's
+  control mean plus the mean training change ``mean_i (x_i − c_{b(i)})`` over the perturbed training
+  cells of the other lines (``c_b``: control mean of the cell's batch).
+
+Several cell lines: each line is scored on its own, like one cell-eval run per line (its controls, its
+cell-mean baseline; PDS ranks a perturbation only among the perturbations of the same line, leaving out
+of the distances the gene named like the perturbation label, as cell-eval does: the target of a single,
+nothing for a combination ``A+B``). The reported DES / PDS / MAE / Pearson Δ are means over all evaluated
+conditions of the per-condition values, and the scaled values and ``S`` are computed from those pooled means
+against the pooled cell-mean-baseline means (:func:`vcc_metrics.scale_against_baseline`)::
+
+    scaled_DES = max(0, (DES − DES_cm) / (1 − DES_cm)),  scaled_PDS likewise,
+    scaled_MAE = max(0, 1 − MAE / MAE_cm),               S = 100 · mean(scaled values)
+
+With one cell line this equals :func:`vcc_metrics.vcc_scores` with the cell-mean baseline, exactly.
+
+Cost: the true cells are tested once per scored prediction set (model, each baseline, cell mean), i.e.
+(K + 1) · 2 Wilcoxon calls per condition for K sets; memory holds the dense true and predicted cells,
+about P · eval_cells · G · 8 bytes each (P conditions, G genes).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from txpert_head.data.controls import ControlIndex
+from txpert_head.data.perturb_data import CONTROL, PerturbData
+from txpert_head.data.profiles import condition_name, rows_by_condition
+from txpert_head.data.splits import Condition
+from txpert_head.metrics.vcc import DEFAULT_ALPHA, label_gene_indices, overall_score, vcc_scores
+
+__all__ = ["CELL_MEAN", "VCC_BASELINES", "baselines_vcc", "line_cell_mean", "model_vcc", "prediction_kind",
+           "score_predictions"]
+
+CELL_MEAN = "cell_mean"
+PSEUDOBULK_SKIPPED = {"skipped": "pseudobulk data: DES needs single cells"}  # the block for pseudobulk data
+VCC_BASELINES = ("general", "additive", "nearest_cell_line", "graph_neighbours", "linear", "linear_graph")
+DEFAULT_MAX_CONTROL_CELLS = 2048
+METRICS = ("des", "pds", "mae", "pearson_delta")  # per condition; S uses the first three
+
+Prediction = Mapping[Condition, np.ndarray]  # condition -> (n, G) cells or (G,) mean
+
+
+def prediction_kind(control_mode: str) -> str:
+    """What the model's predicted cells are, in words, for the printed block."""
+    if control_mode == "mean":
+        return ("point mass per batch (control_mode=mean: each predicted cell is the output for its batch's "
+                "control mean)")
+    return f"cells (control_mode={control_mode}: one output per matched control cell)"
+
+
+def _require_cells(data: PerturbData) -> None:
+    if data.pseudobulk:
+        raise ValueError(f"{data.source}: VCC metrics need single cells (DES tests cell distributions); "
+                         "the data is pseudobulk")
+
+
+def _dense(data: PerturbData, rows: np.ndarray) -> np.ndarray:
+    return np.asarray(data.X[np.asarray(rows, dtype=np.int64)].toarray(), dtype=np.float64)
+
+
+def line_cell_mean(data: PerturbData, controls: ControlIndex, train: Sequence[Condition],
+                   rows: Mapping[Condition, np.ndarray], line: str) -> np.ndarray:
+    """Mean perturbed training cell of ``line`` (G,); see the module docstring for a line without any."""
+    own = [rows[c] for c in train if c[0] == line and c in rows and c[1] != CONTROL]
+    if own:
+        idx = np.concatenate(own)
+        return np.asarray(data.X[idx].mean(axis=0), dtype=np.float64).ravel()
+    other = [rows[c] for c in train if c in rows and c[1] != CONTROL]
+    if not other:
+        raise ValueError("the cell-mean baseline needs perturbed training cells, but the training split has none")
+    idx = np.concatenate(other)
+    change = (np.asarray(data.X[idx].mean(axis=0), dtype=np.float64).ravel()
+              - controls.means[controls.group_of_row[idx]].astype(np.float64).mean(0))
+    line_ctrl = controls.X[controls.by_line[line]].mean(axis=0)
+    return np.asarray(line_ctrl, dtype=np.float64).ravel() + change
+
+
+def score_predictions(data: PerturbData, controls: ControlIndex, conditions: Sequence[Condition],
+                      train: Sequence[Condition], predictions: Mapping[str, Prediction], *,
+                      true_rows: Mapping[Condition, np.ndarray] | None = None, max_cells: int = 256,
+                      max_control_cells: int = DEFAULT_MAX_CONTROL_CELLS, seed: int = 0,
+                      alpha: float = DEFAULT_ALPHA) -> tuple[dict, pd.DataFrame]:
+    """VCC metrics of every prediction set in ``predictions`` (``{label: {condition: cells or mean}}``).
+
+    ``conditions``: the evaluated conditions (each must have data rows); ``train``: the training
+    conditions (for the cell-mean baseline). ``true_rows``: the true cells' rows per condition (default: up
+    to ``max_cells`` rows drawn with ``seed``). Returns ``(summary, table)``:
+
+    * ``summary``: ``{label: {"des", "pds", "mae", "pearson_delta", "scaled": {"des", "pds", "mae"}, "score",
+      "n_perturbations"}}`` for every label and for :data:`CELL_MEAN` (whose scaled values and S are 0
+      by construction), plus ``"cell_lines"``, ``"control_cells"`` (per line), ``"alpha"``, ``"test"``;
+    * ``table``: one row per condition (``condition`` = :func:`condition_name`) with
+      ``<label>_vcc_des``, ``<label>_vcc_pds``, ``<label>_vcc_mae``, ``<label>_vcc_pearson_delta``,
+      ``vcc_n_de_true`` (DE genes of the truth) and ``<label>_vcc_n_de`` (DE genes of the prediction).
+    """
+    conditions = list(conditions)
+    if not conditions:
+        raise ValueError("no conditions to evaluate")
+    if CELL_MEAN in predictions:
+        raise ValueError(f"{CELL_MEAN!r} is the reference baseline computed here; use another label")
+    rows = rows_by_condition(data)
+    missing = [condition_name(c) for c in conditions if c not in rows]
+    if missing:
+        raise KeyError(f"no cells for condition(s) {', '.join(missing[:5])} in {data.source}")
+    for label, pred in predictions.items():
+        lacking = [condition_name(c) for c in conditions if c not in pred]
+        if lacking:
+            raise ValueError(f"prediction {label!r} lacks condition(s) {', '.join(lacking[:5])}")
+    rng = np.random.default_rng([seed, 4_243])
+    labels = [*predictions, CELL_MEAN]
+    per: dict[str, dict[str, dict]] = {lab: {} for lab in labels}  # label -> name -> metrics
+    n_de_true: dict[str, int] = {}
+    control_counts: dict[str, int] = {}
+    lines = sorted({c[0] for c in conditions})
+    for line in lines:
+        conds = [c for c in conditions if c[0] == line]
+        names = [condition_name(c) for c in conds]
+        ctrl_rows = controls.by_line.get(line)
+        if ctrl_rows is None or not len(ctrl_rows):
+            raise ValueError(f"cell line {line!r} has no control cells to call DE genes against")
+        if len(ctrl_rows) > max_control_cells:
+            ctrl_rows = np.sort(rng.choice(ctrl_rows, max_control_cells, replace=False))
+        control = _dense(data, ctrl_rows)
+        control_counts[line] = int(len(ctrl_rows))
+        true: dict[str, np.ndarray] = {}
+        for c, name in zip(conds, names):
+            idx = rows[c] if true_rows is None else np.asarray(true_rows[c])
+            if true_rows is None and len(idx) > max_cells:
+                idx = np.sort(rng.choice(idx, max_cells, replace=False))
+            if not len(idx):
+                raise ValueError(f"condition {name}: no true cells")
+            true[name] = _dense(data, idx)
+        exclude = dict(zip(names, label_gene_indices([c[1] for c in conds], data.genes)))
+        mean = line_cell_mean(data, controls, train, rows, line)
+        sets = {lab: {n: predictions[lab][c] for c, n in zip(conds, names)} for lab in predictions}
+        # the (G,) mean is replicated by vcc_scores to the true set sizes without copying: the same cells as
+        # cell_mean_baseline(training cells, sizes) gives, in O(G) memory
+        sets[CELL_MEAN] = {n: mean for n in names}
+        for lab in labels:
+            res = vcc_scores(sets[lab], true, control, alpha=alpha, exclude_genes=exclude)
+            for n, v in res["per_perturbation"].items():
+                per[lab][n] = v
+                n_de_true[n] = v["n_de_true"]
+    summary: dict = {"cell_lines": lines, "control_cells": control_counts, "alpha": alpha,
+                     "test": "Wilcoxon rank-sum vs the line's control cells, Benjamini-Hochberg FDR"}
+    names = [condition_name(c) for c in conditions]
+    raw = {lab: {m: _mean([per[lab][n][m] for n in names]) for m in METRICS} for lab in labels}
+    for lab in labels:
+        scaled, score = overall_score(raw[lab], raw[CELL_MEAN])
+        summary[lab] = {**raw[lab], "scaled": scaled, "score": score, "n_perturbations": len(names)}
+    table = pd.DataFrame({"condition": names, "vcc_n_de_true": [n_de_true[n] for n in names]})
+    for lab in labels:
+        for m in METRICS:
+            table[f"{lab}_vcc_{m}"] = [per[lab][n][m] for n in names]
+        table[f"{lab}_vcc_n_de"] = [per[lab][n]["n_de_pred"] for n in names]
+    return summary, table
+
+
+def _mean(values: Sequence[float]) -> float:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if len(v) else float("nan")
+
+
+def _baseline_predictions(conditions: Sequence[Condition], baselines: Mapping[str, dict]) -> dict[str, Prediction]:
+    """``{name: {condition: (G,) mean}}`` from :func:`run_baselines` output (entries with ``pred``)."""
+    return {name: {c: np.asarray(res["pred"][k], dtype=np.float64) for k, c in enumerate(conditions)}
+            for name, res in baselines.items() if name in VCC_BASELINES and "pred" in res}
+
+
+def _arrange(summary: dict, model_label: str | None, base_labels: Sequence[str], kind: str | None,
+             seconds: float, max_cells: int) -> dict:
+    out = {k: summary[k] for k in ("cell_lines", "control_cells", "alpha", "test")}
+    out.update({"prediction": kind, "max_cells_per_condition": max_cells, "seconds": seconds,
+                "cell_mean": summary[CELL_MEAN]})
+    if model_label is not None:
+        out["model"] = summary[model_label]
+    out["baselines"] = {b: summary[b] for b in base_labels}
+    return out
+
+
+def model_vcc(trainer, conditions: Sequence[Condition], baselines: Mapping[str, dict] | None = None, *,
+              max_control_cells: int = DEFAULT_MAX_CONTROL_CELLS, seed: int = 0,
+              alpha: float = DEFAULT_ALPHA) -> tuple[dict, pd.DataFrame]:
+    """The VCC block of a :class:`~txpert_head.training.trainer.Trainer` (its current weights) and of the baselines.
+
+    ``conditions``: evaluated conditions (with data rows); ``baselines``: :func:`run_baselines` output on
+    the same conditions (its ``split.test`` must be ``conditions``), or ``None``. The model's true cells are
+    the rows its inputs were matched to (at most ``trainer.cfg.eval_cells`` per condition); the baselines
+    are scored on the same true cells. Returns ``(block, table)``: ``block`` = ``{"prediction",
+    "model": {...}, "baselines": {name: {...}}, "cell_mean": {...}, "cell_lines", "control_cells", "alpha",
+    "test", "max_cells_per_condition", "seconds"}`` (each entry as in
+    :func:`score_predictions`); ``table`` has ``condition``, ``vcc_des/pds/mae/pearson_delta/n_de`` (model),
+    ``<baseline>_vcc_*`` and ``cell_mean_vcc_*``.
+    """
+    start = time.perf_counter()
+    conditions = list(conditions)
+    _require_cells(trainer.data)
+    used, cells = trainer.predict_cells(conditions, return_rows=True)
+    preds: dict[str, Prediction] = {"TxPert": dict(zip(conditions, cells))}
+    base = _baseline_predictions(conditions, baselines or {})
+    preds.update(base)
+    summary, table = score_predictions(trainer.data, trainer.controls, conditions, trainer.split.train, preds,
+                                       true_rows=dict(zip(conditions, used)), max_control_cells=max_control_cells,
+                                       seed=seed, alpha=alpha)
+    table = table.rename(columns={f"TxPert_vcc_{m}": f"vcc_{m}" for m in (*METRICS, "n_de")})
+    block = _arrange(summary, "TxPert", list(base), prediction_kind(trainer.cfg.control_mode),
+                     time.perf_counter() - start, trainer.cfg.eval_cells)
+    return block, table
+
+
+def baselines_vcc(data: PerturbData, controls: ControlIndex, conditions: Sequence[Condition],
+                  train: Sequence[Condition], baselines: Mapping[str, dict], *, max_cells: int = 256,
+                  max_control_cells: int = DEFAULT_MAX_CONTROL_CELLS, seed: int = 0,
+                  alpha: float = DEFAULT_ALPHA) -> tuple[dict, pd.DataFrame]:
+    """The VCC block of the baselines alone (``txpert baseline``): as :func:`model_vcc` without ``model``;
+    true cells are up to ``max_cells`` rows per condition drawn with ``seed``."""
+    start = time.perf_counter()
+    _require_cells(data)
+    base = _baseline_predictions(list(conditions), baselines)
+    summary, table = score_predictions(data, controls, conditions, train, base, max_cells=max_cells,
+                                       max_control_cells=max_control_cells, seed=seed, alpha=alpha)
+    return _arrange(summary, None, list(base), "mean profiles (baselines)", time.perf_counter() - start,
+                    max_cells), table
+

@@ -1,0 +1,179 @@
+"""Prediction with a trained TxPert: the model factory and the prediction loop shared by training (validation
+and test scores, :class:`txpert_head.training.trainer.Trainer`) and a loaded run folder
+(:class:`txpert_head.runs.predictor.Predictor`), so both predict with literally the same code.
+
+:class:`ModelPredictions` is a mixin. Its host provides ``model`` (:class:`TxPert`), ``cfg`` (the run's
+:class:`txpert_head.training.config.TrainConfig`), ``device``, ``controls`` (:class:`txpert_head.data.controls.ControlIndex`),
+``data`` (``genes``, ``n_genes``), ``graph`` (the whole :class:`kgbuild.graph.MultiGraph`, read only by
+:meth:`ModelPredictions.whole_graph_model`), ``graph_node_set`` (its node names, anything supporting ``in``),
+``encoder_genes``, ``known_genes``, ``effects`` (:class:`txpert_head.model.effects.EffectCodes` or None),
+``encoder_index`` (gene -> encoder row) and, for ``rows_for=None``, ``rows`` (condition -> data rows).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+import numpy as np
+
+from txpert_head.data.perturb_data import constituents
+
+if TYPE_CHECKING:  # torch and the model are imported on first use: a Predictor checks labels without them
+    import torch
+
+    from kgbuild.graph import MultiGraph
+    from txpert_head.model.effects import EffectCodes
+    from txpert_head.model.txpert import TxPert
+    from txpert_head.data.splits import Condition
+    from txpert_head.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ModelPredictions", "build_model"]
+
+
+def build_model(graph: MultiGraph, genes: Sequence[str], encoder_genes: Sequence[str], cfg: TrainConfig,
+                effects: EffectCodes | None = None) -> TxPert:
+    """Encoder over ``graph`` (with rows for ``encoder_genes``) and the TxPert head for ``genes`` columns.
+
+    ``effects``: the observed training effect codes (needed with ``node_inputs="effects"``); they are set in
+    the encoder and the prior path of the model."""
+    import torch
+
+    from gnn import PerturbationEncoder
+    from txpert_head.model.txpert import TxPert
+
+    if cfg.node_inputs == "effects" and effects is None:
+        raise ValueError("node_inputs='effects' needs the training effect codes")
+    torch.manual_seed(cfg.seed)
+    enc = PerturbationEncoder(graph, genes=list(encoder_genes), kind=cfg.encoder_kind, dim=cfg.encoder_dim,
+                              layers=cfg.encoder_layers, heads=cfg.encoder_heads, dropout=cfg.encoder_dropout,
+                              backend=cfg.encoder_backend, use_edge_weight=cfg.use_edge_weight,
+                              unknown_token=cfg.unknown_token, node_inputs=cfg.node_inputs,
+                              code_dim=effects.rank if cfg.node_inputs == "effects" else 16,
+                              gene_dim=effects.rank if cfg.node_inputs == "effects" and cfg.expression_features else 0)
+    col = {g: i for i, g in enumerate(genes)}
+    row_to_col = torch.tensor([col.get(g, -1) for g in enc.vocab], dtype=torch.long)
+    model = TxPert(enc, len(genes), row_to_col, basal=cfg.basal, hidden=cfg.hidden, dropout=cfg.dropout,
+                   target_term=cfg.target_term, prior_rank=effects.rank if cfg.node_inputs == "effects" else None)
+    if cfg.node_inputs == "effects":
+        enc.set_effects(effects.genes, torch.from_numpy(effects.codes), torch.from_numpy(effects.mean_code))
+        model.set_prior_basis(torch.from_numpy(effects.basis))
+        if cfg.expression_features:  # a measured gene's row of the effect basis (the linear baseline's G)
+            enc.set_gene_features(list(genes), torch.from_numpy(effects.gene_embedding()))
+    return model
+
+
+
+class ModelPredictions:
+    """Prediction methods of a host holding a trained model (see the module docstring for what it provides)."""
+
+    def _predicted_batches(self, conditions: Sequence[Condition], rows_for: dict[Condition, np.ndarray] | None,
+                           seed: int | None) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """The one prediction loop behind :meth:`predict_means` and :meth:`predict_cells`.
+
+        Yields, per condition, ``(rows, y)``: ``rows`` (n,) the data rows whose matched control inputs were
+        used and ``y`` (n, G) the model's output for each (one predicted cell per input). For a condition
+        with data rows, inputs are matched to those rows' cell line and batch (up to ``eval_cells`` rows,
+        deterministic given ``seed``); a condition without rows (``predict``) uses the control rows of its
+        cell line (up to ``eval_cells``) as inputs.
+        """
+        import torch
+
+        self.model.eval()
+        with torch.no_grad():
+            enc = self.model.encode()
+        rng = np.random.default_rng([self.cfg.seed if seed is None else seed, 999_983])
+        rows_for = self.rows if rows_for is None else rows_for
+        for line, pert in conditions:
+            idx = rows_for.get((line, pert))
+            if idx is None or not len(idx):
+                idx = self.controls.by_line.get(line)
+                if idx is None:
+                    raise KeyError(f"no cell line {line!r} in the data; lines: {', '.join(self.controls.by_line)}")
+            if len(idx) > self.cfg.eval_cells:
+                idx = np.sort(rng.choice(idx, self.cfg.eval_cells, replace=False))
+            x = torch.from_numpy(np.ascontiguousarray(self.controls.inputs(idx, self.cfg.control_mode, rng)))
+            rows = self.pert_rows_for(pert).unsqueeze(0).expand(len(idx), -1)
+            with torch.no_grad():
+                y = self.model(x.to(self.device), rows.to(self.device), enc=enc)
+            yield idx, y
+
+    def predict_means(self, conditions: Sequence[Condition], rows_for: dict[Condition, np.ndarray] | None = None,
+                      seed: int | None = None) -> np.ndarray:
+        """Predicted mean expression (P, G) of each condition: the mean of its :meth:`predict_cells`."""
+        out = np.zeros((len(conditions), self.data.n_genes), dtype=np.float64)
+        for k, (_, y) in enumerate(self._predicted_batches(conditions, rows_for, seed)):
+            out[k] = y.double().mean(0).cpu().numpy()
+        return out
+
+    def predict_cells(self, conditions: Sequence[Condition], rows_for: dict[Condition, np.ndarray] | None = None,
+                      seed: int | None = None, return_rows: bool = False):
+        """Predicted cells of each condition: a list of (n_k, G) float64 arrays, one row per control input.
+
+        The inputs are those of :meth:`predict_means` (same rows, same draws), so the mean of each array is
+        that method's row. With ``control_mode="mean"`` every input of a batch is the batch's control mean, so
+        a condition's predicted cells are one point per batch (a point mass), not a cell distribution.
+        ``return_rows=True`` returns ``(rows, cells)``: also the data rows whose matched controls were the
+        inputs (the true cells the predictions stand for).
+        """
+        rows, cells = [], []
+        for idx, y in self._predicted_batches(conditions, rows_for, seed):
+            rows.append(np.asarray(idx))
+            cells.append(y.double().cpu().numpy())
+        return (rows, cells) if return_rows else cells
+
+    def whole_graph_model(self) -> TxPert:
+        """A copy of the model whose encoder covers all of :attr:`graph` (the model itself when it was built on
+        the whole graph): trained weights copied, learned ID rows matched by gene, the effect codes set again.
+
+        With ``graph_hops`` the encoder was built on the receptive field of the data's perturbed genes; the
+        message-passing kinds give the same rows for those genes on the whole graph (the Exphormer kinds redraw
+        their expander edges, so their rows differ), and every other graph gene gets a row too."""
+        import torch
+
+        if self.cfg.hops is None:
+            return self.model
+        src = self.model
+        dst = build_model(self.graph, self.data.genes, self.encoder_genes, self.cfg, self.effects).to(self.device)
+        if self.cfg.unknown_token:
+            dst.encoder.set_known(self.known_genes)
+        if self.cfg.encoder_kind.startswith("exphormer"):
+            log.warning("encoder %s: expander edges are redrawn over the whole graph, so embeddings differ from the "
+                        "trained receptive-field encoder", self.cfg.encoder_kind)
+        src_params = dict(src.named_parameters())
+        with torch.no_grad():
+            for name, p in dst.named_parameters():
+                if name == "encoder.embedding.weight":
+                    old = {g: i for i, g in enumerate(src.encoder.vocab)}
+                    pairs = [(j, old[g]) for j, g in enumerate(dst.encoder.vocab) if g in old]
+                    new_idx = torch.tensor([a for a, _ in pairs], dtype=torch.long, device=p.device)
+                    old_idx = torch.tensor([b for _, b in pairs], dtype=torch.long, device=p.device)
+                    p[new_idx] = src_params[name].detach()[old_idx]
+                else:
+                    if src_params[name].shape != p.shape:
+                        raise RuntimeError(f"parameter {name} has shape {tuple(src_params[name].shape)} in the trained "
+                                           f"model and {tuple(p.shape)} on the whole graph")
+                    p.copy_(src_params[name].detach())
+        dst.eval()
+        return dst
+
+    def cover_genes(self, genes: Sequence[str]) -> None:
+        """Make sure every graph gene of ``genes`` has an encoder row: when some lie outside the receptive field
+        the model was built on, switch to :meth:`whole_graph_model` (prediction only)."""
+        nodes = self.graph_node_set
+        if any(g in nodes and g not in self.encoder_index for g in genes):
+            self.model = self.whole_graph_model()
+            self.encoder_index = {g: i for i, g in enumerate(self.model.encoder.vocab)}
+
+    def pert_rows_for(self, pert: str) -> torch.Tensor:
+        """Encoder rows of a perturbation's genes; genes unknown to the encoder contribute nothing (-1)."""
+        import torch
+
+        genes = constituents(pert)
+        unknown = [g for g in genes if g not in self.encoder_index]
+        if unknown:
+            log.warning("gene(s) %s are neither graph nodes nor trained perturbations: they add no shift",
+                        ", ".join(unknown))
+        return torch.tensor([self.encoder_index.get(g, -1) for g in genes] or [-1], dtype=torch.long)
