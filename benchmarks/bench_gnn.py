@@ -18,8 +18,35 @@ Then paired runs (two models in one process, steps alternated, so load from othe
 alike) give the two target ratios: our gatv2 on the PyG backend / the PyG GATv2Conv stack, and the PyG
 backend / the DGL backend for gatv2 (both in the DGL environment).
 
-The synthetic graph: ``--graph-layers`` layers of uniformly random distinct directed edges (``--edges`` in
+The graph: a ``*.kg.npz`` multigraph file (``--graph``, loaded with :func:`kgbuild.graph.load_graph`), or
+the synthetic graph: ``--graph-layers`` layers of uniformly random distinct directed edges (``--edges`` in
 all), weights U(0.1, 1), seeded. Times are the median of ``--repeats`` steps after ``--warmup`` steps.
+
+Memory-traffic floor, printed beside every measured time with the ratio measured / floor. A message-passing
+layer moves at least one ``dim``-wide float32 message per edge from its source row to its target row, forward
+and backward. Counted per layer and per edge set the encoder passes messages over (``E_s`` edges incl. self
+loops / expander / coupling edges, ``N_s`` nodes; every :class:`gnn.edges.EdgeSet` is used once per layer):
+
+* edges: ``4 * (4 * E_s * dim)`` bytes -- forward the gather writes the ``(E_s, dim)`` messages and the
+  scatter reads them; backward the gradient messages are written and read again;
+* nodes: ``4 * (4 * N_s * dim)`` bytes -- forward read ``h`` and write the output, backward read the output
+  gradient and write the input gradient.
+
+``floor_bytes = layers * sum_s (16 * E_s * dim + 16 * N_s * dim)`` and ``floor_s = floor_bytes / B``, where
+``B`` is the streaming memory bandwidth measured in the same process (after the timed steps): the median
+over 5 copies of a float32 tensor of ``max_s E_s * dim`` elements (at least 2**24: 64 MiB, beyond the caches)
+into another (``B = 2 * bytes / seconds``, read + write), with the same thread count. The floor ignores
+attention scores, edge weights, the ``(E, H, C)`` tensors of GATv2 and all arithmetic -- e.g. the dense
+projections and feed-forward layers of Exphormer, ``O(N dim^2)`` flops that are compute-bound on a CPU --
+so ``measured / floor`` is how far a pass is from only moving its messages.
+
+The merged real graph (STRING + GO + Reactome + DepMap: 21,541 nodes, 834,892 edges, 4 layers), the size
+the issue on genome-scale training measures at (``gat`` / ``exphormer-mg``, dim 64, 2 layers, PyG; the file
+is ``kgbuild merge`` of the four layer files, as ``tests/test_gnn_real.py`` builds them)::
+
+    .venv/bin/python benchmarks/bench_gnn.py --graph multi.kg.npz --dim 64 --layers 2 --kinds gat,exphormer-mg --dgl-python ''
+    .venv/bin/python benchmarks/bench_gnn.py --nodes 21541 --edges 834892 --graph-layers 4 --dim 64 --layers 2 \
+        --kinds gat,exphormer-mg --dgl-python ''     # synthetic graph of the same size
 """
 
 from __future__ import annotations
@@ -57,6 +84,46 @@ def synthetic_graph(n_nodes: int, n_edges: int, n_layers: int, seed: int):
         graphs.append(MultiGraph.from_edges(f"layer{k}", names[src], names[dst], rng.uniform(0.1, 1.0, len(src)),
                                             nodes=names))
     return MultiGraph.merge(graphs)
+
+
+def load_or_make_graph(args):
+    """The ``--graph`` file when given, else the seeded synthetic graph."""
+    if args.graph:
+        from kgbuild.graph import load_graph
+
+        return load_graph(args.graph)
+    return synthetic_graph(args.nodes, args.edges, args.graph_layers, args.seed)
+
+
+def edge_sets(model) -> list[tuple[int, int]]:
+    """``(E_s, N_s)`` of every edge set the model passes messages over (each used once per layer)."""
+    from gnn.edges import EdgeSet
+
+    return [(m.num_edges, m.num_nodes) for m in model.modules() if isinstance(m, EdgeSet)]
+
+
+def stream_bandwidth(numel: int, repeats: int = 5) -> float:
+    """Bytes per second of a float32 copy of ``numel`` elements (read + write counted), median of ``repeats``."""
+    import torch
+
+    a = torch.rand(max(numel, 1 << 24))
+    b = torch.empty_like(a)
+    b.copy_(a)  # first touch
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        b.copy_(a)
+        times.append(time.perf_counter() - t0)
+    return 2 * a.numel() * a.element_size() / statistics.median(times)
+
+
+def traffic_floor(model, layers: int, dim: int) -> dict:
+    """The memory-traffic floor of one forward+backward pass (module docstring): bytes, bandwidth, seconds."""
+    sets = edge_sets(model)
+    floor_bytes = layers * sum(16 * e * dim + 16 * n * dim for e, n in sets)
+    bandwidth = stream_bandwidth(max((e for e, _ in sets), default=0) * dim)
+    return {"floor_bytes": floor_bytes, "bandwidth": bandwidth, "floor_s": floor_bytes / bandwidth,
+            "mp_edges": sum(e for e, _ in sets)}
 
 
 def reference_model(graph, dim: int, layers: int, heads: int):
@@ -128,7 +195,7 @@ def pair_worker(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    graph = synthetic_graph(args.nodes, args.edges, args.graph_layers, args.seed)
+    graph = load_or_make_graph(args)
     specs = [tuple(part.split(":")) for part in args.pair.split(",")]
     models = [build_model(graph, kind, backend, args) for kind, backend in specs]
     target = torch.randn(graph.num_nodes, args.dim, generator=torch.Generator().manual_seed(1))
@@ -138,14 +205,15 @@ def pair_worker(args) -> None:
             dt = step_seconds(model, target)
             if step >= args.warmup:
                 times[k].append(dt)
-    print(json.dumps({"pair": args.pair, "seconds": [statistics.median(t) for t in times]}))
+    floors = [traffic_floor(model, args.layers, args.dim)["floor_s"] for model in models]
+    print(json.dumps({"pair": args.pair, "seconds": [statistics.median(t) for t in times], "floor_s": floors}))
 
 
 def worker(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    graph = synthetic_graph(args.nodes, args.edges, args.graph_layers, args.seed)
+    graph = load_or_make_graph(args)
     model = build_model(graph, args.kind, args.backend, args)
     target = torch.randn(graph.num_nodes, args.dim, generator=torch.Generator().manual_seed(1))
     base_mb = vm_rss_mb()
@@ -155,9 +223,10 @@ def worker(args) -> None:
         if step >= args.warmup:
             times.append(dt)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    floor = traffic_floor(model, args.layers, args.dim)  # after the peak is read: its copy buffers are not the model's
     print(json.dumps({"kind": args.kind, "backend": args.backend, "torch": torch.__version__,
                       "seconds": statistics.median(times), "peak_mb": peak_mb, "step_mb": peak_mb - base_mb,
-                      "edges": int(graph.num_edges)}))
+                      "edges": int(graph.num_edges), **floor}))
 
 
 def run_cell(python: str, kind: str, backend: str, args, pair: str | None = None) -> dict | None:
@@ -166,7 +235,7 @@ def run_cell(python: str, kind: str, backend: str, args, pair: str | None = None
            "--nodes", str(args.nodes), "--edges", str(args.edges), "--layers", str(args.layers),
            "--dim", str(args.dim), "--heads", str(args.heads), "--graph-layers", str(args.graph_layers),
            "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--threads", str(args.threads),
-           "--seed", str(args.seed)]
+           "--seed", str(args.seed)] + (["--graph", str(args.graph)] if args.graph else [])
     env = dict(os.environ, DGLBACKEND="pytorch", PYTHONPATH=str(REPO), OMP_NUM_THREADS=str(args.threads))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -177,6 +246,7 @@ def run_cell(python: str, kind: str, backend: str, args, pair: str | None = None
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--graph", default="", help="a *.kg.npz multigraph file to run on instead of the synthetic graph")
     p.add_argument("--nodes", type=int, default=10_000)
     p.add_argument("--edges", type=int, default=200_000)
     p.add_argument("--graph-layers", type=int, default=3, help="edge layers of the synthetic multigraph")
@@ -209,7 +279,14 @@ def main(argv: list[str] | None = None) -> int:
         columns += [("dgl-env", args.dgl_python, "pyg"), ("dgl-env", args.dgl_python, "dgl")]
     else:
         print(f"note: no DGL environment at {args.dgl_python!r} (build it with .ci/dgl_env.sh); DGL columns skipped")
-    print(f"graph: {args.nodes:,} nodes, {args.edges:,} edges in {args.graph_layers} layers; {args.layers} layers, "
+    if args.graph:
+        from kgbuild.graph import load_graph
+
+        g = load_graph(args.graph)
+        where = f"{args.graph}: {g.num_nodes:,} nodes, {g.num_edges:,} edges in {len(g.layer_names)} layers"
+    else:
+        where = f"synthetic graph: {args.nodes:,} nodes, {args.edges:,} edges in {args.graph_layers} layers"
+    print(f"{where}; {args.layers} layers, "
           f"hidden {args.dim}, {args.heads} heads; {args.threads} thread(s); median of {args.repeats} forward+backward steps")
     rows = [REFERENCE] + kinds
     results: dict[tuple[str, str, str], dict | None] = {}
@@ -222,15 +299,24 @@ def main(argv: list[str] | None = None) -> int:
 
     def cell(kind, env, backend):
         r = results.get((kind, env, backend))
-        return f"{r['seconds']:8.3f} s {r['peak_mb']:7.0f} MB" if r else f"{'-':>20}"
+        if not r:
+            return f"{'-':>28}"
+        return f"{r['seconds']:8.3f} s {r['peak_mb']:7.0f} MB {r['seconds'] / r['floor_s']:5.1f}x"
 
     heads = [f"{b} ({e}, torch {next((r['torch'] for (k, e2, b2), r in results.items() if r and e2 == e), '?')})"
              for e, _, b in columns]
     print()
-    w = max(26, *(len(h) + 2 for h in heads))
-    print(f"{'encoder':<15}" + "".join(f"{h:>{w}}" for h in heads) + "   ratios (separate processes)")
+    w = max(32, *(len(h) + 2 for h in heads))
+
+    def floor(kind):  # the floor measured in the main environment's process of this encoder
+        r = results.get((kind, "main", "pyg")) or next((r for (k, _, _), r in results.items() if r and k == kind), None)
+        return f"{r['floor_s']:7.3f} s {r['floor_bytes'] / 1e9:5.2f} GB {r['bandwidth'] / 1e9:5.1f} GB/s" if r else f"{'-':>30}"
+
+    print("cells: median forward+backward seconds, peak RSS, measured / memory-traffic floor (see --help)")
+    print(f"{'encoder':<15}" + "".join(f"{h:>{w}}" for h in heads) + f"{'floor (bytes / bandwidth)':>32}"
+          + "   ratios (separate processes)")
     for kind in rows:
-        line = f"{kind:<15}" + "".join(f"{cell(kind, e, b):>{w}}" for e, _, b in columns)
+        line = f"{kind:<15}" + "".join(f"{cell(kind, e, b):>{w}}" for e, _, b in columns) + f"{floor(kind):>32}"
         notes = []
         ref = results.get((REFERENCE, "main", "pyg"))
         mine = results.get((kind, "main", "pyg"))
@@ -258,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         results[("pair", env, pair)] = r
         if r:
             a, b = r["seconds"]
+            fa, fb = r["floor_s"]
+            print(f"  ({pair}: {a / fa:.1f}x and {b / fb:.1f}x their floors)")
             print(f"  {label}: {b:.3f} s / {a:.3f} s = {b / a:.2f}" if "speed-up" not in label
                   else f"  {label}: {a:.3f} s / {b:.3f} s = {a / b:.2f}x")
     failed = [k for k, r in results.items() if r is None]

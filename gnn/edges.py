@@ -3,15 +3,18 @@
 An :class:`EdgeSet` holds ``src``, ``dst`` (LongTensor ``(E,)``), ``weight`` (float ``(E,)``) and ``etype``
 (LongTensor ``(E,)``, an edge-type id whose meaning the encoder defines) as buffers, so ``.to(device)``
 moves them; :meth:`EdgeSet.ops` returns the backend's :class:`~gnn.backends.base.GraphOps` for them,
-cached per backend and device. The numpy helpers below build the pieces: the graph's own edges, self
+cached per backend and device (and :meth:`EdgeSet.ops_by_type` one handle per edge type, for layers that
+work per type on :class:`TypedEdgeFeatures`). The numpy helpers below build the pieces: the graph's own edges, self
 loops, expander edges (a random ``d``-regular graph or Hamiltonian cycles, seeded) and virtual-node edges.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from gnn.backends.base import Backend, GraphOps
 
@@ -32,6 +35,7 @@ class EdgeSet(nn.Module):
         self.register_buffer("weight", torch.from_numpy(np.asarray(weight, dtype=np.float32).copy()))
         self.register_buffer("etype", torch.from_numpy(np.asarray(etype, dtype=np.int64).copy()))
         self._cache: dict[tuple, GraphOps] = {}
+        self._type_cache: dict[tuple, tuple[list[tuple[int, GraphOps]], Tensor | None]] = {}
 
     @property
     def num_edges(self) -> int:
@@ -46,8 +50,57 @@ class EdgeSet(nn.Module):
             handle = self._cache[key] = backend.graph(self.src, self.dst, self.num_nodes)
         return handle
 
+    def ops_by_type(self, backend: Backend) -> tuple[list[tuple[int, GraphOps]], Tensor | None]:
+        """One handle per edge type present, ``[(type id, handle over the edges of that type)]`` in ascending
+        type order, and ``order`` (LongTensor ``(E,)``): per edge its row in the per-type results
+        concatenated in that order, or ``None`` when the edges are already grouped by ascending type
+        (then concatenation is edge order). Built once per backend and device (cached)."""
+        key = (backend.name, self.src.device, self.src.data_ptr(), self.dst.data_ptr(), self.etype.data_ptr())
+        hit = self._type_cache.get(key)
+        if hit is None:
+            self._type_cache.clear()
+            grouped = torch.argsort(self.etype, stable=True)
+            types = torch.unique(self.etype).tolist()
+            counts = torch.bincount(self.etype).tolist() if self.num_edges else []
+            handles, start = [], 0
+            for t in types:
+                idx = grouped[start:start + counts[t]]
+                start += counts[t]
+                handles.append((int(t), backend.graph(self.src[idx], self.dst[idx], self.num_nodes)))
+            identity = bool(torch.equal(grouped, torch.arange(self.num_edges, device=grouped.device)))
+            order = None if identity else torch.empty_like(grouped).index_copy_(
+                0, grouped, torch.arange(self.num_edges, device=grouped.device))
+            hit = self._type_cache[key] = (handles, order)
+        return hit
+
     def extra_repr(self) -> str:
         return f"num_nodes={self.num_nodes}, num_edges={self.num_edges}"
+
+
+class TypedEdgeFeatures(NamedTuple):
+    r"""The edge features ``f_e = [w_e \| T[t_e]]`` of :class:`gnn.layers.blocks.EdgeFeatures`, not assembled:
+    a layer that only applies a linear map to them, ``W f_e + b = w_e W_{:,0} + (T W_{:,1:}^T + b)[t_e]``, can
+    then work per edge type on node-sized tensors instead of on an ``(E, dim)`` tensor
+    (:class:`gnn.layers.attention_convs.ExphormerAttention` does).
+
+    ``weight`` ``(E,)`` when the weight is a feature, else None; ``table`` the type embedding ``T (K, d_t)``
+    when the type is a feature, else None (then every edge counts as type 0); ``etype`` ``(E,)``;
+    ``by_type`` / ``order`` as returned by :meth:`EdgeSet.ops_by_type` (one type-0 handle when ``table`` is None).
+    """
+
+    weight: Tensor | None
+    table: Tensor | None
+    etype: Tensor
+    by_type: list[tuple[int, GraphOps]]
+    order: Tensor | None
+
+    def dense(self) -> Tensor:
+        """The assembled features ``(E, F_e)``, as :class:`~gnn.layers.blocks.EdgeFeatures` returns them."""
+        parts = ([self.weight.unsqueeze(-1)] if self.weight is not None else []) + \
+            ([self.table[self.etype]] if self.table is not None else [])
+        if not parts:
+            raise ValueError("these edge features are empty")
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
 
 # ---------------------------------------------------------------------- numpy builders

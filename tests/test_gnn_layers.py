@@ -132,7 +132,7 @@ def test_pyg_sparse_kernels_match_gather_scatter_with_gradients(heads):
     n, c = 13, 4
     src, dst = random_edges(n, 50, seed=7)
     src, dst = torch.cat([src, src[:5]]), torch.cat([dst, dst[:5]])  # exact duplicates
-    keep = (dst != 2) & (src != 3)  # node 2 gets nothing (except its loop is dropped too), node 3 sends nothing
+    keep = (dst != 2) & (src != 3)  # node 2 receives no edge, node 3 sends none
     src, dst = src[keep], dst[keep]
     ops = get_backend("pyg").graph(src, dst, n)
     x = torch.randn(n, heads, c, dtype=torch.float64, requires_grad=True)
@@ -153,7 +153,7 @@ def test_pyg_sparse_kernels_match_gather_scatter_with_gradients(heads):
         torch.testing.assert_close(got, want)
     assert torch.autograd.gradcheck(lambda x_, a_: ops.u_mul_e_sum(x_, a_), (x, a))
     assert torch.autograd.gradcheck(lambda x_, y_: ops.u_dot_v(x_, y_), (x, y))
-    # float32, and the generic fallback (an (E, H) weight broadcast over a 2-D x is not a CSR case)
+    # float32 too
     x32 = x.detach().float()
     torch.testing.assert_close(ops.u_mul_e_sum(x32, a.detach().float()),
                                _dense_u_mul_e_sum(x32, a.detach().float(), src, dst, n), rtol=1e-5, atol=1e-6)
@@ -200,3 +200,18 @@ def test_edge_set_ops_by_type_covers_every_edge_once():
     cat_dst = torch.cat([h.dst for _, h in handles])
     assert torch.equal(cat_src[order], src) and torch.equal(cat_dst[order], dst)
     assert edges.ops_by_type(get_backend("pyg"))[0][0][1] is handles[0][1]  # cached
+
+
+def test_pyg_edge_softmax_equals_pyg_utils_softmax_with_gradients():
+    from torch_geometric.utils import softmax
+
+    torch.manual_seed(0)
+    n = 11
+    src, dst = random_edges(n, 40, seed=9, self_loops=False)
+    ops = get_backend("pyg").graph(src, dst, n)
+    s = (torch.randn(src.numel(), 3, dtype=torch.float64) * 30).requires_grad_()  # large: the max shift matters
+    out, ref = ops.edge_softmax(s), softmax(s, index=dst, num_nodes=n, dim=0)
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(out)
+    torch.testing.assert_close(torch.autograd.grad(out, s, g)[0], torch.autograd.grad(ref, s, g)[0])
+    assert torch.autograd.gradcheck(ops.edge_softmax, (s.detach()[:, :1].clone().requires_grad_(),))

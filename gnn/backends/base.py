@@ -1,7 +1,7 @@
 """The message-passing primitives every layer is written on, and the graph handle they act on.
 
 A layer never indexes edges itself: it asks a :class:`GraphOps` handle (built by a backend for one edge
-set ``src -> dst`` over ``N`` nodes, ``E`` edges) for these five operations, so the same layer code runs on
+set ``src -> dst`` over ``N`` nodes, ``E`` edges) for these operations, so the same layer code runs on
 DGL's fused kernels and on PyTorch Geometric's scatter utilities:
 
 ================================ ======================================= ===================================
@@ -11,6 +11,7 @@ primitive                        math                                    shapes
 ``gather_dst(x)``                ``x[dst_e]``                            ``(N, *F) -> (E, *F)``
 ``u_add_v(xs, xd)``              ``xs[src_e] + xd[dst_e]``               ``(N, *F), (N, *F) -> (E, *F)``
 ``e_dot_v(e, x)``                ``sum_c e[e, h, c] * x[dst_e, h, c]``   ``(E, H, C), (N, H, C) -> (E, H)``
+``u_dot_v(xs, xd)``              ``sum_c xs[src_e,h,c] * xd[dst_e,h,c]`` ``(N, H, C), (N, H, C) -> (E, H)``
 ``edge_softmax(s)``              ``exp(s_e) / sum_{e': dst_e'=dst_e}``   ``(E, H) -> (E, H)``
                                  ``exp(s_e')`` (over incoming edges)
 ``aggregate(m)``                 ``out[v] = sum_{e: dst_e = v} m_e``     ``(E, *F) -> (N, *F)``
@@ -59,6 +60,11 @@ class GraphOps(ABC):
     @abstractmethod
     def e_dot_v(self, e: Tensor, x: Tensor) -> Tensor:
         """``sum_c e[:, h, c] * x[dst, h, c]``: ``(E, H, C), (N, H, C) -> (E, H)``."""
+
+    def u_dot_v(self, xs: Tensor, xd: Tensor) -> Tensor:
+        """``sum_c xs[src, h, c] * xd[dst, h, c]``: ``(N, H, C), (N, H, C) -> (E, H)`` (backends override this
+        generic version with a kernel that does not materialise the ``(E, H, C)`` products)."""
+        return (self.gather_src(xs) * self.gather_dst(xd)).sum(-1)
 
     @abstractmethod
     def edge_softmax(self, score: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""The primitives on DGL's fused kernels: ``dgl.ops.edge_softmax``, ``gsddmm`` (``u_add_v``, ``e_dot_v``)
+"""The primitives on DGL's fused kernels: ``dgl.ops.edge_softmax``, ``gsddmm`` (``u_add_v``, ``e_dot_v``, ``u_dot_v``)
 and ``gspmm`` (``copy_e_sum``, ``u_mul_e_sum``), which never materialise the ``(E, H, C)`` message tensor.
 
 DGL on PyPI stops at 2.1.0 (torch <= 2.2.1, numpy < 2): this module imports it lazily and
@@ -50,6 +50,9 @@ class DGLGraph(GraphOps):
 
     def e_dot_v(self, e: Tensor, x: Tensor) -> Tensor:
         return self._dgl.ops.e_dot_v(self.g, e.contiguous(), x.contiguous()).squeeze(-1)
+
+    def u_dot_v(self, xs: Tensor, xd: Tensor) -> Tensor:
+        return self._dgl.ops.u_dot_v(self.g, xs.contiguous(), xd.contiguous()).squeeze(-1)
 
     def edge_softmax(self, score: Tensor) -> Tensor:
         return self._dgl.ops.edge_softmax(self.g, score.contiguous())

@@ -83,7 +83,7 @@ class ExphormerBody(nn.Module):
         if self.virtual is not None:
             h = torch.cat([h, self.virtual], dim=0)
         ops = self.edges.ops(backend)
-        ea = self.edge_features(self.edges)
+        ea = self.edge_features.typed(self.edges, backend)  # unassembled: the attention works per edge type
         for block in self.blocks:
             h = block(h, ops, ea)
         return h[: self.num_nodes]

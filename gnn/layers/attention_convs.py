@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gnn.backends.base import GraphOps
+from gnn.edges import TypedEdgeFeatures
 
 
 def _glorot(t: Tensor) -> None:
@@ -86,8 +87,10 @@ class GATConv(_AttentionConv):
         if self.lin_edge is not None:
             if edge_attr is None:
                 raise ValueError("this layer was built with edge_dim; pass edge_attr")
-            e = self.lin_edge(edge_attr).view(-1, H, C)
-            score = score + (e * self.att_edge).sum(-1)
+            # sum_c (W_e f_e)_{h,c} a_{edge,h,c} = f_e . (sum_c W_e[h,c,:] a_{edge,h,c}): fold the attention vector
+            # into the edge projection so only an (E, H) tensor is made, never the (E, H, C) projection
+            w = (self.lin_edge.weight.view(H, C, -1) * self.att_edge.view(H, C, 1)).sum(1)   # (H, F_e)
+            score = score + edge_attr @ w.t()
         score = F.leaky_relu(score, self.negative_slope)
         alpha = ops.edge_softmax(score)
         self.last_attention = alpha.detach()
@@ -160,6 +163,13 @@ class ExphormerAttention(nn.Module):
         out_i = W_O \big[\textstyle\sum_{e=(j\to i)} \alpha_{e,h}\, v_{j,h}\big]_{h=1..H}.
 
     Shapes: ``x (N, F_in)``, ``edge_attr (E, F_e)`` (required), out ``(N, out_dim)``.
+
+    ``edge_attr`` may also be :class:`gnn.edges.TypedEdgeFeatures` ``f_e = [w_e \| T[t_e]]`` (what
+    :class:`~gnn.kinds.single.ExphormerBody` passes): then ``\epsilon_e = w_e u + B_{t_e}`` with
+    ``u = W_E[:, 0]``, ``B = T W_E[:, 1:]^\top + b_E`` and the score is
+    ``w_e \langle q_i, k_j \odot u\rangle + \langle q_i, k_j \odot B_{t_e}\rangle`` (per head), one
+    ``u_dot_v`` over all edges and one per edge type over node-sized tensors: the same numbers up to float
+    rounding, without the ``(E, H, C)`` tensors.
     """
 
     def __init__(self, in_dim: int, out_dim: int, heads: int, edge_dim: int, dropout: float = 0.0, clamp: float = 5.0):
@@ -179,11 +189,32 @@ class ExphormerAttention(nn.Module):
         q = self.lin_q(x).view(-1, H, C)
         k = self.lin_k(x).view(-1, H, C)
         v = self.lin_v(x).view(-1, H, C)
-        ke = ops.gather_src(k) * self.lin_e(edge_attr).view(-1, H, C)   # (E, H, C)
-        score = ops.e_dot_v(ke, q) / math.sqrt(C)                        # (E, H)
+        if isinstance(edge_attr, TypedEdgeFeatures):
+            score = self._typed_score(q, k, ops, edge_attr) / math.sqrt(C)  # (E, H)
+        else:
+            ke = ops.gather_src(k) * self.lin_e(edge_attr).view(-1, H, C)   # (E, H, C)
+            score = ops.e_dot_v(ke, q) / math.sqrt(C)                        # (E, H)
         score = score.clamp(-self.clamp, self.clamp)
         alpha = ops.edge_softmax(score)
         self.last_attention = alpha.detach()
         alpha = F.dropout(alpha, p=self.dropout, training=self.training)
         out = ops.u_mul_e_sum(v, alpha)                                  # (N, H, C)
         return self.lin_o(out.reshape(out.shape[0], H * C))
+
+    def _typed_score(self, q: Tensor, k: Tensor, ops: GraphOps, f: TypedEdgeFeatures) -> Tensor:
+        """``sum_c q[dst] k[src] (W_E f_e + b_E)`` per head, ``(E, H)``, for factored features (class docstring)."""
+        H, C = self.heads, self.head_dim
+        weight, bias = self.lin_e.weight, self.lin_e.bias          # (H*C, F_e), (H*C,)
+        width = int(f.weight is not None) + (f.table.shape[1] if f.table is not None else 0)
+        if width != weight.shape[1]:
+            raise ValueError(f"edge features have {width} columns but the layer was built with edge_dim={weight.shape[1]}")
+        score = None
+        if f.weight is not None:
+            score = ops.u_dot_v(k * weight[:, 0].view(H, C), q) * f.weight.unsqueeze(-1)
+        off = int(f.weight is not None)
+        per_type = f.table @ weight[:, off:].t() + bias if f.table is not None else bias.unsqueeze(0)   # (K, H*C)
+        parts = [handle.u_dot_v(k * per_type[t].view(H, C), q) for t, handle in f.by_type]
+        typed = parts[0] if len(parts) == 1 else torch.cat(parts) if parts else q.new_zeros((0, H))
+        if f.order is not None:
+            typed = typed.index_select(0, f.order)
+        return typed if score is None else score + typed

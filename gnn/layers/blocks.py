@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gnn.backends.base import GraphOps
-from gnn.edges import EdgeSet
+from gnn.backends.base import Backend, GraphOps
+from gnn.edges import EdgeSet, TypedEdgeFeatures
 from gnn.layers.attention_convs import ExphormerAttention, GATConv, GATv2Conv
 
 
@@ -36,6 +36,18 @@ class EdgeFeatures(nn.Module):
         if not parts:
             return None
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
+    def typed(self, edges: EdgeSet, backend: Backend) -> TypedEdgeFeatures:
+        """The same features, unassembled (:class:`gnn.edges.TypedEdgeFeatures`), with per-type handles."""
+        if self.dim == 0:
+            raise ValueError("typed edge features need the weight or the type as a feature")
+        if self.type_emb is not None:
+            by_type, order = edges.ops_by_type(backend)
+        else:
+            by_type, order = [(0, edges.ops(backend))], None
+        return TypedEdgeFeatures(edges.weight if self.use_weight else None,
+                                 self.type_emb.weight if self.type_emb is not None else None,
+                                 edges.etype, by_type, order)
 
 
 def make_conv(kind: str, dim: int, heads: int, edge_dim: int | None, dropout: float) -> nn.Module:
@@ -81,7 +93,7 @@ class ExphormerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.dropout = dropout
 
-    def forward(self, h: Tensor, ops: GraphOps, edge_attr: Tensor) -> Tensor:
+    def forward(self, h: Tensor, ops: GraphOps, edge_attr: Tensor | TypedEdgeFeatures) -> Tensor:
         h = self.norm1(h + F.dropout(self.attn(h, ops, edge_attr), self.dropout, self.training))
         return self.norm2(h + F.dropout(self.ffn(h), self.dropout, self.training))
 
