@@ -32,6 +32,7 @@ or cache problems) and :class:`~kgbuild.graph.GraphError`.
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -241,12 +242,20 @@ def screen(
     off) then keeps each gene's heaviest incoming edges. ``layer_name``: default the file name.
     """
     from kgbuild.sources import screen as source
+    from kgbuild.sources.embeddings import load_embeddings
 
     path = Path(embeddings)
     if output is not None:
         check_output_not_input(output, [("`embeddings`", path)])
+    # every reading keyword, defaults filled in: the layer's provenance is the same however they were given
+    defaults = {k: p.default for k, p in inspect.signature(load_embeddings).parameters.items()
+                if p.kind is p.KEYWORD_ONLY}
+    unknown = sorted(set(read_options) - set(defaults))
+    if unknown:
+        raise TypeError(f"screen() got unexpected keyword(s) {', '.join(unknown)}; reading options are "
+                        f"{', '.join(defaults)}")
     candidates, genes, search, meta = source.read(path, top_pct=top_pct, block_rows=block_rows, use_gpu=use_gpu,
-                                                  progress=progress, **read_options)
+                                                  progress=progress, **{**defaults, **read_options})
     # filter: the global top-K unordered pairs (K of all N (N - 1) / 2 pairs), |cos| clipped to 1 after ranking
     n = len(genes)
     _, rows, cols = candidates.codes()

@@ -19,7 +19,8 @@ __all__ = ["baselines", "evaluate", "identify", "predict", "score", "train"]
 
 def _data_options(data: str | Path, perturbation_col: str | None, control: str | Sequence[str] | None,
                   cell_line_col: str | None, batch_col: str | None, normalize: str, target_sum: float,
-                  gene_info: str | Path | None):
+                  gene_info: str | Path | None, backed: bool | str = "auto", memory_budget: int | str | None = None):
+    from txpert_head.data.backed import DEFAULT_MEMORY_BUDGET, backed_mode, parse_bytes
     from txpert_head.data.perturb_data import NORMALIZE_MODES, check_target_sum
     from txpert_head.runs.folder import DataOptions
 
@@ -29,14 +30,16 @@ def _data_options(data: str | Path, perturbation_col: str | None, control: str |
         raise ValueError(f"normalize must be one of {', '.join(NORMALIZE_MODES)}, got {normalize!r}")
     return DataOptions(str(data), perturbation_col, list(control) if control else None, cell_line_col, batch_col,
                        normalize, target_sum=check_target_sum(target_sum),
-                       gene_info=None if gene_info is None else str(gene_info))
+                       gene_info=None if gene_info is None else str(gene_info), backed=backed_mode(backed),
+                       memory_budget=DEFAULT_MEMORY_BUDGET if memory_budget is None else parse_bytes(memory_budget))
 
 
 def train(data: str | Path, graph: str | Path, out: str | Path, *, task: str = "unseen_single",
           split_seed: int = 0, holdout_line: str | None = None, perturbation_col: str | None = None,
           control: str | Sequence[str] | None = None, cell_line_col: str | None = None,
           batch_col: str | None = None, normalize: str = "auto", target_sum: float = TARGET_SUM,
-          gene_info: str | Path | None = None, resume: bool = True, baselines: bool = True, vcc: bool = True,
+          gene_info: str | Path | None = None, backed: bool | str = "auto", memory_budget: int | str | None = None,
+          resume: bool = True, baselines: bool = True, vcc: bool = True,
           config: dict[str, Any] | str | Path | None = None, **options: Any):
     """Train TxPert on ``data`` (a Perturb-seq ``.h5ad``) with ``graph`` (a ``.kg.npz`` multigraph) into the run
     folder ``out`` -- ``txpert train`` -- and return its :class:`~txpert_head.runs.predictor.Predictor` (its
@@ -45,8 +48,10 @@ def train(data: str | Path, graph: str | Path, out: str | Path, *, task: str = "
     Training options (:class:`~txpert_head.training.config.TrainConfig`: ``epochs``, ``encoder_kind``, ``hidden``,
     ``loss``, ``device``, ...) are keyword arguments, or ``config``: a dict or a TOML / JSON file of them
     (keyword arguments win). The data options (``perturbation_col``, ``control``, ``cell_line_col``,
-    ``batch_col``, ``normalize``, ``target_sum``, ``gene_info``) are detected or defaulted as for ``txpert
-    train``; ``task`` is ``unseen_single``, ``double`` or ``cross_cell_line`` (with ``holdout_line``).
+    ``batch_col``, ``normalize``, ``target_sum``, ``gene_info``, ``backed``, ``memory_budget``) are detected or
+    defaulted as for ``txpert train`` (``backed``: ``"auto"``, ``True`` / ``"yes"`` or ``False`` / ``"no"``: keep the
+    expression matrix on disk and read rows as needed -- auto: when it takes more than ``memory_budget``, bytes or
+    ``"8GB"``, default 4 GB; the numbers are the same either way); ``task`` is ``unseen_single``, ``double`` or ``cross_cell_line`` (with ``holdout_line``).
     ``baselines`` / ``vcc``: also compare with the baselines / compute the VCC metrics (slower)."""
     from txpert_head.runs.predictor import Predictor
     from txpert_head.runs.folder import read_config_file, train_run
@@ -65,7 +70,7 @@ def train(data: str | Path, graph: str | Path, out: str | Path, *, task: str = "
     values.update(options)
     cfg = TrainConfig.from_dict(values)
     opts = _data_options(data, perturbation_col, control, cell_line_col, batch_col, normalize, target_sum,
-                         gene_info)
+                         gene_info, backed, memory_budget)
     report = train_run(opts, graph, task, cfg, out, split_seed=split_seed, holdout_line=holdout_line,
                        resume=resume, baselines=baselines, vcc=vcc)
     pred = Predictor.load(out)
@@ -105,7 +110,8 @@ def baselines(data: str | Path, out: str | Path, *, task: str = "unseen_single",
               holdout_line: str | None = None, graph: str | Path | None = None, split_half_seeds: int = 5,
               vcc: bool = True, perturbation_col: str | None = None, control: str | Sequence[str] | None = None,
               cell_line_col: str | None = None, batch_col: str | None = None, normalize: str = "auto",
-              target_sum: float = TARGET_SUM, gene_info: str | Path | None = None) -> dict[str, Any]:
+              target_sum: float = TARGET_SUM, gene_info: str | Path | None = None, backed: bool | str = "auto",
+              memory_budget: int | str | None = None) -> dict[str, Any]:
     """The baselines on a split of ``data`` (no training) -- ``txpert baseline``: writes ``out/baselines.json``
     and ``out/baselines_per_perturbation.csv`` and returns the report (``report["baselines"]``: mean metrics
     per baseline). ``graph`` adds the graph baselines (``graph_neighbours``, ``linear_graph``)."""
@@ -115,7 +121,7 @@ def baselines(data: str | Path, out: str | Path, *, task: str = "unseen_single",
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     opts = _data_options(data, perturbation_col, control, cell_line_col, batch_col, normalize, target_sum,
-                         gene_info)
+                         gene_info, backed, memory_budget)
     return baseline_run(opts, task, out, split_seed, holdout_line, split_half_seeds, vcc=vcc, graph_path=graph)
 
 
@@ -124,7 +130,8 @@ def identify(run: str | Path, data: str | Path, out: str | Path, *, groups: Sequ
              center: bool = False, top: int | None = None, control_cells: int = 16, evaluate: bool = False,
              perturbation_col: str | None = None, control: str | Sequence[str] | None = None,
              cell_line_col: str | None = None, batch_col: str | None = None, normalize: str = "auto",
-             target_sum: float = TARGET_SUM, progress: bool = False) -> dict[str, Any]:
+             target_sum: float = TARGET_SUM, backed: bool | str = "auto", memory_budget: int | str | None = None,
+             progress: bool = False) -> dict[str, Any]:
     """Which gene was perturbed? -- ``txpert identify``: rank candidate genes (``candidates``: a file of genes,
     default every gene of the run's graph) for each group of cells of ``data`` by how well the run's predicted
     change matches the group's observed change. Writes the ranked table ``out`` and ``<out>.summary.json``;
@@ -136,7 +143,8 @@ def identify(run: str | Path, data: str | Path, out: str | Path, *, groups: Sequ
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
     if score not in ("pearson", "cosine", "neg_l2"):
         raise ValueError(f"score must be 'pearson', 'cosine' or 'neg_l2', got {score!r}")
-    opts = _data_options(data, perturbation_col, control, cell_line_col, batch_col, normalize, target_sum, None)
+    opts = _data_options(data, perturbation_col, control, cell_line_col, batch_col, normalize, target_sum, None,
+                         backed, memory_budget)
     return identify_run(run, opts, out, list(groups) if groups else None, candidates, score, scope, top,
                         control_cells, evaluate, progress=progress, center=center)
 
@@ -146,7 +154,8 @@ def score(predictions: str | Path, data: str | Path, split: str | Path | None = 
           seed: int | None = None, pred_perturbation_col: str | None = None, pred_cell_line_col: str | None = None,
           perturbation_col: str | None = None, control: str | Sequence[str] | None = None,
           cell_line_col: str | None = None, batch_col: str | None = None, normalize: str | None = None,
-          target_sum: float | None = None, gene_info: str | Path | None = None):
+          target_sum: float | None = None, gene_info: str | Path | None = None, backed: bool | str | None = None,
+          memory_budget: int | str | None = None):
     """Score any model's predictions (a ``.h5ad`` of mean profiles or cells) against ``data`` with TxPert's
     metrics, baselines and paired comparison -- ``txpert score``; returns ``(table, summary, paired)`` (see
     :func:`txpert_head.runs.scoring.score_predictions`). ``split``: a run's ``split.json`` or run folder (its ``part``
@@ -159,7 +168,7 @@ def score(predictions: str | Path, data: str | Path, split: str | Path | None = 
         control = [control]
     given = dict(perturbation_col=perturbation_col, control=list(control) if control else None,
                  cell_line_col=cell_line_col, batch_col=batch_col, normalize=normalize, target_sum=target_sum,
-                 gene_info=None if gene_info is None else str(gene_info))
+                 gene_info=None if gene_info is None else str(gene_info), backed=backed, memory_budget=memory_budget)
     table, summary, paired, _ = score_files(predictions, data, split, part, graph=graph, baselines=baselines,
                                             split_half_seeds=split_half_seeds, seed=seed,
                                             perturbation_col=pred_perturbation_col,

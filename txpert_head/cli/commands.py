@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import click
@@ -9,23 +10,33 @@ import click
 from kgbuild.cli_common import user_errors
 from kgbuild.graph import GraphError, GraphFileError
 from kgbuild.outputs import OutputError
+from txpert_head.data.backed import DEFAULT_MEMORY_BUDGET, format_bytes
 from txpert_head.data.perturb_data import TARGET_SUM, DataError
 from txpert_head.data.splits import TASKS, SplitError
 
-# CheckpointError (txpert_head.training.trainer; a damaged checkpoint or weights of another model, naming the file) and
+# CheckpointError (txpert_head.training.checkpoints; a damaged checkpoint or weights of another model, naming the file) and
 # RunFolderError (txpert_head.runs.folder; a busy, foreign or unwritable run folder) are ValueErrors; imported lazily
 ERRORS = (DataError, SplitError, GraphError, GraphFileError, OutputError, FileNotFoundError, KeyError, ValueError)
 
 
-def _check_target_sum(ctx, param, value):
-    from txpert_head.data.perturb_data import check_target_sum
+def _checked(check: str, error: type[Exception], prefix: str):
+    """A click callback running ``txpert_head.data.<check>`` on the value (None passes): its error becomes the
+    option's BadParameter, without the library's parameter name ``prefix``."""
 
-    if value is None:
-        return value
-    try:
-        return check_target_sum(value)
-    except DataError as err:
-        raise click.BadParameter(str(err).removeprefix("target_sum "), ctx=ctx, param=param) from None
+    def callback(ctx, param, value):
+        if value is None:
+            return value
+        module, name = check.rsplit(".", 1)
+        try:
+            return getattr(importlib.import_module(f"txpert_head.data.{module}"), name)(value)
+        except error as err:
+            raise click.BadParameter(str(err).removeprefix(prefix), ctx=ctx, param=param) from None
+
+    return callback
+
+
+_check_target_sum = _checked("perturb_data.check_target_sum", DataError, "target_sum ")
+_check_memory_budget = _checked("backed.parse_bytes", ValueError, "memory budget ")
 
 
 gene_info_option = click.option(
@@ -59,6 +70,18 @@ def data_options(fn):
         click.option("--target-sum", type=float, default=TARGET_SUM, show_default=True, callback=_check_target_sum,
                      help="Counts per cell that raw counts are scaled to before log1p (scanpy's normalize_total "
                           "target; earlier versions used 4000)."),
+        click.option("--backed", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
+                     help="Keep the expression matrix on disk and read only the cells each step needs "
+                          "(out-of-core, for screens larger than memory: a 2M-cell x 8k-gene screen is ~13 GB "
+                          "in memory). auto: on disk when its in-memory size (8 bytes per non-zero value) exceeds "
+                          "--memory-budget. Needs X stored as CSR, anndata's usual sparse format. "
+                          "Results are identical either way; on disk is slower when the file is not cached."),
+        click.option("--memory-budget", default=format_bytes(DEFAULT_MEMORY_BUDGET).replace(" ", ""),
+                     show_default=True, callback=_check_memory_budget, metavar="SIZE",
+                     help="Memory for the expression data, e.g. 8GB or 500MB (KB/MB/GB = 2^10/2^20/2^30 bytes): "
+                          "above it --backed auto reads from disk, and passes over many cells (control and "
+                          "perturbation means) read blocks of about 1/16 of it. Peak memory then grows with "
+                          "the batch size and the number of perturbations, not the number of cells."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -70,7 +93,8 @@ def _data_opts(kw):
 
     return DataOptions(kw.pop("data_path"), kw.pop("perturbation_col"), list(kw.pop("control")) or None,
                        kw.pop("cell_line_col"), kw.pop("batch_col"), kw.pop("normalize"),
-                       target_sum=kw.pop("target_sum"), gene_info=kw.pop("gene_info", None))
+                       target_sum=kw.pop("target_sum"), gene_info=kw.pop("gene_info", None),
+                       backed=kw.pop("backed"), memory_budget=kw.pop("memory_budget"))
 
 
 def _check_loss(ctx, param, value):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from txpert_head.data.backed import group_means
 from txpert_head.data.perturb_data import DataError, PerturbData, check_controls_per_batch, dense_rows
 
 CONTROL_MODES = ("random", "batch", "mean")
@@ -27,10 +28,8 @@ class ControlIndex:
         keys = pd.MultiIndex.from_arrays([data.cell_line, data.batch])
         group_keys, group = np.unique(np.asarray([f"{l}\x1f{b}" for l, b in keys]), return_inverse=True)
         self._index([tuple(k.split("\x1f")) for k in group_keys.tolist()], group, data.is_control, data.X)
-        self.means = np.zeros((len(self.groups), data.n_genes), dtype=np.float32)
-        for g, rows in enumerate(self.by_group):
-            if len(rows):
-                self.means[g] = np.asarray(data.X[rows].mean(axis=0), dtype=np.float32).ravel()
+        # one pass over the control rows in row blocks (in memory or on disk); equals X[rows].mean(0) per group
+        self.means = group_means(data.X, self.by_group, data.memory_budget)
 
     @classmethod
     def from_groups(cls, groups: list[tuple[str, str]], group_of_row: np.ndarray, is_control: np.ndarray,

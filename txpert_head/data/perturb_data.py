@@ -31,6 +31,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from kgbuild.labels import BATCH_COLUMNS, CELL_LINE_COLUMNS, CONTROL_LABELS, PERTURBATION_COLUMNS, is_control_label
+from txpert_head.data.backed import (DEFAULT_MEMORY_BUDGET, BackedCSR, backed_mode, format_bytes, parse_bytes,
+                                     stored_matrix_info)
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +54,11 @@ class DataError(ValueError):
 class PerturbData:
     """Log-normalised expression and per-row labels.
 
-    ``X``: CSR (n, G) float32. ``condition``, ``cell_line``, ``batch``: str arrays (n,).
-    ``conditions``: sorted unique conditions; ``cond_id`` (n,) int64 indexes into it.
+    ``X``: CSR (n, G) float32, in memory or on disk (:class:`~txpert_head.data.backed.BackedCSR`: indexing
+    it with rows gives in-memory CSR rows). ``condition``, ``cell_line``, ``batch``: str arrays (n,).
+    ``conditions``: sorted unique conditions; ``cond_id`` (n,) int64 indexes into it. ``memory_budget``
+    (bytes, None: the default): sizes the row blocks of passes over many rows
+    (:func:`~txpert_head.data.backed.group_sums`); it does not change any number.
     """
 
     X: sp.csr_matrix
@@ -65,9 +70,11 @@ class PerturbData:
     pseudobulk: bool = False
     normalized_here: bool = False
     notes: dict = field(default_factory=dict)
+    memory_budget: int | None = None
 
     def __post_init__(self) -> None:
-        self.X = sp.csr_matrix(self.X, dtype=np.float32)
+        if not isinstance(self.X, BackedCSR):
+            self.X = sp.csr_matrix(self.X, dtype=np.float32)
         n = self.X.shape[0]
         for name in ("condition", "cell_line", "batch"):
             arr = np.asarray(getattr(self, name)).astype(str)
@@ -109,7 +116,7 @@ class PerturbData:
         rows = np.asarray(rows)
         return PerturbData(self.X[rows], self.genes, self.condition[rows], self.cell_line[rows], self.batch[rows],
                            source=self.source, pseudobulk=self.pseudobulk, normalized_here=self.normalized_here,
-                           notes=dict(self.notes))
+                           notes=dict(self.notes), memory_budget=self.memory_budget)
 
     def rename_perturbed_genes(self, mapping: dict[str, str]) -> None:
         """Rename constituent genes of the perturbations in place (``{"MARCH8": "MARCHF8"}``); conditions are
@@ -204,10 +211,10 @@ class ValueProfile:
 
 def value_profile(X: sp.csr_matrix, chunk: int = 1 << 24) -> ValueProfile:
     """Scan every stored value of ``X`` (in chunks): counts of negative and non-integer values, the maximum."""
-    data = X.data
+    data = X.data  # in memory, or the stored values on disk (a :class:`BackedCSR`'s h5py dataset), read in chunks
     prof = ValueProfile()
     for lo in range(0, data.size, chunk):
-        part = data[lo:lo + chunk]
+        part = np.asarray(data[lo:lo + chunk], dtype=np.float32)
         nz = part != 0
         neg = part < 0
         frac = np.abs(part - np.round(part)) >= 1e-6
@@ -241,11 +248,17 @@ def looks_like_counts(X: sp.spmatrix | np.ndarray, sample: int = 200_000) -> boo
 
 def normalize_counts(X: sp.csr_matrix, target_sum: float = TARGET_SUM) -> sp.csr_matrix:
     """``log1p(target_sum * x / rowsum(x))`` per row; all-zero rows stay zero. CSR in, CSR float32 out."""
+    return normalize_rows(X, target_sum, warn=True)
+
+
+def normalize_rows(X: sp.csr_matrix, target_sum: float = TARGET_SUM, warn: bool = False) -> sp.csr_matrix:
+    """:func:`normalize_counts` (a row's result depends on that row only: on-disk rows are normalised as they are
+    read, bit-identical to rows of the normalised matrix); ``warn``: log the number of rows without counts."""
     X = sp.csr_matrix(X, dtype=np.float32, copy=True)
     # row sums in float64 (float32 sums of huge counts overflow to inf)
     totals = np.asarray(sp.csr_matrix(X, dtype=np.float64).sum(axis=1)).ravel()
     empty = totals <= 0
-    if empty.any():
+    if warn and empty.any():
         log.warning("%d row(s) have no counts; left as zeros", int(empty.sum()))
     scale = np.where(empty, 0.0, target_sum / np.where(empty, 1.0, totals)).astype(np.float32)
     X.data *= np.repeat(scale, np.diff(X.indptr))
@@ -481,6 +494,8 @@ def load_h5ad(
     pseudobulk: bool | None = None,
     layer: str | None = None,
     target_sum: float = TARGET_SUM,
+    backed: bool | str = "auto",
+    memory_budget: int | str | None = None,
 ) -> PerturbData:
     """Read ``path`` into a :class:`PerturbData`.
 
@@ -494,19 +509,42 @@ def load_h5ad(
     condition x cell line x batch). ``layer``: read ``adata.layers[layer]`` instead of ``X``.
     ``target_sum``: counts per cell that raw counts are scaled to before ``log1p`` (default 4,000;
     scanpy's common choice is 1e4). The result's ``notes["normalization"]`` records what was done.
+    ``backed``: ``"yes"`` (True) keeps the matrix on disk and reads rows as needed
+    (:class:`~txpert_head.data.backed.BackedCSR`; needs it stored as CSR), ``"no"`` (False) reads it whole,
+    ``"auto"`` keeps a CSR matrix on disk when its in-memory size (``nnz * 8 + (n + 1) * 8`` bytes) exceeds
+    ``memory_budget`` (bytes or ``"8GB"``; default :data:`~txpert_head.data.backed.DEFAULT_MEMORY_BUDGET`, 4 GB),
+    which also sizes the row blocks of passes over many rows. Every number is the same either way.
     """
     import anndata
 
     path = str(path)
     if not Path(path).exists():
         raise DataError(f"{path}: no such file")
-    try:
-        adata = anndata.read_h5ad(path)
-    except Exception as err:  # h5py / anndata raise many types for damaged files
-        raise DataError(f"{path}: cannot read as .h5ad ({type(err).__name__}: {err})") from None
     if normalize not in NORMALIZE_MODES:
         raise DataError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
     target_sum = check_target_sum(target_sum)
+    try:
+        mode = backed_mode(backed)
+        budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else parse_bytes(memory_budget)
+    except ValueError as err:
+        raise DataError(str(err)) from None
+    key = "X" if layer is None else f"layers/{layer}"
+    on_disk = False
+    if mode != "no":
+        try:
+            info = stored_matrix_info(path, key)
+        except Exception as err:  # h5py raises many types for damaged files
+            raise DataError(f"{path}: cannot read as .h5ad ({type(err).__name__}: {err})") from None
+        on_disk = mode == "yes" or (info["encoding"] == "csr_matrix" and info["memory"] > budget)
+        if mode == "auto" and on_disk:
+            log.warning("%s: expression matrix takes %s in memory (> memory budget %s): read from disk by rows "
+                        "(--backed no to read it whole)", path, format_bytes(info["memory"]), format_bytes(budget))
+    try:
+        adata = _BackedFile(path, layer) if on_disk else anndata.read_h5ad(path)
+    except DataError:
+        raise
+    except Exception as err:  # h5py / anndata raise many types for damaged files
+        raise DataError(f"{path}: cannot read as .h5ad ({type(err).__name__}: {err})") from None
     if adata.n_obs == 0:
         raise DataError(f"{path}: the file has no cells (0 rows)")
     if adata.n_vars == 0:
@@ -541,12 +579,16 @@ def load_h5ad(
         X = adata.X
     if X is None:
         raise DataError(f"{path}: the file has no expression matrix (X is empty)")
-    try:
-        X = sp.csr_matrix(X, dtype=np.float32)
-    except (TypeError, ValueError) as err:
-        raise DataError(f"{path}: the expression matrix is not numeric ({err})") from None
-    if X.nnz and not np.all(np.isfinite(X.data)):
-        bad = int(np.sum(~np.isfinite(X.data)))
+    if isinstance(X, BackedCSR):
+        if X.data.dtype.kind not in "biuf":
+            raise DataError(f"{path}: the expression matrix is not numeric (stored as {X.data.dtype})")
+    else:
+        try:
+            X = sp.csr_matrix(X, dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            raise DataError(f"{path}: the expression matrix is not numeric ({err})") from None
+    bad = _count_nonfinite(X.data)
+    if bad:
         raise DataError(f"{path}: expression holds {bad} NaN or infinite value(s) (or values beyond the float32 "
                         f"range, ~3.4e38)")
     do_norm = _normalise_or_not(X, normalize, path, adata.obs_names.astype(str), adata.var_names.astype(str))
@@ -554,7 +596,13 @@ def load_h5ad(
         log.warning("%s: normalised raw counts: %s per cell + log1p (scanpy normalize_total(target_sum=%g) + log1p); "
                     "--target-sum to change (scanpy's common choice: 10000)", path, f"{target_sum:,.6g}",
                     target_sum)
-        X = normalize_counts(X, target_sum)
+        if isinstance(X, BackedCSR):  # rows are normalised as they are read
+            empty = int(np.sum(np.diff(X.indptr) == 0))
+            if empty:
+                log.warning("%d row(s) have no counts; left as zeros", empty)
+            X.target_sum = target_sum
+        else:
+            X = normalize_counts(X, target_sum)
     else:
         log.info("%s: using expression as is (%s)", path, "normalize=none" if normalize == "none" else "not integer counts")
     keys = pd.DataFrame({"c": condition, "l": cell_line, "b": batch})
@@ -569,11 +617,49 @@ def load_h5ad(
                        notes={"normalization": normalization_record(do_norm, target_sum),
                               "columns": {"perturbation_col": perturbation_col, "control": list(controls),
                                           "cell_line_col": cell_line_col, "batch_col": batch_col,
-                                          "detected": list(found.detected)}})
+                                          "detected": list(found.detected)}},
+                       memory_budget=budget)
     check_controls_per_batch(data)
     log.info("%s: %d rows x %d genes, %d perturbations, %d cell line(s), %d batch(es)", path, data.n_obs,
              data.n_genes, len(data.perturbations()), len(np.unique(cell_line)), len(np.unique(batch)))
     return data
+
+
+class _BackedFile:
+    """The parts of an ``.h5ad`` that :func:`load_h5ad` uses, with the expression matrix left on disk: ``obs``,
+    ``obs_names``, ``var_names``, ``n_obs``, ``n_vars``, ``layers`` (names; the one read is a
+    :class:`BackedCSR`) and ``X`` (a :class:`BackedCSR` of ``X`` or of ``layer``)."""
+
+    def __init__(self, path: str, layer: str | None):
+        import h5py
+        from anndata.io import read_elem
+
+        with h5py.File(path, "r") as f:
+            self.obs = read_elem(f["obs"])
+            var = read_elem(f["var"])
+            names = list(f["layers"].keys()) if "layers" in f else []
+        self.obs_names, self.var_names = self.obs.index, var.index
+        self.n_obs, self.n_vars = len(self.obs), len(var)
+        self.layers = {name: None for name in names}
+        if layer is not None and layer not in self.layers:
+            self.X = None
+            return
+        X = BackedCSR(path, "X" if layer is None else f"layers/{layer}")
+        if X.shape != (self.n_obs, self.n_vars):
+            raise DataError(f"{path}: expression matrix of shape {X.shape} for {self.n_obs} obs x {self.n_vars} var")
+        self.X = X
+        if layer is not None:
+            self.layers[layer] = X
+
+
+def _count_nonfinite(data, chunk: int = 1 << 24) -> int:
+    """NaN / infinite values (after conversion to float32) among the stored values, in chunks (in memory or on
+    disk)."""
+    bad = 0
+    for lo in range(0, data.size, chunk):
+        part = np.asarray(data[lo:lo + chunk], dtype=np.float32)
+        bad += int(part.size - np.count_nonzero(np.isfinite(part)))
+    return bad
 
 
 def check_target_sum(target_sum: object) -> float:

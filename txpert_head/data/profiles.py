@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from txpert_head.data.backed import group_means
 from txpert_head.data.controls import ControlIndex
 from txpert_head.data.perturb_data import PerturbData
 from txpert_head.data.splits import Condition
@@ -34,10 +35,12 @@ def true_profiles(data: PerturbData, controls: ControlIndex, conditions: Sequenc
     """``(x̄, r)``: true means and batch-matched references, each (P, G) float64."""
     rows = rows_by_condition(data) if rows is None else rows
     P, G = len(conditions), data.n_genes
-    mean, ref = np.zeros((P, G)), np.zeros((P, G))
+    # every condition's mean in one pass over its rows in row blocks (in memory or on disk); bit-identical to
+    # data.X[idx].mean(axis=0) per condition
+    mean = group_means(data.X, [rows[cond] for cond in conditions], data.memory_budget).astype(np.float64)
+    ref = np.zeros((P, G))
     for k, cond in enumerate(conditions):
         idx = rows[cond]
-        mean[k] = np.asarray(data.X[idx].mean(axis=0)).ravel()
         groups, counts = np.unique(controls.group_of_row[idx], return_counts=True)
         ref[k] = (controls.means[groups].astype(np.float64) * counts[:, None]).sum(0) / counts.sum()
     return mean, ref

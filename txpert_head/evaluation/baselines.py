@@ -56,6 +56,7 @@ import scipy.sparse as sp
 
 from kgbuild.graph import MultiGraph
 from txpert_head.metrics import expression as metrics
+from txpert_head.data.backed import group_means
 from txpert_head.data.controls import ControlIndex
 from txpert_head.data.perturb_data import PerturbData, constituents
 from txpert_head.data.profiles import condition_name, retrieval_candidates, rows_by_condition, true_profiles
@@ -299,8 +300,9 @@ def linear_graph(deltas: dict[Condition, np.ndarray], conditions: Sequence[Condi
 
 def line_control_means(data: PerturbData, controls: ControlIndex) -> dict[str, np.ndarray]:
     """Cell line -> mean of its control rows (G,) float64 (all batches): the linear baselines' ``c_L``."""
-    return {line: np.asarray(data.X[rows].mean(axis=0), dtype=np.float64).ravel()
-            for line, rows in controls.by_line.items() if len(rows)}
+    lines = [line for line, rows in controls.by_line.items() if len(rows)]
+    means = group_means(data.X, [controls.by_line[line] for line in lines], data.memory_budget)  # row blocks
+    return {line: means[k].astype(np.float64) for k, line in enumerate(lines)}
 
 
 def linear_applies(data: PerturbData, train: Sequence[Condition]) -> bool:

@@ -53,6 +53,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from txpert_head.data.backed import group_means
 from txpert_head.data.controls import ControlIndex
 from txpert_head.data.perturb_data import CONTROL, PerturbData
 from txpert_head.data.profiles import condition_name, rows_by_condition
@@ -102,8 +103,8 @@ def line_cell_mean(data: PerturbData, controls: ControlIndex, train: Sequence[Co
     idx = np.concatenate(other)
     change = (np.asarray(data.X[idx].mean(axis=0), dtype=np.float64).ravel()
               - controls.means[controls.group_of_row[idx]].astype(np.float64).mean(0))
-    line_ctrl = controls.X[controls.by_line[line]].mean(axis=0)
-    return np.asarray(line_ctrl, dtype=np.float64).ravel() + change
+    line_ctrl = group_means(controls.X, [controls.by_line[line]], data.memory_budget)[0]  # read in row blocks
+    return line_ctrl.astype(np.float64) + change
 
 
 def score_predictions(data: PerturbData, controls: ControlIndex, conditions: Sequence[Condition],

@@ -52,8 +52,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial.distance import cdist
-from scipy.stats import mannwhitneyu
 
 __all__ = [
     "DECall",
@@ -115,6 +113,8 @@ def wilcoxon_pvalues(cells: np.ndarray, control: np.ndarray, chunk_genes: int = 
     kernel computes the same p-values). Genes are processed in chunks of ``chunk_genes`` columns to
     bound memory; a gene constant over both groups gets p = 1.
     """
+    from scipy.stats import mannwhitneyu  # imported on use: scipy.stats / spatial are slow to import
+
     cells = np.asarray(cells, dtype=np.float64)
     control = np.asarray(control, dtype=np.float64)
     if cells.ndim != 2 or control.ndim != 2 or cells.shape[1] != control.shape[1]:
@@ -228,6 +228,8 @@ def pds_scores(pred_change: np.ndarray, true_change: np.ndarray,
     out the gene whose name equals the perturbation label (:func:`label_gene_indices`): the knocked-down
     target of a single perturbation, nothing for a combination ``A+B``. ``None`` keeps all genes.
     """
+    from scipy.spatial.distance import cdist  # imported on use: scipy.stats / spatial are slow to import
+
     pred = np.asarray(pred_change, dtype=np.float64)
     true = np.asarray(true_change, dtype=np.float64)
     if pred.ndim != 2 or pred.shape != true.shape:

@@ -27,10 +27,19 @@ column j_p the term adds ``t_p = w·z_p + b + γ·x_{j_p}`` to ``ŷ_{j_p}`` (w, 
 so the change can depend on the gene's embedding and on its basal level. With the prior path the term
 is only added for genes whose own effect is not visible (``t_p · (1 − m_p)``): a visible gene's prior already
 holds its own change.
+
+Neighbour-response term (``neighbour_edges`` given; ``neighbour_term=True`` in training): a perturbed gene's
+graph partners respond. For every edge ``j -> p`` of layer ``ℓ`` into a perturbed gene p whose source j is a
+measured gene (column ``c_j``), with weight ``w_{jp}``, the term adds ``(a_ℓ + v_ℓ·z_p) · w_{jp}`` to
+``ŷ_{c_j}`` (``a`` (L,), ``v`` (L, d) learned, zero-initialised; times ``1 − m_p`` with the prior path, as the
+target term). Edges into p are p's strongest partners (kgbuild caps the in-degree), so for an unseen
+perturbation the term says "these measured genes move", with a sign and size learned per layer and from the
+gene's embedding -- what a decoder of ``Σ z_p`` alone cannot express for a gene it never saw.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -61,12 +70,15 @@ class TxPert(nn.Module):
         hidden: MLP hidden width.
         dropout: dropout in the MLPs.
         target_term: add the target-gene term.
+        neighbour_edges: ``(target_rows, source_cols, weights, layers, n_layers)`` of the edges into encoder rows
+            from measured genes (:func:`neighbour_edges`); adds the neighbour-response term.
         prior_rank: ``r`` of the prior path (encoders with ``node_inputs="effects"``); its basis ``B`` (G, r)
             starts at zero and is set with :meth:`set_prior_basis`.
     """
 
     def __init__(self, encoder: nn.Module, n_genes: int, row_to_col: Tensor | None = None, basal: str = "mlp",
-                 hidden: int = 256, dropout: float = 0.0, target_term: bool = False, prior_rank: int | None = None):
+                 hidden: int = 256, dropout: float = 0.0, target_term: bool = False, prior_rank: int | None = None,
+                 neighbour_edges: tuple[Tensor, Tensor, Tensor, Tensor, int] | None = None):
         super().__init__()
         if basal not in BASAL_KINDS:
             raise ValueError(f"basal must be one of {BASAL_KINDS}, got {basal!r}")
@@ -89,6 +101,21 @@ class TxPert(nn.Module):
             nn.init.zeros_(self.target_head.bias)
             self.target_gain = nn.Parameter(torch.zeros(()))
         self.register_buffer("prior_basis", torch.zeros(n_genes, prior_rank) if prior_rank else None)
+        self.neighbour_term = neighbour_edges is not None
+        if self.neighbour_term:
+            rows, cols, weights, layers, n_layers = neighbour_edges
+            order = torch.argsort(rows.long(), stable=True)
+            counts = torch.bincount(rows.long(), minlength=int(encoder.num_nodes))
+            rowptr = torch.zeros(len(counts) + 1, dtype=torch.long)
+            rowptr[1:] = torch.cumsum(counts, 0)
+            # CSR over encoder rows (targets p), rebuilt from the graph at every build: not saved in checkpoints
+            self.register_buffer("nbr_rowptr", rowptr, persistent=False)
+            self.register_buffer("nbr_cols", cols.long()[order].clone(), persistent=False)
+            self.register_buffer("nbr_weights", weights.float()[order].clone(), persistent=False)
+            self.register_buffer("nbr_layers", layers.long()[order].clone(), persistent=False)
+            self.nbr_gain = nn.Parameter(torch.zeros(n_layers))
+            self.nbr_head = nn.Linear(d, n_layers, bias=False)
+            nn.init.zeros_(self.nbr_head.weight)
 
     @torch.no_grad()
     def set_prior_basis(self, basis: Tensor) -> None:
@@ -132,4 +159,46 @@ class TxPert(nn.Module):
                 if use_prior and enc.visible is not None:  # a visible gene's prior holds its own change
                     t = t * (~enc.visible[pert_rows[b_idx, k_idx]]).to(t.dtype)
                 y = y.index_put((b_idx, c), t, accumulate=True)
+        if self.neighbour_term:
+            gate = None
+            if use_prior and enc.visible is not None:  # a visible gene's prior holds its partners' changes too
+                gate = (~enc.visible).to(y.dtype)
+            y = y + self._neighbour_shift(pert_rows, mask, Z, gate, y.shape[1])
         return y
+
+    def _neighbour_shift(self, pert_rows: Tensor, mask: Tensor, Z: Tensor, gate: Tensor | None, n_genes: int
+                         ) -> Tensor:
+        """(B, G): the neighbour-response term of every cell (module docstring), over the batch's distinct
+        perturbed rows U: ``T[u, c_j] = Σ_{edges j->u} (a_ℓ + v_ℓ·z_u) w_{ju}`` (|U|, G), summed over each cell's
+        slots."""
+        uniq, inverse = torch.unique(pert_rows.clamp(min=0), return_inverse=True)
+        start, end = self.nbr_rowptr[uniq], self.nbr_rowptr[uniq + 1]
+        counts = end - start
+        u_of_edge = torch.repeat_interleave(torch.arange(len(uniq), device=uniq.device), counts)
+        offsets = torch.arange(int(counts.sum()), device=uniq.device) - torch.repeat_interleave(
+            torch.cumsum(counts, 0) - counts, counts)
+        edges = torch.repeat_interleave(start, counts) + offsets
+        layer = self.nbr_layers[edges]
+        scale = self.nbr_gain[layer] + self.nbr_head(Z[uniq])[u_of_edge, layer]
+        if gate is not None:
+            scale = scale * gate[uniq][u_of_edge]
+        table = torch.zeros(len(uniq), n_genes, dtype=Z.dtype, device=Z.device)
+        table = table.index_put((u_of_edge, self.nbr_cols[edges]), scale * self.nbr_weights[edges], accumulate=True)
+        per_slot = table[inverse] * mask.unsqueeze(-1).to(table.dtype)  # (B, K, G)
+        return per_slot.sum(1)
+
+
+def neighbour_edges(graph, vocab_size: int, col_of_node: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+    """The edges ``j -> p`` of ``graph`` (a :class:`kgbuild.graph.MultiGraph` whose node i is encoder row i)
+    whose source j is a measured gene: ``(target_rows, source_cols, weights, layers, n_layers)`` for
+    :class:`TxPert`'s neighbour-response term. ``col_of_node`` (N,) long: the measured column of each graph
+    node, -1 if not measured. Negative weights are clipped to 0 (as the effect inputs do)."""
+    src = torch.from_numpy(np.array(graph.edge_index[0], dtype=np.int64))
+    dst = torch.from_numpy(np.array(graph.edge_index[1], dtype=np.int64))
+    cols = col_of_node[src]
+    keep = (cols >= 0) & (src != dst)
+    weights = torch.from_numpy(np.array(graph.edge_weight, dtype=np.float32)).clamp(min=0)
+    layers = torch.from_numpy(np.array(graph.edge_layer, dtype=np.int64))
+    if len(dst) and int(dst.max()) >= vocab_size:
+        raise ValueError(f"graph node {int(dst.max())} lies beyond the encoder vocabulary ({vocab_size} rows)")
+    return dst[keep], cols[keep], weights[keep], layers[keep], max(1, len(graph.layers))

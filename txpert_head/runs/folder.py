@@ -49,6 +49,7 @@ from kgbuild.outputs import output_errors
 from txpert_head.training import distributed
 from txpert_head.reporting import plots
 from txpert_head.evaluation.baselines import run_baselines
+from txpert_head.data.backed import DEFAULT_MEMORY_BUDGET, backed_mode, parse_bytes
 from txpert_head.data.controls import ControlIndex
 from txpert_head.data.perturb_data import (CONTROL, LEGACY_TARGET_SUM, TARGET_SUM, DataError, PerturbData, graph_overlap,
                               load_h5ad)
@@ -81,10 +82,20 @@ class DataOptions:
     #: NCBI gene_info table mapping previous symbols / aliases of perturbed genes to the graph's symbols
     #: (``"fetch"``: the ``kgbuild fetch gene_info`` cache); None: names are matched as they are
     gene_info: str | None = None
+    #: ``auto`` / ``yes`` / ``no``: keep the expression matrix on disk and read rows as needed (auto: when its
+    #: in-memory size exceeds ``memory_budget``); the numbers are the same either way
+    backed: str = "auto"
+    #: bytes (or ``"8GB"``): the threshold of ``backed="auto"`` and the size of the row blocks of passes over the data
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
+
+    def __post_init__(self) -> None:
+        self.backed = backed_mode(self.backed)
+        self.memory_budget = parse_bytes(self.memory_budget)
 
     def load(self) -> PerturbData:
         data = load_h5ad(self.path, self.perturbation_col, self.control or None, self.cell_line_col,
-                         self.batch_col, self.normalize, self.pseudobulk, target_sum=self.target_sum)
+                         self.batch_col, self.normalize, self.pseudobulk, target_sum=self.target_sum,
+                         backed=self.backed, memory_budget=self.memory_budget)
         used = data.notes.get("columns", {})  # detected values replace None / "auto"
         self.perturbation_col = used.get("perturbation_col", self.perturbation_col)
         self.control = list(used.get("control", self.control or []))
@@ -100,7 +111,11 @@ class DataOptions:
 
 
 #: values of data options that config.json files of earlier versions lack (see :meth:`DataOptions.from_config`)
-LEGACY_DATA_OPTIONS = {"target_sum": LEGACY_TARGET_SUM, "gene_info": None}
+#: (earlier versions read the matrix whole; backed reading gives the same numbers, so they get today's defaults)
+#: data options that choose how the file is read, not what is read: a run may resume with other values
+READING_OPTIONS = ("backed", "memory_budget")
+LEGACY_DATA_OPTIONS = {"target_sum": LEGACY_TARGET_SUM, "gene_info": None, "backed": "auto",
+                       "memory_budget": DEFAULT_MEMORY_BUDGET}
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -368,6 +383,9 @@ def check_resumable(out: Path, config: dict[str, Any], cfg: TrainConfig) -> None
         old = dict(old)
         if isinstance(old.get("data"), dict):
             old["data"] = {**LEGACY_DATA_OPTIONS, **old["data"]}
+        for side in (old, now):  # how the file is read (in memory or from disk) does not change the numbers
+            if isinstance(side.get("data"), dict):
+                side["data"] = {k: v for k, v in side["data"].items() if k not in READING_OPTIONS}
         if {k: v for k, v in old.items() if k not in skip} != now:
             raise RunFolderError(f"{out} holds a run on other data, graph or task; choose a new output folder "
                                  "(nothing was changed)")

@@ -42,7 +42,7 @@ def build_model(graph: MultiGraph, genes: Sequence[str], encoder_genes: Sequence
     import torch
 
     from gnn import PerturbationEncoder
-    from txpert_head.model.txpert import TxPert
+    from txpert_head.model.txpert import TxPert, neighbour_edges
 
     if cfg.node_inputs == "effects" and effects is None:
         raise ValueError("node_inputs='effects' needs the training effect codes")
@@ -55,8 +55,10 @@ def build_model(graph: MultiGraph, genes: Sequence[str], encoder_genes: Sequence
                               gene_dim=effects.rank if cfg.node_inputs == "effects" and cfg.expression_features else 0)
     col = {g: i for i, g in enumerate(genes)}
     row_to_col = torch.tensor([col.get(g, -1) for g in enc.vocab], dtype=torch.long)
+    nbr = neighbour_edges(graph, len(enc.vocab), row_to_col[:graph.num_nodes]) if cfg.neighbour_term else None
     model = TxPert(enc, len(genes), row_to_col, basal=cfg.basal, hidden=cfg.hidden, dropout=cfg.dropout,
-                   target_term=cfg.target_term, prior_rank=effects.rank if cfg.node_inputs == "effects" else None)
+                   target_term=cfg.target_term, prior_rank=effects.rank if cfg.node_inputs == "effects" else None,
+                   neighbour_edges=nbr)
     if cfg.node_inputs == "effects":
         enc.set_effects(effects.genes, torch.from_numpy(effects.codes), torch.from_numpy(effects.mean_code))
         model.set_prior_basis(torch.from_numpy(effects.basis))

@@ -206,10 +206,12 @@ class Trainer(ModelPredictions):
         groups = self.controls.group_of_row[rows]
         key = self.data.cond_id[rows] * len(self.controls.groups) + groups
         uniq, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
-        import scipy.sparse as sp
+        from txpert_head.data.backed import group_sums
 
-        M = sp.csr_matrix((np.ones(len(rows), np.float32), (inv, np.arange(len(rows)))), shape=(len(uniq), len(rows)))
-        self.ex_y = (np.asarray((M @ self.data.X[rows]).todense()) / counts[:, None]).astype(np.float32)
+        # sums of each example's rows in one pass over the (sorted) training rows in row blocks sized by the
+        # memory budget, in memory or on disk: bit-identical to M @ X[rows] (M the 0/1 membership matrix)
+        sums = group_sums(self.data.X, rows, inv, len(uniq), budget=self.data.memory_budget)
+        self.ex_y = (sums / counts[:, None]).astype(np.float32)
         self.ex_cond = (uniq // len(self.controls.groups)).astype(np.int64)
         self.ex_group = (uniq % len(self.controls.groups)).astype(np.int64)
         self.ex_weight = counts.astype(np.float32)
