@@ -60,6 +60,8 @@ SIM_SETTINGS = {
 #: (benchmarks/string_topology.py): name -> (share of positive STRING pairs, median |effect| of a target's
 #: direct partners); 1,000 genes, 300 singles x 50 cells, 3 batches, data seed 0
 STRING_SETTINGS = {"string topology": (0.8, 0.8), "string topology mixed signs": (0.6, 0.8)}
+#: how the simulated screens (txpert simulate, string_topology.py) are read (DataOptions fields besides the path)
+SIMULATED_DATA = dict(perturbation_col="perturbation", control=["ctrl"], batch_col="batch")
 BASELINE_ORDER = ("general", "additive", "nearest_cell_line", "graph_neighbours", "linear", "linear_graph")
 
 
@@ -104,7 +106,7 @@ def sim_rows(work: Path, settings: dict[str, list[str]], quick: bool) -> list[Ro
             rec.tool("merge", "kgbuild", ["merge", *build_simulated_graphs(rec, sim, graphs), "-o", merged])
             rec.tool("rewire", "kgbuild", ["perturb", "--rewire", "1.0", "--seed", "0", merged, "-o", rewired])
         rows.append(Row(f"sim {name}", sim / "perturbseq.h5ad", "unseen_single", merged,
-                        dict(perturbation_col="perturbation", control=["ctrl"], batch_col="batch"), rewired=rewired))
+                        dict(SIMULATED_DATA), rewired=rewired))
     return rows
 
 
@@ -121,7 +123,7 @@ def string_rows(data: Path, work: Path) -> list[Row]:
         if not h5ad.exists():
             simulate(edges, h5ad, 1000, 300, 50, 3, 1000, 0, positive, effect)
         rows.append(Row(name, h5ad, "unseen_single", graph,
-                        dict(perturbation_col="perturbation", control=["ctrl"], batch_col="batch"), rewired=rewired))
+                        dict(SIMULATED_DATA), rewired=rewired))
     return rows
 
 

@@ -136,7 +136,7 @@ def string_graphs(edges: Path, work: Path) -> tuple[Path, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from leaderboard import Row, build_table, criteria_table, run_jobs, systema_table
+    from leaderboard import SIMULATED_DATA, Row, build_table, criteria_table, run_jobs, systema_table
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--edges", type=Path, default=DEFAULT_EDGES, help="the dmfind STRING edge table")
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                  args.positive, args.neighbour_effect)
     graph, rewired = string_graphs(args.edges, args.work)
     row = Row(f"string topology {name}", h5ad, "unseen_single", graph,
-              dict(perturbation_col="perturbation", control=["ctrl"], batch_col="batch"), rewired=rewired)
+              dict(SIMULATED_DATA), rewired=rewired)
     results = run_jobs([row], args.seeds, ["gat"], args.work, args.jobs, False, t0)
     table, summary = build_table([row], results, args.seeds, ["gat"])
     print("\n" + table + "\n\n" + systema_table([row], results) + "\n\n" + criteria_table(summary))

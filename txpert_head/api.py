@@ -2,9 +2,8 @@
 
 Every function works on files and run folders, like the ``txpert`` commands, and raises exceptions (``ValueError``
 subclasses such as :class:`~txpert_head.data.perturb_data.DataError`, ``FileNotFoundError``) whose messages name the
-parameters. ``import txpert_head as tx``; ``tx.train(...)``, ``tx.predict(...)``, ... (``tx.train``,
-``tx.baselines`` and ``tx.identify`` are also the submodules of those names: the modules are callable).
-See ``docs/python-api.md``.
+parameters. ``import txpert_head as tx``; ``tx.train(...)``, ``tx.predict(...)``, ... See
+``docs/python-api.md``.
 """
 
 from __future__ import annotations

@@ -47,6 +47,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kgbuild.graph import MultiGraph
+from txpert_head.data.backed import group_sums
 from txpert_head.data.controls import ControlIndex
 from txpert_head.data.perturb_data import PerturbData, constituents, dense_rows
 from txpert_head.data.profiles import condition_name, retrieval_candidates, rows_by_condition, true_profiles
@@ -206,8 +207,6 @@ class Trainer(ModelPredictions):
         groups = self.controls.group_of_row[rows]
         key = self.data.cond_id[rows] * len(self.controls.groups) + groups
         uniq, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
-        from txpert_head.data.backed import group_sums
-
         # sums of each example's rows in one pass over the (sorted) training rows in row blocks sized by the
         # memory budget, in memory or on disk: bit-identical to M @ X[rows] (M the 0/1 membership matrix)
         sums = group_sums(self.data.X, rows, inv, len(uniq), budget=self.data.memory_budget)
