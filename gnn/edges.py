@@ -20,9 +20,11 @@ from gnn.backends.base import Backend, GraphOps
 
 
 class EdgeSet(nn.Module):
-    """Directed edges ``src -> dst`` over ``num_nodes`` nodes with weights and type ids, as buffers."""
+    """Directed edges ``src -> dst`` over ``num_nodes`` nodes with weights and type ids, as buffers (saved in
+    the module's ``state_dict`` unless ``persistent=False``: an edge set derived from others)."""
 
-    def __init__(self, src: np.ndarray, dst: np.ndarray, weight: np.ndarray, etype: np.ndarray, num_nodes: int):
+    def __init__(self, src: np.ndarray, dst: np.ndarray, weight: np.ndarray, etype: np.ndarray, num_nodes: int,
+                 persistent: bool = True):
         super().__init__()
         src, dst = np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64)
         if src.shape != dst.shape or src.ndim != 1:
@@ -30,10 +32,10 @@ class EdgeSet(nn.Module):
         if len(src) and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= num_nodes):
             raise ValueError(f"edge endpoints must lie in [0, {num_nodes})")
         self.num_nodes = int(num_nodes)
-        self.register_buffer("src", torch.from_numpy(src.copy()))
-        self.register_buffer("dst", torch.from_numpy(dst.copy()))
-        self.register_buffer("weight", torch.from_numpy(np.asarray(weight, dtype=np.float32).copy()))
-        self.register_buffer("etype", torch.from_numpy(np.asarray(etype, dtype=np.int64).copy()))
+        self.register_buffer("src", torch.from_numpy(src.copy()), persistent=persistent)
+        self.register_buffer("dst", torch.from_numpy(dst.copy()), persistent=persistent)
+        self.register_buffer("weight", torch.from_numpy(np.asarray(weight, dtype=np.float32).copy()), persistent=persistent)
+        self.register_buffer("etype", torch.from_numpy(np.asarray(etype, dtype=np.int64).copy()), persistent=persistent)
         self._cache: dict[tuple, GraphOps] = {}
         self._type_cache: dict[tuple, tuple[list[tuple[int, GraphOps]], Tensor | None]] = {}
 

@@ -95,6 +95,13 @@ class EffectInputs(nn.Module):
             sets += [EdgeSet(src[layer == l], dst[layer == l], weight[layer == l], np.zeros(int((layer == l).sum()), np.int64),
                              num_nodes) for l in range(n_layers)]
         self.edge_sets = nn.ModuleList(sets)
+        # the forward pass runs all sets at once on `stacked`, set k's targets shifted to rows k*V .. (k+1)*V - 1
+        # (derived, so not saved); `edge_sets` stay the saved form, so run folders of earlier versions load
+        self.stacked = EdgeSet(np.concatenate([es.src.numpy() for es in sets]),
+                               np.concatenate([es.dst.numpy() + k * num_nodes for k, es in enumerate(sets)]),
+                               np.concatenate([es.weight.numpy() for es in sets]),
+                               np.zeros(sum(es.num_edges for es in sets), np.int64), len(sets) * num_nodes,
+                               persistent=False)
         self.n_layers = n_layers
         # softplus^-1 of the initial values: beta_l = 1, kappa = kappa_init
         self.layer_trust = nn.Parameter(torch.full((n_layers,), float(np.log(np.expm1(1.0)))))
@@ -131,24 +138,23 @@ class EffectInputs(nn.Module):
         m = visible.to(self.codes.dtype)
         c = self.codes * m.unsqueeze(1)
         feats = [c, m.unsqueeze(1)]
-        per_set = []
-        for es in self.edge_sets:
-            ops = es.ops(backend)
-            w = es.weight.to(c.dtype).unsqueeze(1)  # (E, 1)
-            total = ops.u_mul_e_sum(m.view(-1, 1, 1), w).view(-1)  # (V,)
-            summed = ops.u_mul_e_sum(c.unsqueeze(1), w).squeeze(1)  # (V, r)
-            mean = torch.where((total > 0).unsqueeze(1), summed / total.clamp(min=1e-12).unsqueeze(1),
-                               torch.zeros_like(summed))
-            per_set.append((mean, summed, total))
-        layers = per_set[1:] if self.n_layers > 1 else per_set
+        V, K = self.num_nodes, len(self.edge_sets)
+        mc = torch.cat([m.unsqueeze(1), c], dim=1)  # (V, 1 + r): s_i and the weighted code sum in one pass
+        x = torch.cat([mc, mc.new_zeros((K - 1) * V, mc.shape[1])]).unsqueeze(1)  # sources live in rows 0..V-1
+        w = self.stacked.weight.to(c.dtype).unsqueeze(1)  # (E_all, 1)
+        both = self.stacked.ops(backend).u_mul_e_sum(x, w).view(K, V, -1)  # (K, V, 1 + r): per edge set
+        total, summed = both[..., 0], both[..., 1:]
+        mean = torch.where((total > 0).unsqueeze(-1), summed / total.clamp(min=1e-12).unsqueeze(-1),
+                           torch.zeros_like(summed))
+        layers = slice(1, None) if self.n_layers > 1 else slice(0, 1)
         beta = nn.functional.softplus(self.layer_trust).to(c.dtype)
         kappa = nn.functional.softplus(self.shrink).to(c.dtype)
-        num = sum(b * summed for b, (_, summed, _) in zip(beta, layers)) + kappa * self.mean_code.to(c.dtype)
-        den = sum(b * total for b, (_, _, total) in zip(beta, layers)) + kappa
+        num = (beta.view(-1, 1, 1) * summed[layers]).sum(0) + kappa * self.mean_code.to(c.dtype)
+        den = (beta.view(-1, 1) * total[layers]).sum(0) + kappa
         prior = torch.where(visible.unsqueeze(1), c, num / den.unsqueeze(1))
         feats.append(prior.detach())
-        for mean, _, total in per_set:
-            feats += [mean, torch.log1p(total).unsqueeze(1)]
+        # [n_i, log(1 + s_i)] per edge set, sets side by side: (V, K (r + 1))
+        feats.append(torch.cat([mean, torch.log1p(total).unsqueeze(-1)], dim=-1).transpose(0, 1).reshape(V, -1))
         if self.gene_features is not None:
             feats.append(self.gene_features.to(c.dtype))
         return EffectFeatures(torch.cat(feats, dim=1), prior, visible)

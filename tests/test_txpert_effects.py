@@ -135,16 +135,20 @@ def test_validation_specific_score_is_centred_on_the_training_changes(small):
         _cfg(select_on="mse")
 
 
-@pytest.mark.parametrize("kind", ["gat", "gat-hybrid"])
-def test_receptive_field_gives_the_whole_graph_predictions(kind):
-    """Default ``graph_hops="auto"``: the encoder runs on the receptive field of the perturbed genes only, with
-    the same predictions as on the whole graph (exact for message-passing kinds)."""
+@pytest.mark.parametrize("kind,layers,hops", [("gat", 2, "auto"), ("gat", 1, "auto"), ("gat", 0, "auto"),
+                                               ("gat-hybrid", 2, "auto"), ("gat-mlg", 1, "auto"), ("gat", 2, 3)])
+def test_receptive_field_gives_the_whole_graph_predictions(kind, layers, hops):
+    """Default ``graph_hops="auto"``: the encoder runs on the edges it reads for the perturbed genes only
+    (integer: their plain receptive field), with the same predictions as on the whole graph (exact for
+    message-passing kinds; with the effect inputs, the prior and the neighbour-response term)."""
     data = synthetic_data(n_cells=900, n_genes=24, n_perts=8, seed=6)
     graph = synthetic_graph(80, degree=3, seed=6)  # 80 nodes, of which the data perturbs and measures 24
     split = make_split(data, "unseen_single", seed=0)
-    field = Trainer(data, graph, split, _cfg(encoder_kind=kind, encoder_layers=2))
-    whole = Trainer(data, graph, split, _cfg(encoder_kind=kind, encoder_layers=2, graph_hops=None))
-    assert field.model.encoder.num_nodes < whole.model.encoder.num_nodes
+    field = Trainer(data, graph, split, _cfg(encoder_kind=kind, encoder_layers=layers, graph_hops=hops))
+    whole = Trainer(data, graph, split, _cfg(encoder_kind=kind, encoder_layers=layers, graph_hops=None))
+    assert field.model.neighbour_term and field.model.prior_basis is not None
+    assert field.encoder_graph.num_edges < whole.encoder_graph.num_edges
+    assert field.model.encoder.num_nodes <= whole.model.encoder.num_nodes
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():  # random weights everywhere, the same in both models
         for (n, p), (m, q) in zip(field.model.named_parameters(), whole.model.named_parameters()):

@@ -397,7 +397,7 @@ def baseline(task, split_seed, holdout_line, split_half_seeds, no_vcc, graph_pat
 @click.option("--score", type=click.Choice(["pearson", "cosine", "neg_l2"]), default="pearson", show_default=True,
               help="Match of predicted and observed Δ: Pearson correlation, cosine, or minus the L2 distance.")
 @click.option("--scope", type=click.Choice(["graph", "trained"]), default="graph", show_default=True,
-              help="graph: all nodes of the run's graph file; trained: only the trained encoder's genes.")
+              help="graph: all nodes of the run's graph file; trained: only the genes the run's data perturbs.")
 @click.option("--center", is_flag=True,
               help="Subtract the candidates' mean predicted change from both sides first (background removal).")
 @click.option("--top", type=int, default=None, help="Write only the best N genes per group (default: all).")

@@ -34,13 +34,14 @@ Scoring never materialises the (Q, C, G) predictions: with ``D`` centred along g
 ``n_in × batch`` rows (encoder output ``Z`` computed once).
 
 Candidates. ``scope="graph"`` (default): every node of the run's graph file plus the data's perturbed genes
-absent from it, whether perturbed in training or not. A run trained with ``graph_hops`` (the receptive
-field of the data's perturbed genes) only built encoder rows for that field, so the encoder is rebuilt on
+absent from it, whether perturbed in training or not. A run trained with ``graph_hops`` (the part of the graph
+the encoder reads for the data's perturbed genes) only built exact encoder rows for them, so the encoder is rebuilt on
 the whole graph with the trained weights: every GNN parameter is copied, input embeddings are copied by
 gene, and genes outside the field keep their seeded initial embedding -- exactly what they would have in a
 run trained on the whole graph, where they receive no gradient (for the message-passing kinds; the
 Exphormer kinds draw expander edges over the whole graph, so their rows are not identical).
-``scope="trained"``: only the trained encoder's vocabulary.
+``scope="trained"``: only the data's perturbed genes (the trained encoder's exact rows; the encoder built on
+part of the graph also holds rows for their neighbours, which miss edges).
 
 Background removal (``center=True``, off by default). Over ~20k candidates most predicted changes share a
 generic component (the decoder starts at, and stays near, the mean training change), so a plain match
@@ -366,6 +367,9 @@ def identify(trainer, query: PerturbData, groups: Sequence[str] | None = None, c
     cfg = trainer.cfg
     queries = build_queries(query, conds, cfg.control_mode, cfg.basal, control_cells, seed)
     model = candidate_model(trainer, scope) if model is None else model
+    if scope == "trained":  # the data's perturbed genes: the rows the trained encoder computes exactly
+        perturbed = set(trainer.encoder_genes)
+        candidates = [g for g in (candidates if candidates is not None else trainer.encoder_genes) if g in perturbed]
     genes, rows, unknown = candidate_rows(model.encoder.vocab, candidates)
     scores = score_candidates(model, rows, queries, score, batch_rows, progress, center)
     order = ranking(scores, tiebreak_key(len(genes), seed))

@@ -9,14 +9,14 @@ prediction needs (the *predictor bundle*, written at the end of training by :fun
     <run>/predictor/arrays.npz           control means per (cell line, batch) (G x groups, float32), the
                                          control cells (CSR, float32) and their group, the effect codes, the
                                          whole graph's node names
-    <run>/predictor/encoder_graph.kg.npz the graph part the encoder was built on (the receptive field of the
+    <run>/predictor/encoder_graph.kg.npz the graph part the encoder was built on (what it reads for the data's
                                          perturbed genes, or the whole graph with ``graph_hops = null``)
     <run>/predictor/symbols.json         (runs trained with ``gene_info``) the previous symbols / aliases that map
                                          to the model's genes, so requests are mapped without the gene_info table
 
-Graph: the encoder's part of the graph is *copied* (it is what every prediction of a seen or neighbouring gene
+Graph: the encoder's part of the graph is *copied* (it is what every prediction of the data's perturbed genes
 reads; small), the whole graph is *referenced* by its absolute path and sha256 (``config.json``:
-``graph_resolved``, ``graph_sha256``). Only a request for a graph gene outside the copied part needs the whole
+``graph_resolved``, ``graph_sha256``). Only a request for another graph gene needs the whole
 graph (the model is then rebuilt on it, :meth:`txpert_head.training.trainer.Trainer.whole_graph_model`): the file at the
 recorded path is read, and refused with :class:`RunFolderError` when it is missing or its sha256 differs. The
 run folder can move and be used from any working directory.
@@ -188,14 +188,13 @@ def write_bundle(trainer, config: dict[str, Any], run_dir: str | Path) -> Path:
     """Write ``<run_dir>/predictor/`` (see the module docstring) from a trainer holding the run's best weights
     (only the weights' file, ``checkpoints/best.pt``, is read back by :meth:`Predictor.load`). Returns the folder."""
     from kgbuild.atomic import atomic_write
-    from txpert_head.model.receptive import receptive_field
     from txpert_head.runs.folder import write_json
 
     run_dir = Path(run_dir)
     folder = run_dir / BUNDLE
     folder.mkdir(parents=True, exist_ok=True)
-    cfg, data, controls = trainer.cfg, trainer.data, trainer.controls
-    enc_graph = trainer.graph if cfg.hops is None else receptive_field(trainer.graph, trainer.encoder_genes, cfg.hops)
+    data, controls = trainer.data, trainer.controls
+    enc_graph = trainer.encoder_graph
     enc_graph.save(folder / "encoder_graph.kg.npz")
     ctrl_rows = np.flatnonzero(data.is_control)
     Xc = data.X[ctrl_rows].tocsr()

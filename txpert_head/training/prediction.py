@@ -162,10 +162,14 @@ class ModelPredictions:
         return dst
 
     def cover_genes(self, genes: Sequence[str]) -> None:
-        """Make sure every graph gene of ``genes`` has an encoder row: when some lie outside the receptive field
-        the model was built on, switch to :meth:`whole_graph_model` (prediction only)."""
+        """Make sure every graph gene of ``genes`` has an exact encoder row: on a model built on the part of the
+        graph the data's perturbed genes need (``graph_hops``), only their rows are exact; for any other graph
+        gene switch to :meth:`whole_graph_model` (prediction only)."""
         nodes = self.graph_node_set
-        if any(g in nodes and g not in self.encoder_index for g in genes):
+        if self.model.encoder.num_graph_nodes >= len(nodes):  # built on the whole graph
+            return
+        exact = set(self.encoder_genes)
+        if any(g in nodes and g not in exact for g in genes):
             self.model = self.whole_graph_model()
             self.encoder_index = {g: i for i, g in enumerate(self.model.encoder.vocab)}
 

@@ -54,7 +54,7 @@ from txpert_head.data.profiles import condition_name, retrieval_candidates, rows
 from txpert_head.data.splits import Condition, Split
 from txpert_head.metrics import expression as metrics
 from txpert_head.model.effects import effect_codes
-from txpert_head.model.receptive import receptive_field
+from txpert_head.model.receptive import encoder_field, receptive_field
 from txpert_head.model.txpert import TxPert
 from txpert_head.training.checkpoints import atomic_torch_save, load_checkpoint, load_weights
 from txpert_head.training.config import TrainConfig
@@ -131,13 +131,12 @@ class Trainer(ModelPredictions):
         self.controls = controls or ControlIndex(data)
         self.rows = rows_by_condition(data)
         self.encoder_genes = data.perturbed_genes()
-        if cfg.hops is not None:
-            graph = receptive_field(graph, self.encoder_genes, cfg.hops)
         train = [c for c in split.train if c in self.rows]
         train_mean, train_ref = true_profiles(data, self.controls, train, self.rows)
         self.train_deltas = {c: train_mean[k] - train_ref[k] for k, c in enumerate(train)}
         self.effects = effect_codes(self.train_deltas, data.n_genes, cfg.effect_rank) if cfg.node_inputs == "effects" else None
-        self.model = build_model(graph, data.genes, self.encoder_genes, cfg, self.effects).to(self.device)
+        self.encoder_graph = self._encoder_graph()
+        self.model = build_model(self.encoder_graph, data.genes, self.encoder_genes, cfg, self.effects).to(self.device)
         # genes with training signal as perturbations; with unknown_token every other gene enters the GNN
         # through the shared unknown input row (as an unseen perturbation will at test time)
         self.known_genes = sorted({g for _, p in split.train for g in constituents(p)})
@@ -174,6 +173,17 @@ class Trainer(ModelPredictions):
                                       "bad_epochs": 0, "history": [], "loss_sum": 0.0, "loss_n": 0}
         self._val_cache: dict[str, Any] = {}
         self._pinned: torch.Tensor | None = None  # CUDA: reused pinned staging buffer of training batches
+
+    def _encoder_graph(self) -> MultiGraph:
+        """The graph the encoder is built on (``graph_hops``): the edges it reads for the data's perturbed genes
+        (``"auto"``, :func:`encoder_field`), the ``k``-hop receptive field (an integer) or the whole graph (null)."""
+        cfg = self.cfg
+        if cfg.graph_hops == "auto":
+            coded = self.effects.genes if self.effects is not None else ()
+            return encoder_field(self.graph, self.encoder_genes, cfg.encoder_layers, coded)
+        if cfg.hops is not None:
+            return receptive_field(self.graph, self.encoder_genes, cfg.hops)
+        return self.graph
 
     @torch.no_grad()
     def _init_at_mean_change(self, mean: np.ndarray, ref: np.ndarray) -> None:
