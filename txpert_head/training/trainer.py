@@ -143,6 +143,7 @@ class Trainer(ModelPredictions):
         if cfg.unknown_token:
             self.model.encoder.set_known(self.known_genes)
         self.encoder_index = {g: i for i, g in enumerate(self.model.encoder.vocab)}
+        self.known_rows = np.array([self.encoder_index[g] for g in self.known_genes], dtype=np.int64)
         # condition id -> encoder rows (padded with -1)
         conds = data.conditions.tolist()
         K = max([len(constituents(c)) for c in conds] + [1])
@@ -347,13 +348,17 @@ class Trainer(ModelPredictions):
         return self.dist.sum(float(local.detach()))
 
     def self_mask(self, rng: np.random.Generator) -> torch.Tensor | None:
-        """Training-time self-masking (``cfg.self_mask = p > 0``): a bool ``(V,)`` hiding each encoder row with
-        probability p for this step, so known genes must also be embedded from their neighbourhood; ``None``
-        when off. Drawn from the step's ``rng``: deterministic, resumable and identical on every rank."""
+        """Training-time self-masking (``cfg.self_mask = p > 0``): a bool ``(V,)`` hiding each trained gene's
+        row with probability p for this step, so known genes must also be embedded from their neighbourhood;
+        ``None`` when off. Only the trained genes' own inputs can be hidden (no other row has one), so only they
+        are drawn, in gene order: the masks do not depend on how much of the graph the encoder holds (whole
+        graph or encoder field train alike). From the step's ``rng``: deterministic, resumable and identical
+        on every rank."""
         if self.cfg.mask_rate <= 0:
             return None
-        n = self.model.encoder.num_nodes
-        return torch.from_numpy(rng.random(n) < self.cfg.mask_rate).to(self.device)
+        hide = np.zeros(self.model.encoder.num_nodes, dtype=bool)
+        hide[self.known_rows[rng.random(len(self.known_rows)) < self.cfg.mask_rate]] = True
+        return torch.from_numpy(hide).to(self.device)
 
     def draw_group_rows(self, groups: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
         """Up to ``cells_per_group`` rows of each training perturbation in ``groups`` (sorted; all of a
