@@ -93,15 +93,16 @@ def _dense(data: PerturbData, rows: np.ndarray) -> np.ndarray:
 def line_cell_mean(data: PerturbData, controls: ControlIndex, train: Sequence[Condition],
                    rows: Mapping[Condition, np.ndarray], line: str) -> np.ndarray:
     """Mean perturbed training cell of ``line`` (G,); see the module docstring for a line without any."""
+    # the perturbed training cells are most of a screen: read them in row blocks (data.memory_budget), in file order
     own = [rows[c] for c in train if c[0] == line and c in rows and c[1] != CONTROL]
     if own:
-        idx = np.concatenate(own)
-        return np.asarray(data.X[idx].mean(axis=0), dtype=np.float64).ravel()
+        idx = np.sort(np.concatenate(own))
+        return group_means(data.X, [idx], data.memory_budget)[0].astype(np.float64)
     other = [rows[c] for c in train if c in rows and c[1] != CONTROL]
     if not other:
         raise ValueError("the cell-mean baseline needs perturbed training cells, but the training split has none")
-    idx = np.concatenate(other)
-    change = (np.asarray(data.X[idx].mean(axis=0), dtype=np.float64).ravel()
+    idx = np.sort(np.concatenate(other))
+    change = (group_means(data.X, [idx], data.memory_budget)[0].astype(np.float64)
               - controls.means[controls.group_of_row[idx]].astype(np.float64).mean(0))
     line_ctrl = group_means(controls.X, [controls.by_line[line]], data.memory_budget)[0]  # read in row blocks
     return line_ctrl.astype(np.float64) + change
