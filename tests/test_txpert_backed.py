@@ -62,6 +62,20 @@ def test_backed_rows_equal_in_memory_rows(counts_file, normalise):
     assert np.array_equal(disk.X[[3, 1], [0, 2]].toarray(), mem.X[[3, 1]][:, [0, 2]].toarray())
 
 
+def test_many_scattered_rows_are_read_in_several_selections(counts_file, monkeypatch):
+    """Rows far apart become many ranges; they are read a few hundred ranges per HDF5 read (one selection of
+    all of them takes quadratic time) and come back the same whatever the chunking."""
+    from txpert_head.data import backed
+
+    path, _ = counts_file
+    mem, disk = _load(path, "no"), _load(path, "yes")
+    monkeypatch.setattr(backed, "_GAP", 0)  # every row its own range
+    rows = np.random.default_rng(1).permutation(mem.n_obs)[:400]
+    for per_read in (1, 7, 512):
+        monkeypatch.setattr(backed, "_RANGES_PER_READ", per_read)
+        assert _same_csr(disk.X[rows], mem.X[rows]), per_read
+
+
 def test_block_passes_do_not_depend_on_block_size(counts_file):
     """group_sums / group_means: the same numbers for any budget, and the old whole-matrix scipy expressions."""
     path, _ = counts_file
