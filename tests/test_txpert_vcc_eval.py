@@ -297,3 +297,21 @@ def test_baseline_command_prints_the_vcc_block(files, tmp_path):
     assert report_g["baselines"]["general"] == report["baselines"]["general"]
     assert "split_half" in report["baselines"] and "split_half" not in report_g["baselines"]  # 0 draws: skipped
     assert (tmp_path / "b" / "baselines_vcc_per_perturbation.csv").exists()
+
+
+def test_vcc_block_is_skipped_with_a_reason_over_the_memory_budget(files, tmp_path):
+    """A screen whose dense true and predicted cells would not fit the memory budget gets a VCC block that says
+    so (how much, and what to change) instead of exhausting the machine; the rest of the run is unchanged."""
+    common = ["--data", str(files / "d.h5ad"), "--perturbation-col", "gene", "--batch-col", "rep",
+              "--memory-budget", "1KB"]
+    run = tmp_path / "run"
+    res = _invoke(["train", *common, "--graph", str(files / "g.kg.npz"), "--config", str(files / "train.toml"),
+                   "--task", "double", "--no-resume", "-o", str(run)])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    reason = metrics["vcc"]["skipped"]
+    assert "over the memory budget of 0.0 GB" in reason and "--memory-budget" in reason and "eval_cells" in reason
+    assert "pearson_delta" in metrics["model"] and "general" in metrics["baselines"]
+    res = _invoke(["baseline", *common, "--task", "double", "--split-half-seeds", "0", "-o", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    assert "memory budget" in json.loads((tmp_path / "b" / "baselines.json").read_text())["vcc"]["skipped"]

@@ -47,6 +47,7 @@ about P · eval_cells · G · 8 bytes each (P conditions, G genes).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 
@@ -58,9 +59,11 @@ from txpert_head.data.controls import ControlIndex
 from txpert_head.data.perturb_data import CONTROL, PerturbData
 from txpert_head.data.profiles import condition_name, rows_by_condition
 from txpert_head.data.splits import Condition
+
+log = logging.getLogger(__name__)
 from txpert_head.metrics.vcc import DEFAULT_ALPHA, label_gene_indices, overall_score, vcc_scores
 
-__all__ = ["CELL_MEAN", "VCC_BASELINES", "baselines_vcc", "line_cell_mean", "model_vcc", "prediction_kind",
+__all__ = ["CELL_MEAN", "VCC_BASELINES", "baselines_vcc", "line_cell_mean", "memory_skip", "model_vcc", "prediction_kind",
            "score_predictions"]
 
 CELL_MEAN = "cell_mean"
@@ -78,6 +81,28 @@ def prediction_kind(control_mode: str) -> str:
         return ("point mass per batch (control_mode=mean: each predicted cell is the output for its batch's "
                 "control mean)")
     return f"cells (control_mode={control_mode}: one output per matched control cell)"
+
+
+def memory_skip(data: PerturbData, rows: Mapping[Condition, np.ndarray], conditions: Sequence[Condition],
+                cell_sets: int, max_cells: int = 256) -> dict | None:
+    """``{"skipped": reason}`` when the VCC block's cell-level scoring would hold more than the data's memory
+    budget (``data.memory_budget``, default 4 GB), else None. :func:`score_predictions` holds, per cell line,
+    every evaluated condition's true cells and ``cell_sets - 1`` predicted cell sets (up to ``max_cells``
+    each) dense in float64: on a genome-wide screen (500 test perturbations x 256 cells x 8,000 genes,
+    twice) that is 16 GB."""
+    from txpert_head.data.backed import DEFAULT_MEMORY_BUDGET
+
+    budget = DEFAULT_MEMORY_BUDGET if data.memory_budget is None else int(data.memory_budget)
+    cells = sum(min(len(rows.get(c, ())), max_cells) for c in conditions)
+    need = cells * cell_sets * data.n_genes * 8
+    if need <= budget:
+        return None
+    reason = (f"the VCC block would hold {need / 2**30:.1f} GB of dense cells ({len(conditions):,} conditions x up "
+              f"to {max_cells} cells x {data.n_genes:,} genes x {cell_sets} sets, float64), over the memory budget "
+              f"of {budget / 2**30:.1f} GB; raise --memory-budget, or score fewer conditions or cells "
+              "(--set eval_cells=N)")
+    log.warning("VCC metrics skipped: %s", reason)
+    return {"skipped": reason}
 
 
 def _require_cells(data: PerturbData) -> None:
