@@ -12,8 +12,8 @@ the Exphormer kinds add global expander edges and are not exact), at a fraction 
   perturbed gene (the prior and the neighbour-response term read them), and of the edges into nodes within
   L hops only those from genes with an observed training effect (the effect features of a node are means
   over its in-neighbours' codes; a neighbour without a code adds nothing). On the merged real graph and
-  Papalexi's 25 perturbed genes that is 2.7k nodes and 2.5k edges instead of the 8.3k nodes and 46k edges
-  of the 2-hop receptive field.
+  Papalexi's 25 perturbed genes (one layer, split seed 0) that is 882 nodes and 1,817 edges instead of the
+  8,332 nodes and 46,118 edges of the 2-hop receptive field.
 
 Only the perturbed genes' rows are exact; the other rows of the cut graph miss edges. Genes outside
 ``genes`` are predicted on the whole graph (:meth:`txpert_head.training.prediction.ModelPredictions.cover_genes`).
