@@ -54,17 +54,17 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from txpert_head.data.backed import group_means
+from txpert_head.data.backed import DEFAULT_MEMORY_BUDGET, group_means
 from txpert_head.data.controls import ControlIndex
 from txpert_head.data.perturb_data import CONTROL, PerturbData
 from txpert_head.data.profiles import condition_name, rows_by_condition
 from txpert_head.data.splits import Condition
-
-log = logging.getLogger(__name__)
 from txpert_head.metrics.vcc import DEFAULT_ALPHA, label_gene_indices, overall_score, vcc_scores
 
-__all__ = ["CELL_MEAN", "VCC_BASELINES", "baselines_vcc", "line_cell_mean", "memory_skip", "model_vcc", "prediction_kind",
-           "score_predictions"]
+__all__ = ["CELL_MEAN", "VCC_BASELINES", "baselines_vcc", "line_cell_mean", "memory_skip", "model_vcc",
+           "prediction_kind", "score_predictions"]
+
+log = logging.getLogger(__name__)
 
 CELL_MEAN = "cell_mean"
 PSEUDOBULK_SKIPPED = {"skipped": "pseudobulk data: DES needs single cells"}  # the block for pseudobulk data
@@ -90,8 +90,6 @@ def memory_skip(data: PerturbData, rows: Mapping[Condition, np.ndarray], conditi
     every evaluated condition's true cells and ``cell_sets - 1`` predicted cell sets (up to ``max_cells``
     each) dense in float64: on a genome-wide screen (500 test perturbations x 256 cells x 8,000 genes,
     twice) that is 16 GB."""
-    from txpert_head.data.backed import DEFAULT_MEMORY_BUDGET
-
     budget = DEFAULT_MEMORY_BUDGET if data.memory_budget is None else int(data.memory_budget)
     cells = sum(min(len(rows.get(c, ())), max_cells) for c in conditions)
     need = cells * cell_sets * data.n_genes * 8

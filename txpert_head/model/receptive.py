@@ -49,11 +49,10 @@ def hop_distances(graph: MultiGraph, genes: Iterable[str], hops: int) -> np.ndar
     return dist
 
 
-def _cut(graph: MultiGraph, genes: Iterable[str], edge_mask: np.ndarray, info: dict) -> MultiGraph:
-    """The subgraph of the edges in ``edge_mask`` and the nodes they touch plus ``genes`` (graph order)."""
-    ids = graph.node_ids(list(genes))
-    node_mask = np.zeros(graph.num_nodes, dtype=bool)
-    node_mask[ids[ids >= 0]] = True
+def _cut(graph: MultiGraph, node_mask: np.ndarray, edge_mask: np.ndarray, info: dict) -> MultiGraph:
+    """The subgraph of the edges in ``edge_mask``, with the nodes in ``node_mask`` and those the edges touch
+    (graph order)."""
+    node_mask = node_mask.copy()
     node_mask[graph.edge_index[:, edge_mask].ravel()] = True
     keep_nodes = np.flatnonzero(node_mask)
     new_id = np.full(graph.num_nodes, -1, dtype=np.int64)
@@ -71,20 +70,17 @@ def _cut(graph: MultiGraph, genes: Iterable[str], edge_mask: np.ndarray, info: d
 def receptive_field(graph: MultiGraph, genes: Iterable[str], hops: int) -> MultiGraph:
     """Nodes within ``hops`` incoming hops of ``genes`` (in graph order) and the edges into nodes within
     ``hops - 1`` hops. Genes absent from the graph are ignored (the encoder gives them isolated rows)."""
-    genes = list(genes)
     dist = hop_distances(graph, genes, hops)
     src, dst = graph.edge_index
     mask = (dist[dst] >= 0) & (dist[dst] <= hops - 1) & (dist[src] >= 0)
     # every node within `hops` hops, even one whose only edges lead to nodes at the rim
-    within = graph.nodes[dist >= 0].tolist()
-    return _cut(graph, within + genes, mask, {"hops": hops})
+    return _cut(graph, dist >= 0, mask, {"hops": hops})
 
 
 def encoder_field(graph: MultiGraph, genes: Iterable[str], layers: int, coded: Iterable[str] = ()) -> MultiGraph:
     """The edges an encoder of ``layers`` message-passing layers reads for the rows of ``genes`` (module
     docstring): into nodes within ``layers - 1`` hops; into ``genes``; and, from genes of ``coded`` (those with
     an observed effect code), into nodes within ``layers`` hops. Nodes: those edges' ends and ``genes``."""
-    genes = list(genes)
     dist = hop_distances(graph, genes, layers)
     src, dst = graph.edge_index
     is_coded = np.zeros(graph.num_nodes, dtype=bool)
@@ -92,4 +88,4 @@ def encoder_field(graph: MultiGraph, genes: Iterable[str], layers: int, coded: I
     is_coded[ids[ids >= 0]] = True
     reached = dist[dst] >= 0
     mask = reached & ((dist[dst] <= max(layers - 1, 0)) | is_coded[src])
-    return _cut(graph, genes, mask, {"encoder layers": layers})
+    return _cut(graph, dist == 0, mask, {"encoder layers": layers})  # the genes stay, edges or not

@@ -117,7 +117,8 @@ class TrainConfig:
 
     @property
     def hops(self) -> int | None:
-        """Receptive-field hops: ``graph_hops``, or for ``"auto"`` the encoder's layers (plus one with
+        """How far the encoder's graph reaches from the perturbed genes: ``graph_hops`` (the receptive field's
+        hops), or for ``"auto"`` the encoder field's depth, the encoder's layers (plus one with
         ``node_inputs="effects"``, whose features read each node's in-neighbours); None: the whole graph."""
         if self.graph_hops == "auto":
             return self.encoder_layers + (1 if self.node_inputs == "effects" else 0)
