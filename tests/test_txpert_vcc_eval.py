@@ -19,7 +19,8 @@ from txpert_head.data.splits import make_split
 from txpert_head.simulate.fixtures import synthetic_data, synthetic_graph
 from txpert_head.training.config import TrainConfig
 from txpert_head.training.trainer import Trainer
-from txpert_head.evaluation.vcc import CELL_MEAN, baselines_vcc, line_cell_mean, model_vcc, score_predictions
+from txpert_head.evaluation.vcc import (CELL_MEAN, _Streamed, baselines_vcc, line_cell_mean, model_vcc,
+                                        score_predictions)
 from txpert_head.metrics.vcc import cell_mean_baseline, vcc_scores
 
 
@@ -78,9 +79,9 @@ def _oracle_trainer(trainer, data):
         def __getattr__(self, name):
             return getattr(trainer, name)
 
-        def predict_cells(self, conditions, return_rows=False):
-            rows, _ = trainer.predict_cells(conditions, return_rows=True)
-            return rows, [_dense(data, r) for r in rows]
+        def iter_predicted_cells(self, conditions):
+            for r, _ in trainer.iter_predicted_cells(conditions):
+                yield r, _dense(data, r)
     return Oracle()
 
 
@@ -110,14 +111,47 @@ def test_cell_mean_as_model_scores_0(small):
         def __getattr__(self, name):
             return getattr(trainer, name)
 
-        def predict_cells(self, conditions, return_rows=False):
-            used, _ = trainer.predict_cells(conditions, return_rows=True)
-            return used, [np.tile(mean, (len(r), 1)) for r in used]
+        def iter_predicted_cells(self, conditions):
+            for r, _ in trainer.iter_predicted_cells(conditions):
+                yield r, np.tile(mean, (len(r), 1))
 
     block, _ = model_vcc(CellMean(), split.test)
     m, ref = block["model"], block["cell_mean"]
     assert (m["des"], m["pds"], m["mae"]) == (ref["des"], ref["pds"], ref["mae"])
     assert m["score"] == 0.0 and all(v == 0.0 for v in m["scaled"].values())
+
+
+def test_the_model_cells_are_streamed_one_condition_at_a_time(small):
+    """model_vcc holds one condition's predicted cells at a time (a genome-wide screen's cells never sit in memory
+    together) and scores exactly what the in-memory path scores: every prediction and the true rows at once."""
+    import weakref
+
+    data, split, trainer = small
+    conds = split.test
+    alive, produced = [], []
+
+    class Watched:
+        def __getattr__(self, name):
+            return getattr(trainer, name)
+
+        def iter_predicted_cells(self, conditions):
+            for r, cells in trainer.iter_predicted_cells(conditions):
+                alive.append(sum(ref() is not None for ref in produced))  # earlier conditions' cells still held
+                produced.append(weakref.ref(cells))
+                yield r, cells
+
+    block, table = model_vcc(Watched(), conds)
+    assert len(produced) == len(conds) and max(alive) <= 1
+    rows, cells = trainer.predict_cells(conds, return_rows=True)
+    summary, direct = score_predictions(data, trainer.controls, conds, split.train, {"TxPert": dict(zip(conds, cells))},
+                                        true_rows=dict(zip(conds, rows)))
+    for k in ("des", "pds", "mae", "pearson_delta", "score"):
+        assert block["model"][k] == summary["TxPert"][k]
+        assert block["cell_mean"][k] == summary[CELL_MEAN][k]
+    np.testing.assert_array_equal(table["vcc_pds"], direct["TxPert_vcc_pds"])
+    with pytest.raises(RuntimeError, match="out of order"):
+        score_predictions(data, trainer.controls, conds[::-1], split.train,
+                          {"TxPert": _Streamed(conds, trainer.iter_predicted_cells(conds)).cells})
 
 
 def test_one_line_equals_vcc_scores_with_the_cell_mean_baseline(small):
@@ -300,8 +334,9 @@ def test_baseline_command_prints_the_vcc_block(files, tmp_path):
 
 
 def test_vcc_block_is_skipped_with_a_reason_over_the_memory_budget(files, tmp_path):
-    """A screen whose dense true and predicted cells would not fit the memory budget gets a VCC block that says
-    so (how much, and what to change) instead of exhausting the machine; the rest of the run is unchanged."""
+    """A screen whose VCC scoring would not fit the memory budget (even streamed: pseudobulks and control cells)
+    gets a VCC block that says so (how much, and what to change) instead of exhausting the machine; the rest of the
+    run is unchanged."""
     common = ["--data", str(files / "d.h5ad"), "--perturbation-col", "gene", "--batch-col", "rep",
               "--memory-budget", "1KB"]
     run = tmp_path / "run"
@@ -310,7 +345,7 @@ def test_vcc_block_is_skipped_with_a_reason_over_the_memory_budget(files, tmp_pa
     assert res.exit_code == 0, res.output
     metrics = json.loads((run / "metrics.json").read_text())
     reason = metrics["vcc"]["skipped"]
-    assert "over the memory budget of 0.0 GB" in reason and "--memory-budget" in reason and "eval_cells" in reason
+    assert "over the memory budget of 0.0 GB" in reason and "--memory-budget" in reason and "fewer conditions" in reason
     assert "pearson_delta" in metrics["model"] and "general" in metrics["baselines"]
     res = _invoke(["baseline", *common, "--task", "double", "--split-half-seeds", "0", "-o", str(tmp_path / "b")])
     assert res.exit_code == 0, res.output

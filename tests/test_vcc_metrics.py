@@ -64,6 +64,41 @@ def test_wilcoxon_identical_sample_p_is_one_and_shift_is_significant():
     assert p[2] < 1e-10
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_wilcoxon_is_scipys_mannwhitneyu_to_the_last_bit(seed):
+    """The sorted-value kernel gives scipy's asymptotic two-sided p-values exactly: ties (rounded values, the
+    zeros of single cells), point masses, one cell, negative values, a constant gene, ControlCells reused."""
+    from scipy.stats import mannwhitneyu
+
+    from txpert_head.metrics.vcc import ControlCells
+
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        n1, n2, g = (int(v) for v in rng.integers(1, 40, size=3))
+        x = np.round(rng.normal(size=(n1, g)), int(rng.integers(0, 3)))
+        y = np.round(rng.normal(size=(n2, g)), int(rng.integers(0, 3)))
+        if rng.random() < 0.3:
+            x[:] = x[0]  # a point mass (a replicated mean)
+        if rng.random() < 0.3:
+            x[:, 0], y[:, 0] = 1.5, 1.5  # constant over both groups: p = 1
+        expected = mannwhitneyu(x, y, axis=0, alternative="two-sided", method="asymptotic").pvalue
+        expected = np.clip(np.where(np.isnan(expected), 1.0, expected), 0.0, 1.0)
+        control = ControlCells(y)
+        for got in (wilcoxon_pvalues(x, y), wilcoxon_pvalues(x, control, chunk_genes=3)):
+            assert np.array_equal(got, expected)
+    cells = np.log1p(rng.poisson(0.3, size=(256, 500))).astype(np.float32).astype(float)  # single-cell-like
+    ctrl = np.log1p(rng.poisson(0.25, size=(600, 500))).astype(np.float32).astype(float)
+    expected = mannwhitneyu(cells, ctrl, axis=0, method="asymptotic").pvalue
+    assert np.array_equal(wilcoxon_pvalues(cells, ctrl), np.where(np.isnan(expected), 1.0, expected))
+    cells[4, 3], ctrl[5, 2] = np.inf, -np.inf
+    expected = mannwhitneyu(cells[:, :4], ctrl[:50, :4], axis=0, method="asymptotic").pvalue
+    assert np.array_equal(wilcoxon_pvalues(cells[:, :4], ctrl[:50, :4]), expected)
+    y = ctrl[:50, :4].copy()
+    y[3, 1] = np.nan
+    p = wilcoxon_pvalues(cells[:, :4], y)
+    assert p[1] == 1.0 and np.array_equal(np.delete(p, 1), np.delete(wilcoxon_pvalues(cells[:, :4], ctrl[:50, :4]), 1))
+
+
 def test_log2_fold_change_is_pdex_s():
     # log2(expm1(m) / expm1(c)); 0/0 -> 0; one-sided zero -> +-inf
     lfc = log2_fold_change(np.array([np.log(5.0), 0.0, 1.0, 0.0]), np.array([np.log(2.0), 0.0, 0.0, 1.0]))

@@ -18,13 +18,13 @@ collects, for every evaluated condition ``p = (cell line L, perturbation)``, the
   predicted cells are one point per batch (a point mass): DES then rests on the fold-change truncation
   explained in :mod:`txpert_head.metrics.vcc`. The block's ``prediction`` field says which kind was scored.
   The baselines (general, additive, nearest cell line, graph neighbours, linear, linear graph) predict a
-  mean profile (G,), passed as such: :func:`vcc_metrics.vcc_scores` replicates it to as many identical
-  cells as the truth has.
+  mean profile (G,), passed as such: :func:`vcc_metrics.score_perturbation` replicates it to as many
+  identical cells as the truth has.
   ``split_half`` is not scored (its "prediction" is the other half of the same cells).
 * **cell-mean baseline**: the VCC reference every scaled value is measured against. For line L it is the
   mean of the perturbed training cells of L, every cell equal to that mean (what
-  :func:`vcc_metrics.cell_mean_baseline` builds; passed as the (G,) mean, which ``vcc_scores`` replicates
-  to the true set size, so it costs no memory per cell). When L has no perturbed training cells (the held-out line of ``cross_cell_line``) it is L's
+  :func:`vcc_metrics.cell_mean_baseline` builds; passed as the (G,) mean, which is replicated to the true
+  set size, so it costs no memory per cell). When L has no perturbed training cells (the held-out line of ``cross_cell_line``) it is L's
   control mean plus the mean training change ``mean_i (x_i − c_{b(i)})`` over the perturbed training
   cells of the other lines (``c_b``: control mean of the cell's batch).
 
@@ -40,9 +40,10 @@ against the pooled cell-mean-baseline means (:func:`vcc_metrics.scale_against_ba
 
 With one cell line this equals :func:`vcc_metrics.vcc_scores` with the cell-mean baseline, exactly.
 
-Cost: the true cells are tested once per scored prediction set (model, each baseline, cell mean), i.e.
-(K + 1) · 2 Wilcoxon calls per condition for K sets; memory holds the dense true and predicted cells,
-about P · eval_cells · G · 8 bytes each (P conditions, G genes).
+Cost: streamed, one condition at a time (:func:`score_predictions`). Per condition the true cells are
+tested once and each of the K prediction sets and the cell mean once: K + 2 Wilcoxon calls. Memory: one
+condition's dense true and predicted cells, the control cells of each line, and per set the (P, G)
+pseudobulks PDS needs (:func:`memory_needed`), not the P · eval_cells · G cells of every condition.
 """
 
 from __future__ import annotations
@@ -59,9 +60,10 @@ from txpert_head.data.controls import ControlIndex
 from txpert_head.data.perturb_data import CONTROL, PerturbData
 from txpert_head.data.profiles import condition_name, rows_by_condition
 from txpert_head.data.splits import Condition
-from txpert_head.metrics.vcc import DEFAULT_ALPHA, label_gene_indices, overall_score, vcc_scores
+from txpert_head.metrics.vcc import (DEFAULT_ALPHA, ControlCells, close_block, label_gene_indices, overall_score,
+                                     score_perturbation, summarise_true)
 
-__all__ = ["CELL_MEAN", "VCC_BASELINES", "baselines_vcc", "line_cell_mean", "memory_skip", "model_vcc",
+__all__ = ["CELL_MEAN", "VCC_BASELINES", "baselines_vcc", "line_cell_mean", "memory_needed", "memory_skip", "model_vcc",
            "prediction_kind", "score_predictions"]
 
 log = logging.getLogger(__name__)
@@ -83,22 +85,30 @@ def prediction_kind(control_mode: str) -> str:
     return f"cells (control_mode={control_mode}: one output per matched control cell)"
 
 
-def memory_skip(data: PerturbData, rows: Mapping[Condition, np.ndarray], conditions: Sequence[Condition],
-                cell_sets: int, max_cells: int = 256) -> dict | None:
-    """``{"skipped": reason}`` when the VCC block's cell-level scoring would hold more than the data's memory
-    budget (``data.memory_budget``, default 4 GB), else None. :func:`score_predictions` holds, per cell line,
-    every evaluated condition's true cells and ``cell_sets - 1`` predicted cell sets (up to ``max_cells``
-    each) dense in float64: on a genome-wide screen (500 test perturbations x 256 cells x 8,000 genes,
-    twice) that is 16 GB."""
+def memory_needed(n_genes: int, conditions: Sequence[Condition], sets: int, max_cells: int = 256,
+                  max_control_cells: int = DEFAULT_MAX_CONTROL_CELLS) -> int:
+    """Bytes :func:`score_predictions` holds (float64): per prediction set (``sets``, the cell mean and the
+    truth included) the pseudobulks of every condition, per cell line its control cells, and one condition's
+    true and predicted cells at a time::
+
+        8 · G · (sets · P + lines · max_control_cells + 2 · max_cells)
+    """
+    lines = len({c[0] for c in conditions})
+    return 8 * n_genes * (sets * len(conditions) + lines * max_control_cells + 2 * max_cells)
+
+
+def memory_skip(data: PerturbData, conditions: Sequence[Condition], sets: int, max_cells: int = 256) -> dict | None:
+    """``{"skipped": reason}`` when :func:`memory_needed` exceeds the data's memory budget (``data.memory_budget``,
+    default 4 GB), else None. ``sets``: the prediction sets scored (model and baselines), without the cell mean
+    and the truth. Streaming keeps this small: on a genome-wide screen (2,000 test perturbations x 8,000 genes,
+    8 sets) it is about 1.3 GB."""
     budget = DEFAULT_MEMORY_BUDGET if data.memory_budget is None else int(data.memory_budget)
-    cells = sum(min(len(rows.get(c, ())), max_cells) for c in conditions)
-    need = cells * cell_sets * data.n_genes * 8
+    need = memory_needed(data.n_genes, conditions, sets + 2, max_cells)
     if need <= budget:
         return None
-    reason = (f"the VCC block would hold {need / 2**30:.1f} GB of dense cells ({len(conditions):,} conditions x up "
-              f"to {max_cells} cells x {data.n_genes:,} genes x {cell_sets} sets, float64), over the memory budget "
-              f"of {budget / 2**30:.1f} GB; raise --memory-budget, or score fewer conditions or cells "
-              "(--set eval_cells=N)")
+    reason = (f"the VCC block would hold {need / 2**30:.1f} GB ({len(conditions):,} conditions x {data.n_genes:,} "
+              f"genes x {sets + 2} pseudobulk sets, the control cells and one condition's cells, float64), over the "
+              f"memory budget of {budget / 2**30:.1f} GB; raise --memory-budget, or score fewer conditions")
     log.warning("VCC metrics skipped: %s", reason)
     return {"skipped": reason}
 
@@ -148,6 +158,12 @@ def score_predictions(data: PerturbData, controls: ControlIndex, conditions: Seq
     * ``table``: one row per condition (``condition`` = :func:`condition_name`) with
       ``<label>_vcc_des``, ``<label>_vcc_pds``, ``<label>_vcc_mae``, ``<label>_vcc_pearson_delta``,
       ``vcc_n_de_true`` (DE genes of the truth) and ``<label>_vcc_n_de`` (DE genes of the prediction).
+
+    Streamed: the conditions are scored one at a time in the order given, each condition's rows read
+    (``true_rows[c]``) before its predictions (``predictions[label][c]``), so both may be lazy mappings that
+    produce one condition at a time (:func:`model_vcc` passes the model's cells so). Only the current
+    condition's true and predicted cells are dense; what stays is, per cell line, its control cells and,
+    per prediction set, the pseudobulks ``(P, G)`` that PDS compares (:func:`memory_needed`).
     """
     conditions = list(conditions)
     if not conditions:
@@ -164,47 +180,52 @@ def score_predictions(data: PerturbData, controls: ControlIndex, conditions: Seq
             raise ValueError(f"prediction {label!r} lacks condition(s) {', '.join(lacking[:5])}")
     rng = np.random.default_rng([seed, 4_243])
     labels = [*predictions, CELL_MEAN]
-    per: dict[str, dict[str, dict]] = {lab: {} for lab in labels}  # label -> name -> metrics
-    n_de_true: dict[str, int] = {}
-    control_counts: dict[str, int] = {}
+    names = [condition_name(c) for c in conditions]
     lines = sorted({c[0] for c in conditions})
+    # per line (in this order, so the draws are those of every earlier version): its controls, then the true rows
+    control, cell_mean, drawn = {}, {}, {}
+    control_counts: dict[str, int] = {}
     for line in lines:
-        conds = [c for c in conditions if c[0] == line]
-        names = [condition_name(c) for c in conds]
         ctrl_rows = controls.by_line.get(line)
         if ctrl_rows is None or not len(ctrl_rows):
             raise ValueError(f"cell line {line!r} has no control cells to call DE genes against")
         if len(ctrl_rows) > max_control_cells:
             ctrl_rows = np.sort(rng.choice(ctrl_rows, max_control_cells, replace=False))
-        control = _dense(data, ctrl_rows)
+        control[line] = ControlCells(_dense(data, ctrl_rows))
         control_counts[line] = int(len(ctrl_rows))
-        true: dict[str, np.ndarray] = {}
-        for c, name in zip(conds, names):
-            idx = rows[c] if true_rows is None else np.asarray(true_rows[c])
-            if true_rows is None and len(idx) > max_cells:
-                idx = np.sort(rng.choice(idx, max_cells, replace=False))
-            if not len(idx):
-                raise ValueError(f"condition {name}: no true cells")
-            true[name] = _dense(data, idx)
-        exclude = dict(zip(names, label_gene_indices([c[1] for c in conds], data.genes)))
-        mean = line_cell_mean(data, controls, train, rows, line)
-        sets = {lab: {n: predictions[lab][c] for c, n in zip(conds, names)} for lab in predictions}
-        # the (G,) mean is replicated by vcc_scores to the true set sizes without copying: the same cells as
-        # cell_mean_baseline(training cells, sizes) gives, in O(G) memory
-        sets[CELL_MEAN] = {n: mean for n in names}
+        if true_rows is None:
+            for c in conditions:
+                if c[0] == line:
+                    idx = rows[c]
+                    drawn[c] = np.sort(rng.choice(idx, max_cells, replace=False)) if len(idx) > max_cells else idx
+        cell_mean[line] = line_cell_mean(data, controls, train, rows, line)
+    per: dict[str, dict[str, dict]] = {lab: {} for lab in labels}  # label -> name -> metrics
+    means = {lab: np.empty((len(conditions), data.n_genes)) for lab in [*labels, "true"]}  # pseudobulks
+    for k, (c, name) in enumerate(zip(conditions, names)):
+        line = c[0]
+        idx = drawn[c] if true_rows is None else np.asarray(true_rows[c])
+        if not len(idx):
+            raise ValueError(f"condition {name}: no true cells")
+        truth = summarise_true(name, _dense(data, idx), control[line], alpha)
+        means["true"][k] = truth.mean
         for lab in labels:
-            res = vcc_scores(sets[lab], true, control, alpha=alpha, exclude_genes=exclude)
-            for n, v in res["per_perturbation"].items():
-                per[lab][n] = v
-                n_de_true[n] = v["n_de_true"]
+            # the (G,) cell mean is replicated to the true set size without copying: the cells
+            # cell_mean_baseline(training cells, sizes) gives, in O(G) memory
+            pred = cell_mean[line] if lab == CELL_MEAN else predictions[lab][c]
+            per[lab][name], means[lab][k] = score_perturbation(name, pred, truth, control[line], alpha)
+    for line in lines:  # PDS ranks a perturbation among the perturbations of its line
+        at = [k for k, c in enumerate(conditions) if c[0] == line]
+        exclude = label_gene_indices([conditions[k][1] for k in at], data.genes)
+        for lab in labels:
+            close_block({names[k]: per[lab][names[k]] for k in at}, means[lab][at], means["true"][at],
+                        control[line].mean, exclude)
     summary: dict = {"cell_lines": lines, "control_cells": control_counts, "alpha": alpha,
                      "test": "Wilcoxon rank-sum vs the line's control cells, Benjamini-Hochberg FDR"}
-    names = [condition_name(c) for c in conditions]
     raw = {lab: {m: _mean([per[lab][n][m] for n in names]) for m in METRICS} for lab in labels}
     for lab in labels:
         scaled, score = overall_score(raw[lab], raw[CELL_MEAN])
         summary[lab] = {**raw[lab], "scaled": scaled, "score": score, "n_perturbations": len(names)}
-    table = pd.DataFrame({"condition": names, "vcc_n_de_true": [n_de_true[n] for n in names]})
+    table = pd.DataFrame({"condition": names, "vcc_n_de_true": [per[CELL_MEAN][n]["n_de_true"] for n in names]})
     for lab in labels:
         for m in METRICS:
             table[f"{lab}_vcc_{m}"] = [per[lab][n][m] for n in names]
@@ -216,6 +237,42 @@ def _mean(values: Sequence[float]) -> float:
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     return float(v.mean()) if len(v) else float("nan")
+
+
+class _Streamed:
+    """The model's ``(rows, cells)`` per condition from :meth:`iter_predicted_cells`, seen as two mappings
+    (``rows``, ``cells``) that produce one condition at a time, in the order of ``conditions``: asking for the
+    next condition drops the current one (:func:`score_predictions` asks in that order)."""
+
+    def __init__(self, conditions: Sequence[Condition], pairs):
+        self.order, self._pairs, self._next, self._current = list(conditions), iter(pairs), 0, None
+        self.rows, self.cells = _View(self, 0), _View(self, 1)
+
+    def get(self, c: Condition, part: int) -> np.ndarray:
+        if self._current is None or self._current[0] != c:
+            if self._next >= len(self.order) or self.order[self._next] != c:
+                raise RuntimeError(f"condition {condition_name(c)} asked out of order: the model's cells are produced "
+                                   "once, in the order of the conditions")
+            self._current = (c, *next(self._pairs))
+            self._next += 1
+        return self._current[1 + part]
+
+
+class _View(Mapping):
+    def __init__(self, stream: _Streamed, part: int):
+        self._stream, self._part, self._keys = stream, part, set(stream.order)
+
+    def __getitem__(self, c):
+        return self._stream.get(c, self._part)
+
+    def __contains__(self, c) -> bool:
+        return c in self._keys
+
+    def __iter__(self):
+        return iter(self._stream.order)
+
+    def __len__(self) -> int:
+        return len(self._stream.order)
 
 
 def _baseline_predictions(conditions: Sequence[Condition], baselines: Mapping[str, dict]) -> dict[str, Prediction]:
@@ -252,12 +309,12 @@ def model_vcc(trainer, conditions: Sequence[Condition], baselines: Mapping[str, 
     start = time.perf_counter()
     conditions = list(conditions)
     _require_cells(trainer.data)
-    used, cells = trainer.predict_cells(conditions, return_rows=True)
-    preds: dict[str, Prediction] = {"TxPert": dict(zip(conditions, cells))}
+    stream = _Streamed(conditions, trainer.iter_predicted_cells(conditions))
+    preds: dict[str, Prediction] = {"TxPert": stream.cells}
     base = _baseline_predictions(conditions, baselines or {})
     preds.update(base)
     summary, table = score_predictions(trainer.data, trainer.controls, conditions, trainer.split.train, preds,
-                                       true_rows=dict(zip(conditions, used)), max_control_cells=max_control_cells,
+                                       true_rows=stream.rows, max_control_cells=max_control_cells,
                                        seed=seed, alpha=alpha)
     table = table.rename(columns={f"TxPert_vcc_{m}": f"vcc_{m}" for m in (*METRICS, "n_de")})
     block = _arrange(summary, "TxPert", list(base), prediction_kind(trainer.cfg.control_mode),

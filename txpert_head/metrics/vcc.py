@@ -54,10 +54,13 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "ControlCells",
     "DECall",
+    "TrueSet",
     "benjamini_hochberg",
     "call_de_genes",
     "cell_mean_baseline",
+    "close_block",
     "des_from_calls",
     "label_gene_indices",
     "log2_fold_change",
@@ -65,6 +68,8 @@ __all__ = [
     "pds_scores",
     "pseudobulk_mae",
     "scale_against_baseline",
+    "score_perturbation",
+    "summarise_true",
     "target_indices_from_names",
     "top_change_mae",
     "vcc_pearson_delta",
@@ -105,29 +110,111 @@ def benjamini_hochberg(pvalues: np.ndarray) -> np.ndarray:
     return q.reshape(shape)
 
 
-def wilcoxon_pvalues(cells: np.ndarray, control: np.ndarray, chunk_genes: int = 2048) -> np.ndarray:
+class ControlCells:
+    """The control cells every Wilcoxon test of a cell line compares against, prepared once: ``mean`` (G,),
+    ``sorted`` (G, n), each gene's values in ascending order, and ``n_cells``. Built from an ``(n, G)`` array;
+    the functions here that take control cells accept either."""
+
+    def __init__(self, cells: np.ndarray):
+        cells = np.asarray(cells, dtype=np.float64)
+        if cells.ndim != 2 or cells.shape[0] == 0:
+            raise ValueError(f"control cells must be a non-empty (n, G) array, got shape {cells.shape}")
+        self.n_cells, self.n_genes = cells.shape
+        self.mean = cells.mean(axis=0)
+        self.sorted = np.ascontiguousarray(cells.T)
+        self.sorted.sort(axis=1)
+
+    @classmethod
+    def of(cls, control: "np.ndarray | ControlCells") -> "ControlCells":
+        return control if isinstance(control, ControlCells) else cls(control)
+
+
+def _tie_groups(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The runs of equal values of a row-sorted ``(g, n)`` array, in row-major order: per run its row, its first
+    position in the row, its length and its value."""
+    n = rows.shape[1]
+    flat = rows.ravel()
+    new = np.empty(flat.size, dtype=bool)
+    new[0] = True
+    np.not_equal(flat[1:], flat[:-1], out=new[1:])
+    new[::n] = True  # every row starts a run
+    first = np.flatnonzero(new)
+    size = np.diff(np.append(first, flat.size))
+    row = first // n
+    return row, first - row * n, size, flat[first]
+
+
+def _row_value_keys(row: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Complex keys ``row + i value`` that numpy sorts and searches lexicographically by (row, value); set part by
+    part, as ``1j * value`` would turn an infinite or NaN value into a NaN real part. NaN values (the last of their
+    row; their genes get p = 1) become +inf, which keeps the keys in numpy's order."""
+    keys = np.empty(row.size, dtype=np.complex128)
+    keys.real, keys.imag = row, np.where(np.isnan(value), np.inf, value)
+    return keys
+
+
+def _rank_sums(cells_sorted: np.ndarray, control_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of the row-sorted ``(g, n1)`` cells and ``(g, n2)`` controls: the rank sum of the cells in the pooled
+    sample (average ranks for ties) and the tie term ``sum_t (t^3 - t)`` over its runs of equal values.
+
+    The pooled rows are the two sorted runs merged (a stable sort of the two runs). A run of ``t`` equal values
+    starting at position ``a`` (0-based) has the average rank ``a + (t + 1) / 2``; each run of the cells lies
+    inside one pooled run, found by a lexicographic search on (row, value) (complex keys sort so). Every
+    quantity is a sum of half-integers, exact in float64."""
+    g = cells_sorted.shape[0]
+    pooled = np.concatenate([cells_sorted, control_sorted], axis=1)
+    pooled.sort(axis=1, kind="stable")
+    row, first, size, value = _tie_groups(pooled)
+    size = size.astype(np.float64)
+    average = first + (size + 1.0) / 2.0
+    tie_term = np.bincount(row, weights=size ** 3 - size, minlength=g)
+    c_row, _, c_size, c_value = _tie_groups(cells_sorted)
+    at = np.searchsorted(_row_value_keys(row, value), _row_value_keys(c_row, c_value))
+    return np.bincount(c_row, weights=c_size * average[at], minlength=g), tie_term
+
+
+def wilcoxon_pvalues(cells: np.ndarray, control: "np.ndarray | ControlCells", chunk_genes: int = 2048) -> np.ndarray:
     """Two-sided Wilcoxon rank-sum (Mann-Whitney U) p-value per gene, cells versus controls.
 
-    ``cells``: (n1, G); ``control``: (n2, G); returns (G,). Normal approximation with tie correction
-    and continuity correction (``scipy.stats.mannwhitneyu(method="asymptotic")``; pdex's numba
-    kernel computes the same p-values). Genes are processed in chunks of ``chunk_genes`` columns to
-    bound memory; a gene constant over both groups gets p = 1.
-    """
-    from scipy.stats import mannwhitneyu  # imported on use: scipy.stats / spatial are slow to import
+    ``cells``: (n1, G); ``control``: (n2, G) or :class:`ControlCells`; returns (G,). The normal approximation
+    with tie and continuity correction, as ``scipy.stats.mannwhitneyu(method="asymptotic")`` computes it (and
+    pdex's numba kernel); the tests check the p-values are scipy's to the last bit. With ``R1`` the cells' rank
+    sum in the pooled sample, ``n = n1 + n2`` and ``T = sum_t (t^3 - t)`` over runs of ``t`` tied values::
 
+        U1 = R1 - n1 (n1 + 1) / 2,   U = max(U1, n1 n2 - U1)
+        z  = (U - n1 n2 / 2 - 1/2) / sqrt(n1 n2 / 12 · (n + 1 - T / (n (n - 1)))),   p = min(1, 2 Φ(-z))
+
+    The ranks come from sorted values: the controls are sorted once (:class:`ControlCells`), the cells per
+    call, and the two merged (:func:`_rank_sums`); ``benchmarks/bench_vcc.py`` times it against scipy.
+    Genes are processed in chunks of ``chunk_genes``; a gene constant over both groups, or with a NaN value,
+    gets p = 1.
+    """
+    from scipy.special import ndtr
+
+    control = ControlCells.of(control)
     cells = np.asarray(cells, dtype=np.float64)
-    control = np.asarray(control, dtype=np.float64)
-    if cells.ndim != 2 or control.ndim != 2 or cells.shape[1] != control.shape[1]:
-        raise ValueError(f"cells {cells.shape} and control {control.shape} must be (n, G) with the same G")
-    if cells.shape[0] == 0 or control.shape[0] == 0:
+    if cells.ndim != 2 or cells.shape[1] != control.n_genes:
+        raise ValueError(f"cells {cells.shape} and control {(control.n_cells, control.n_genes)} must be (n, G) "
+                         "with the same G")
+    if cells.shape[0] == 0:
         raise ValueError("the Wilcoxon test needs at least one cell in each group")
+    n1, n2 = cells.shape[0], control.n_cells
+    n = n1 + n2
     n_genes = cells.shape[1]
     out = np.ones(n_genes)
     for start in range(0, n_genes, chunk_genes):
         stop = min(start + chunk_genes, n_genes)
-        res = mannwhitneyu(cells[:, start:stop], control[:, start:stop], axis=0,
-                           alternative="two-sided", method="asymptotic")
-        out[start:stop] = res.pvalue
+        x = np.ascontiguousarray(cells[:, start:stop].T)
+        x.sort(axis=1)
+        r1, tie_term = _rank_sums(x, control.sorted[start:stop])
+        u1 = r1 - n1 * (n1 + 1) / 2
+        u = np.maximum(u1, n1 * n2 - u1)
+        sd = np.sqrt(n1 * n2 / 12 * ((n + 1) - tie_term / (n * (n - 1))))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = (u - n1 * n2 / 2 - 0.5) / sd
+        p = ndtr(-z) * 2
+        nan = np.isnan(x[:, -1]) | np.isnan(control.sorted[start:stop, -1])  # NaN sorts last
+        out[start:stop] = np.where(nan, np.nan, p)
     return np.clip(np.where(np.isnan(out), 1.0, out), 0.0, 1.0)
 
 
@@ -163,8 +250,9 @@ class DECall:
     genes: np.ndarray
 
 
-def call_de_genes(cells: np.ndarray, control: np.ndarray, alpha: float = DEFAULT_ALPHA) -> DECall:
-    """Call DE genes of ``cells`` (n1, G) versus ``control`` (n2, G) as cell-eval does (pdex, ``mode="ref"``).
+def call_de_genes(cells: np.ndarray, control: "np.ndarray | ControlCells", alpha: float = DEFAULT_ALPHA) -> DECall:
+    """Call DE genes of ``cells`` (n1, G) versus ``control`` (n2, G, or :class:`ControlCells`) as cell-eval does
+    (pdex, ``mode="ref"``).
 
     ``q_g`` = :func:`benjamini_hochberg` of the :func:`wilcoxon_pvalues` over all G genes. Gene g is DE when
     ``float32(q_g) < float32(alpha)`` (strictly; cell-eval stores q in single precision before the
@@ -174,9 +262,9 @@ def call_de_genes(cells: np.ndarray, control: np.ndarray, alpha: float = DEFAULT
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     cells = np.asarray(cells, dtype=np.float64)
-    control = np.asarray(control, dtype=np.float64)
+    control = ControlCells.of(control)
     q = benjamini_hochberg(wilcoxon_pvalues(cells, control))
-    lfc = log2_fold_change(cells.mean(axis=0), control.mean(axis=0))
+    lfc = log2_fold_change(cells.mean(axis=0), control.mean)
     hit = np.flatnonzero(q.astype(np.float32) < np.float32(alpha))
     size = np.abs(lfc[hit]).astype(np.float32)
     genes = hit[np.argsort(-size, kind="stable")]  # hit is ascending, so ties keep the gene order
@@ -396,24 +484,49 @@ def _as_cells(pert: str, values: np.ndarray, n_genes: int, n_true: int, what: st
     return arr
 
 
-def _raw_block(pred: Mapping[str, np.ndarray], perts: list[str], true_calls: dict[str, DECall],
-               true_sizes: dict[str, int], true_mean: np.ndarray, control: np.ndarray,
-               control_mean: np.ndarray, exclude: Sequence[Sequence[int]] | None, alpha: float,
-               what: str) -> dict:
-    """DES, PDS, MAE and the VCC Pearson Δ (means and per perturbation) of one set of predictions."""
-    n_genes = control.shape[1]
-    per: dict[str, dict] = {}
-    pred_mean = np.empty_like(true_mean)
-    for i, p in enumerate(perts):
-        cells = np.maximum(_as_cells(p, pred[p], n_genes, true_sizes[p], what), 0.0)  # clip at 0
-        pred_mean[i] = cells.mean(axis=0)
-        call = call_de_genes(cells, control, alpha)
-        per[p] = {"des": des_from_calls(call, true_calls[p]),
-                  "mae": pseudobulk_mae(pred_mean[i], true_mean[i]),
-                  "pearson_delta": vcc_pearson_delta(pred_mean[i], true_mean[i], control_mean),
-                  "n_de_pred": int(call.genes.size), "n_de_true": int(true_calls[p].genes.size)}
+@dataclass(frozen=True)
+class TrueSet:
+    """What scoring needs of one perturbation's true cells, so the cells themselves can be dropped:
+    ``call`` (:func:`call_de_genes` against the controls), ``mean`` (the pseudobulk, (G,)) and ``n_cells``
+    (how many cells a (G,) prediction is replicated to)."""
+
+    call: DECall
+    mean: np.ndarray
+    n_cells: int
+
+
+def summarise_true(pert: str, cells: np.ndarray, control: ControlCells, alpha: float = DEFAULT_ALPHA) -> TrueSet:
+    """The :class:`TrueSet` of perturbation ``pert``'s true cells ``(n, G)`` against the line's controls."""
+    t = np.asarray(cells, dtype=np.float64)
+    if t.ndim != 2:
+        raise ValueError(f"true cells of perturbation {pert!r} must be (n_cells, {control.n_genes}), got {t.shape}")
+    t = _as_cells(pert, t, control.n_genes, 0, "true cells")
+    return TrueSet(call=call_de_genes(t, control, alpha), mean=t.mean(axis=0), n_cells=t.shape[0])
+
+
+def score_perturbation(pert: str, pred: np.ndarray, truth: TrueSet, control: ControlCells,
+                       alpha: float = DEFAULT_ALPHA, what: str = "predicted cells") -> tuple[dict, np.ndarray]:
+    """DES, MAE and the VCC Pearson Δ of one perturbation's prediction (cells ``(n, G)`` or a mean ``(G,)``,
+    clipped at 0), and its pseudobulk ``(G,)``. PDS needs every perturbation's pseudobulk: :func:`close_block`.
+
+    Returns ``({"des", "mae", "pearson_delta", "n_de_pred", "n_de_true"}, pseudobulk)``."""
+    cells = np.maximum(_as_cells(pert, pred, control.n_genes, truth.n_cells, what), 0.0)  # clip at 0
+    mean = cells.mean(axis=0)
+    call = call_de_genes(cells, control, alpha)
+    return {"des": des_from_calls(call, truth.call),
+            "mae": pseudobulk_mae(mean, truth.mean),
+            "pearson_delta": vcc_pearson_delta(mean, truth.mean, control.mean),
+            "n_de_pred": int(call.genes.size), "n_de_true": int(truth.call.genes.size)}, mean
+
+
+def close_block(per: Mapping[str, dict], pred_mean: np.ndarray, true_mean: np.ndarray, control_mean: np.ndarray,
+                exclude: Sequence[Sequence[int]] | None = None) -> dict:
+    """The block of one prediction set over the perturbations of ``per`` (the :func:`score_perturbation`
+    values, in the row order of ``pred_mean`` and ``true_mean``, both ``(P, G)``): adds each perturbation's
+    PDS (:func:`pds_scores` among these P) to ``per`` and returns the means ``{"des", "pds", "mae",
+    "pearson_delta", "per_perturbation": per}`` (NaN Pearson Δ values left out)."""
     pds = pds_scores(pred_mean - control_mean, true_mean - control_mean, exclude)
-    for i, p in enumerate(perts):
+    for i, p in enumerate(per):
         per[p]["pds"] = float(pds[i])
     pdelta = np.array([v["pearson_delta"] for v in per.values()])
     return {"des": float(np.mean([v["des"] for v in per.values()])),
@@ -421,6 +534,16 @@ def _raw_block(pred: Mapping[str, np.ndarray], perts: list[str], true_calls: dic
             "mae": float(np.mean([v["mae"] for v in per.values()])),
             "pearson_delta": float(np.nanmean(pdelta)) if np.isfinite(pdelta).any() else float("nan"),
             "per_perturbation": per}
+
+
+def _raw_block(pred: Mapping[str, np.ndarray], perts: list[str], truths: dict[str, TrueSet], control: ControlCells,
+               exclude: Sequence[Sequence[int]] | None, alpha: float, what: str) -> dict:
+    """DES, PDS, MAE and the VCC Pearson Δ (means and per perturbation) of one set of predictions."""
+    per: dict[str, dict] = {}
+    pred_mean = np.empty((len(perts), control.n_genes))
+    for i, p in enumerate(perts):
+        per[p], pred_mean[i] = score_perturbation(p, pred[p], truths[p], control, alpha, what)
+    return close_block(per, pred_mean, np.stack([truths[p].mean for p in perts]), control.mean, exclude)
 
 
 def vcc_scores(pred_cells: Mapping[str, np.ndarray], true_cells: Mapping[str, np.ndarray],
@@ -474,27 +597,14 @@ def vcc_scores(pred_cells: Mapping[str, np.ndarray], true_cells: Mapping[str, np
         unknown = [p for p in exclude_genes if p not in true_cells]
         if unknown:
             raise ValueError(f"exclude_genes names perturbations not in true_cells: {unknown[:5]}")
-    n_genes = control.shape[1]
-    control_mean = control.mean(axis=0)
-    true_calls: dict[str, DECall] = {}
-    true_sizes: dict[str, int] = {}
-    true_mean = np.empty((len(perts), n_genes))
-    for i, p in enumerate(perts):
-        t = np.asarray(true_cells[p], dtype=np.float64)
-        if t.ndim != 2:
-            raise ValueError(f"true cells of perturbation {p!r} must be (n_cells, {n_genes}), got {t.shape}")
-        t = _as_cells(p, t, n_genes, 0, "true cells")
-        true_sizes[p] = t.shape[0]
-        true_mean[i] = t.mean(axis=0)
-        true_calls[p] = call_de_genes(t, control, alpha)
+    control = ControlCells(control)
+    truths = {p: summarise_true(p, true_cells[p], control, alpha) for p in perts}
     exclude = None if exclude_genes is None else [list(exclude_genes.get(p, ())) for p in perts]
 
-    model = _raw_block(pred_cells, perts, true_calls, true_sizes, true_mean, control, control_mean,
-                       exclude, alpha, "predicted cells")
+    model = _raw_block(pred_cells, perts, truths, control, exclude, alpha, "predicted cells")
     out = {"n_perturbations": len(perts), **model, "baseline": None, "scaled": None, "score": None}
     if baseline_cells is not None:
-        base = _raw_block(baseline_cells, perts, true_calls, true_sizes, true_mean, control, control_mean,
-                          exclude, alpha, "baseline cells")
+        base = _raw_block(baseline_cells, perts, truths, control, exclude, alpha, "baseline cells")
         scaled, score = overall_score(model, base)
         out["baseline"] = {k: base[k] for k in ("des", "pds", "mae", "pearson_delta")}
         out["scaled"] = scaled

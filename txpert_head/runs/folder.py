@@ -54,12 +54,12 @@ from txpert_head.data.controls import ControlIndex
 from txpert_head.data.perturb_data import (CONTROL, LEGACY_TARGET_SUM, TARGET_SUM, DataError, PerturbData, graph_overlap,
                               load_h5ad)
 from txpert_head.metrics.paired import paired_comparison
-from txpert_head.data.profiles import condition_name, rows_by_condition, true_profiles
+from txpert_head.data.profiles import condition_name, true_profiles
 from txpert_head.data.splits import Split, make_split
 from txpert_head.training.config import LEGACY_OPTIONS, TrainConfig
 from txpert_head.training.checkpoints import CheckpointError, load_checkpoint, load_weights
 from txpert_head.training.trainer import Trainer
-from txpert_head.evaluation.vcc import PSEUDOBULK_SKIPPED, baselines_vcc, memory_skip, model_vcc
+from txpert_head.evaluation.vcc import PSEUDOBULK_SKIPPED, VCC_BASELINES, baselines_vcc, memory_skip, model_vcc
 
 log = logging.getLogger(__name__)
 
@@ -540,8 +540,7 @@ def _vcc_section(trainer: Trainer, conditions: Sequence, base: dict[str, dict] |
     ``cell_mean_vcc_*``). Pseudobulk data has no cells to test: the block is ``{"skipped": reason}``."""
     if trainer.data.pseudobulk:
         return dict(PSEUDOBULK_SKIPPED), table
-    # true cells and the model's predicted cells
-    skipped = memory_skip(trainer.data, trainer.rows, conditions, cell_sets=2, max_cells=trainer.cfg.eval_cells)
+    skipped = memory_skip(trainer.data, conditions, sets=1 + len(VCC_BASELINES), max_cells=trainer.cfg.eval_cells)
     if skipped is not None:
         return skipped, table
     block, vcc_table = model_vcc(trainer, list(conditions), base, seed=seed)
@@ -682,8 +681,8 @@ def baseline_run(data_opts: DataOptions, task: str, out: str | Path, split_seed:
     vcc_table = None
     if vcc and data.pseudobulk:
         report["vcc"] = dict(PSEUDOBULK_SKIPPED)
-    elif vcc and (skipped := memory_skip(data, rows_by_condition(data), split.test, cell_sets=1)) is not None:
-        report["vcc"] = skipped  # the baselines predict means: only the true cells are held
+    elif vcc and (skipped := memory_skip(data, split.test, sets=len(VCC_BASELINES))) is not None:
+        report["vcc"] = skipped
     elif vcc:
         report["vcc"], vcc_table = baselines_vcc(data, ControlIndex(data), split.test, split.train, res, seed=split_seed)
     with output_errors(out):  # computed first: nothing is written when a step fails

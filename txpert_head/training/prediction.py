@@ -110,21 +110,25 @@ class ModelPredictions:
             out[k] = y.double().mean(0).cpu().numpy()
         return out
 
+    def iter_predicted_cells(self, conditions: Sequence[Condition], rows_for: dict[Condition, np.ndarray] | None = None,
+                             seed: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Per condition, in order, ``(rows, cells)``: the data rows whose matched controls were the inputs and
+        the predicted cells, (n_k, G) float64, one row per input. Only the current condition's cells are held
+        (the VCC block streams a genome-wide screen through this). Inputs and draws are those of
+        :meth:`predict_means`, so the mean of each ``cells`` is that method's row. With ``control_mode="mean"``
+        every input of a batch is the batch's control mean, so a condition's predicted cells are one point
+        per batch (a point mass), not a cell distribution."""
+        for idx, y in self._predicted_batches(conditions, rows_for, seed):
+            yield np.asarray(idx), y.double().cpu().numpy()
+
     def predict_cells(self, conditions: Sequence[Condition], rows_for: dict[Condition, np.ndarray] | None = None,
                       seed: int | None = None, return_rows: bool = False):
-        """Predicted cells of each condition: a list of (n_k, G) float64 arrays, one row per control input.
-
-        The inputs are those of :meth:`predict_means` (same rows, same draws), so the mean of each array is
-        that method's row. With ``control_mode="mean"`` every input of a batch is the batch's control mean, so
-        a condition's predicted cells are one point per batch (a point mass), not a cell distribution.
-        ``return_rows=True`` returns ``(rows, cells)``: also the data rows whose matched controls were the
-        inputs (the true cells the predictions stand for).
-        """
-        rows, cells = [], []
-        for idx, y in self._predicted_batches(conditions, rows_for, seed):
-            rows.append(np.asarray(idx))
-            cells.append(y.double().cpu().numpy())
-        return (rows, cells) if return_rows else cells
+        """Predicted cells of each condition: the list of :meth:`iter_predicted_cells`' cells; with
+        ``return_rows=True`` ``(rows, cells)``, also the data rows whose matched controls were the inputs (the
+        true cells the predictions stand for)."""
+        pairs = list(self.iter_predicted_cells(conditions, rows_for, seed))
+        cells = [c for _, c in pairs]
+        return ([r for r, _ in pairs], cells) if return_rows else cells
 
     def whole_graph_model(self) -> TxPert:
         """A copy of the model whose encoder covers all of :attr:`graph` (the model itself when it was built on
