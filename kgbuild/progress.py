@@ -53,7 +53,7 @@ class Progress:
     def __init__(self, iterable: Iterable | None = None, total: float | None = None, desc: str = "",
                  unit: str = "it", enabled: bool | None = None, initial: float = 0, leave: bool = True,
                  stream: TextIO | None = None, every_percent: float = EVERY_PERCENT,
-                 every_seconds: float = EVERY_SECONDS, **tqdm_kwargs: Any) -> None:
+                 every_seconds: float = EVERY_SECONDS, delay: float = 0.0, **tqdm_kwargs: Any) -> None:
         self.iterable = iterable
         if total is None and iterable is not None:
             try:
@@ -63,7 +63,7 @@ class Progress:
         self.total, self.desc, self.unit = total, desc, unit
         self.n = initial
         self.stream = sys.stderr if stream is None else stream
-        self.every_percent, self.every_seconds = every_percent, every_seconds
+        self.every_percent, self.every_seconds, self.delay = every_percent, every_seconds, delay
         self.mode = "off" if enabled is False else ("bar" if is_terminal(self.stream) else "plain")
         self._bar = None
         self._start = self._last_time = time.perf_counter()
@@ -75,7 +75,7 @@ class Progress:
 
             unit_kwargs = {"unit_scale": True, "unit_divisor": 1024} if unit == "B" else {}
             self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=leave, file=self.stream,
-                             **unit_kwargs, **tqdm_kwargs)
+                             delay=delay, **unit_kwargs, **tqdm_kwargs)
 
     # ------------------------------------------------------------------ reporting
     def line(self) -> str:
@@ -100,7 +100,7 @@ class Progress:
             now = time.perf_counter()
             step = self.total * self.every_percent / 100.0 if self.total else None
             crossed = step is not None and step > 0 and int(self.n // step) > int(self._last_n // step)
-            if crossed or now - self._last_time >= self.every_seconds:
+            if (crossed or now - self._last_time >= self.every_seconds) and now - self._start >= self.delay:
                 self._emit()
 
     def close(self) -> None:
@@ -109,7 +109,8 @@ class Progress:
         self._closed = True
         if self.mode == "bar":
             self._bar.close()
-        elif self.mode == "plain" and self._printed_n != self.n:
+        elif self.mode == "plain" and self._printed_n != self.n and \
+                (self._printed_n is not None or time.perf_counter() - self._start >= self.delay):
             self._emit()
 
     # ------------------------------------------------------------------ protocols
@@ -136,5 +137,7 @@ def progress(iterable: Iterable | None = None, total: float | None = None, desc:
 
     ``enabled``: ``False`` reports nothing; ``None`` or ``True`` report, as a tqdm bar when stderr is a
     terminal and as plain periodic lines otherwise (never carriage returns in a pipe or a log).
+    ``delay`` (seconds, tqdm's option): nothing is shown before that much time has passed, so work that
+    is usually quick stays silent and only a long run reports.
     """
     return Progress(iterable, total=total, desc=desc, unit=unit, enabled=enabled, **kwargs)

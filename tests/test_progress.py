@@ -43,6 +43,19 @@ def test_iterator_wrapper_time_based_lines_and_off():
     assert out.getvalue().startswith("dl 3.0 MiB, ")
 
 
+def test_delay_keeps_quick_work_silent_and_reports_slow_work(monkeypatch):
+    import kgbuild.progress as mod
+
+    out = io.StringIO()
+    assert list(progress(range(5), desc="quick", stream=out, every_seconds=0.0, delay=60.0)) == list(range(5))
+    assert out.getvalue() == ""  # done before the delay: nothing, not even the last line
+    clock = iter(range(0, 1000, 30))  # every reading of the clock is 30 s later
+    monkeypatch.setattr(mod.time, "perf_counter", lambda: float(next(clock)))
+    assert list(progress(range(4), desc="slow", stream=out, every_percent=100.0, delay=60.0)) == list(range(4))
+    lines = out.getvalue().splitlines()
+    assert lines and lines[0].startswith("slow ") and lines[-1].startswith("slow 100% (4 of 4 it), ")
+
+
 def test_a_terminal_gets_a_tqdm_bar():
     out = FakeTerminal()
     with progress(total=10, desc="bar", stream=out) as bar:

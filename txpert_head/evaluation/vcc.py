@@ -55,6 +55,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from kgbuild.progress import progress as progress_report
 from txpert_head.data.backed import DEFAULT_MEMORY_BUDGET, group_means
 from txpert_head.data.controls import ControlIndex
 from txpert_head.data.perturb_data import CONTROL, PerturbData
@@ -145,7 +146,7 @@ def score_predictions(data: PerturbData, controls: ControlIndex, conditions: Seq
                       train: Sequence[Condition], predictions: Mapping[str, Prediction], *,
                       true_rows: Mapping[Condition, np.ndarray] | None = None, max_cells: int = 256,
                       max_control_cells: int = DEFAULT_MAX_CONTROL_CELLS, seed: int = 0,
-                      alpha: float = DEFAULT_ALPHA) -> tuple[dict, pd.DataFrame]:
+                      alpha: float = DEFAULT_ALPHA, progress: bool = False) -> tuple[dict, pd.DataFrame]:
     """VCC metrics of every prediction set in ``predictions`` (``{label: {condition: cells or mean}}``).
 
     ``conditions``: the evaluated conditions (each must have data rows); ``train``: the training
@@ -163,7 +164,8 @@ def score_predictions(data: PerturbData, controls: ControlIndex, conditions: Seq
     (``true_rows[c]``) before its predictions (``predictions[label][c]``), so both may be lazy mappings that
     produce one condition at a time (:func:`model_vcc` passes the model's cells so). Only the current
     condition's true and predicted cells are dense; what stays is, per cell line, its control cells and,
-    per prediction set, the pseudobulks ``(P, G)`` that PDS compares (:func:`memory_needed`).
+    per prediction set, the pseudobulks ``(P, G)`` that PDS compares (:func:`memory_needed`). ``progress``:
+    report the conditions done on stderr once the block has run 10 s (:func:`kgbuild.progress.progress`).
     """
     conditions = list(conditions)
     if not conditions:
@@ -201,6 +203,8 @@ def score_predictions(data: PerturbData, controls: ControlIndex, conditions: Seq
         cell_mean[line] = line_cell_mean(data, controls, train, rows, line)
     per: dict[str, dict[str, dict]] = {lab: {} for lab in labels}  # label -> name -> metrics
     means = {lab: np.empty((len(conditions), data.n_genes)) for lab in [*labels, "true"]}  # pseudobulks
+    bar = progress_report(total=len(conditions), desc="VCC block", unit="conditions",
+                          enabled=None if progress else False, delay=10.0, leave=False)
     for k, (c, name) in enumerate(zip(conditions, names)):
         line = c[0]
         idx = drawn[c] if true_rows is None else np.asarray(true_rows[c])
@@ -213,6 +217,8 @@ def score_predictions(data: PerturbData, controls: ControlIndex, conditions: Seq
             # cell_mean_baseline(training cells, sizes) gives, in O(G) memory
             pred = cell_mean[line] if lab == CELL_MEAN else predictions[lab][c]
             per[lab][name], means[lab][k] = score_perturbation(name, pred, truth, control[line], alpha)
+        bar.update(1)
+    bar.close()
     for line in lines:  # PDS ranks a perturbation among the perturbations of its line
         at = [k for k, c in enumerate(conditions) if c[0] == line]
         exclude = label_gene_indices([conditions[k][1] for k in at], data.genes)
@@ -315,7 +321,7 @@ def model_vcc(trainer, conditions: Sequence[Condition], baselines: Mapping[str, 
     preds.update(base)
     summary, table = score_predictions(trainer.data, trainer.controls, conditions, trainer.split.train, preds,
                                        true_rows=stream.rows, max_control_cells=max_control_cells,
-                                       seed=seed, alpha=alpha)
+                                       seed=seed, alpha=alpha, progress=trainer.cfg.progress)
     table = table.rename(columns={f"TxPert_vcc_{m}": f"vcc_{m}" for m in (*METRICS, "n_de")})
     block = _arrange(summary, "TxPert", list(base), prediction_kind(trainer.cfg.control_mode),
                      time.perf_counter() - start, trainer.cfg.eval_cells)
@@ -325,14 +331,16 @@ def model_vcc(trainer, conditions: Sequence[Condition], baselines: Mapping[str, 
 def baselines_vcc(data: PerturbData, controls: ControlIndex, conditions: Sequence[Condition],
                   train: Sequence[Condition], baselines: Mapping[str, dict], *, max_cells: int = 256,
                   max_control_cells: int = DEFAULT_MAX_CONTROL_CELLS, seed: int = 0,
-                  alpha: float = DEFAULT_ALPHA) -> tuple[dict, pd.DataFrame]:
+                  alpha: float = DEFAULT_ALPHA, progress: bool = True) -> tuple[dict, pd.DataFrame]:
     """The VCC block of the baselines alone (``txpert baseline``): as :func:`model_vcc` without ``model``;
-    true cells are up to ``max_cells`` rows per condition drawn with ``seed``."""
+    true cells are up to ``max_cells`` rows per condition drawn with ``seed``; ``progress`` as in
+    :func:`score_predictions`."""
     start = time.perf_counter()
     _require_cells(data)
     base = _baseline_predictions(list(conditions), baselines)
     summary, table = score_predictions(data, controls, conditions, train, base, max_cells=max_cells,
-                                       max_control_cells=max_control_cells, seed=seed, alpha=alpha)
+                                       max_control_cells=max_control_cells, seed=seed, alpha=alpha,
+                                       progress=progress)
     return _arrange(summary, None, list(base), "mean profiles (baselines)", time.perf_counter() - start,
                     max_cells), table
 
