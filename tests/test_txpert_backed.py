@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from txpert_head.data.backed import BackedCSR, backed_mode, group_means, group_sums, parse_bytes
+from txpert_head.data.backed import BackedCSR, backed_mode, group_means, group_sums, parse_bytes, read_rows
 from txpert_head.data.controls import ControlIndex
 from txpert_head.data.perturb_data import DataError, load_h5ad
 from txpert_head.data.splits import make_split
@@ -92,6 +92,22 @@ def test_block_passes_do_not_depend_on_block_size(counts_file):
                           np.asarray((M @ mem.X).todense()))
 
 
+def test_read_rows_in_blocks_is_the_whole_read(counts_file):
+    """read_rows (the predictor bundle's control cells): the matrix X[rows] gives, for any block size, in memory
+    or backed, rows in any order and repeated."""
+    path, _ = counts_file
+    mem = _load(path, "no")
+    rng = np.random.default_rng(0)
+    for rows in (np.flatnonzero(mem.is_control), rng.integers(0, mem.n_obs, 200), np.zeros(0, np.int64)):
+        expected = sp.csr_matrix(mem.X[rows], dtype=np.float32)
+        for X in (mem.X, _load(path, "yes").X):
+            for budget in (1, 1 << 12, None):  # one row per block ... everything at once
+                got = read_rows(X, rows, budget)
+                assert got.shape == expected.shape and got.indices.dtype == np.int32
+                assert np.array_equal(got.indptr, expected.indptr) and np.array_equal(got.indices, expected.indices)
+                assert np.array_equal(got.data, expected.data)
+
+
 def test_backed_auto_follows_memory_budget(counts_file):
     path, _ = counts_file
     assert isinstance(_load(path, "auto", "1KB").X, BackedCSR)
@@ -163,6 +179,13 @@ def test_training_in_memory_and_backed_is_identical(counts_file, tmp_path, setti
     assert mem_trainer.aggregated == disk_trainer.aggregated == (not setting)
     if mem_trainer.aggregated:
         assert np.array_equal(mem_trainer.ex_y, disk_trainer.ex_y)
+        # the means made in place, block by block (tiny budget: many blocks), are exactly the one-shot formula's
+        t = mem_trainer
+        key = t.data.cond_id[t.train_rows] * len(t.controls.groups) + t.controls.group_of_row[t.train_rows]
+        _, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
+        sums = group_sums(t.data.X, t.train_rows, inv, len(counts))
+        assert len(counts) > 1 << 12 // (8 * t.data.n_genes)  # more examples than one block holds
+        assert np.array_equal(t.ex_y, (sums / counts[:, None]).astype(np.float32))
     assert len(mem.history) == 2 and mem.test_summary
     assert [h["train_loss"] for h in disk.history] == [h["train_loss"] for h in mem.history]
     assert disk.test_summary == mem.test_summary

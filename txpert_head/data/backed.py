@@ -290,6 +290,28 @@ def row_blocks(n: int, size: int) -> Iterator[slice]:
         yield slice(lo, min(lo + size, n))
 
 
+def read_rows(X, rows: np.ndarray, budget: int | None = None) -> sp.csr_matrix:
+    """``X[rows]`` as one float32 CSR matrix (int32 indices when they fit), read in blocks of :func:`block_rows`
+    rows into arrays allocated once: the peak is the result plus one block, not the several whole-size copies
+    of one read (the range reads, their reordering, normalisation). In memory or backed, the same matrix."""
+    rows = np.asarray(rows, dtype=np.int64)
+    lens = np.asarray(X.indptr[rows + 1] - X.indptr[rows], dtype=np.int64)
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lens, out=indptr[1:])
+    total = int(indptr[-1])
+    data = np.empty(total, dtype=np.float32)
+    indices = np.empty(total, dtype=np.int32 if X.shape[1] < np.iinfo(np.int32).max else np.int64)
+    for part in row_blocks(len(rows), block_rows(X, budget)):
+        block = X[rows[part]]
+        lo, hi = indptr[part.start], indptr[part.stop]
+        if block.nnz != hi - lo:
+            raise RuntimeError(f"rows {part.start}..{part.stop}: read {block.nnz} entries, the index says {hi - lo}")
+        data[lo:hi] = block.data
+        indices[lo:hi] = block.indices
+    return sp.csr_matrix((data, indices, indptr.astype(np.int32) if total < np.iinfo(np.int32).max else indptr),
+                         shape=(len(rows), int(X.shape[1])))
+
+
 def group_sums(X, rows: np.ndarray, group: np.ndarray, n_groups: int, scale: np.ndarray | None = None,
                budget: int | None = None) -> np.ndarray:
     """``S[g] = Σ_{i: group[i] = g} scale[i] · X[rows[i]]`` as a float32 (n_groups, G) array, accumulated in

@@ -46,6 +46,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from txpert_head.data.backed import read_rows
 from txpert_head.data.controls import ControlIndex
 from txpert_head.data.perturb_data import CONTROL, DataError, canonical_conditions, constituents
 from txpert_head.training.prediction import ModelPredictions
@@ -197,7 +198,7 @@ def write_bundle(trainer, config: dict[str, Any], run_dir: str | Path) -> Path:
     enc_graph = trainer.encoder_graph
     enc_graph.save(folder / "encoder_graph.kg.npz")
     ctrl_rows = np.flatnonzero(data.is_control)
-    Xc = data.X[ctrl_rows].tocsr()
+    Xc = read_rows(data.X, ctrl_rows, data.memory_budget)  # in row blocks: a genome-wide screen's controls are 200k cells
     arrays: dict[str, np.ndarray] = {
         "control_means": np.asarray(controls.means, dtype=np.float32),
         "control_group": controls.group_of_row[ctrl_rows].astype(np.int64),
