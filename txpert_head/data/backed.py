@@ -276,10 +276,16 @@ def stored_matrix_info(path: str | Path, key: str = "X") -> dict:
                 "memory": int(np.prod(shape, dtype=np.int64)) * 4 if len(shape) == 2 else 0}
 
 
+def budget_bytes(budget: int | None) -> int:
+    """A memory budget in bytes: ``budget``, or :data:`DEFAULT_MEMORY_BUDGET` when None (a data set's
+    ``memory_budget`` when the user gave none)."""
+    return DEFAULT_MEMORY_BUDGET if budget is None else int(budget)
+
+
 def block_rows(X, budget: int | None = None) -> int:
     """Rows per block of a pass over ``X`` under the memory ``budget`` (bytes; default
     :data:`DEFAULT_MEMORY_BUDGET`): a block's entries take about a sixteenth of it."""
-    budget = DEFAULT_MEMORY_BUDGET if budget is None else int(budget)
+    budget = budget_bytes(budget)
     n = max(int(X.shape[0]), 1)
     per_row = max(X.nnz / n, 1.0) * _BYTES_PER_ENTRY + 64
     return max(1, int(budget // 16 // per_row))

@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 
 from kgbuild.progress import progress as progress_report
-from txpert_head.data.backed import DEFAULT_MEMORY_BUDGET, group_means
+from txpert_head.data.backed import budget_bytes, group_means
 from txpert_head.data.controls import ControlIndex
 from txpert_head.data.perturb_data import CONTROL, PerturbData
 from txpert_head.data.profiles import condition_name, rows_by_condition
@@ -103,7 +103,7 @@ def memory_skip(data: PerturbData, conditions: Sequence[Condition], sets: int, m
     default 4 GB), else None. ``sets``: the prediction sets scored (model and baselines), without the cell mean
     and the truth. Streaming keeps this small: on a genome-wide screen (2,000 test perturbations x 8,000 genes,
     8 sets) it is about 1.3 GB."""
-    budget = DEFAULT_MEMORY_BUDGET if data.memory_budget is None else int(data.memory_budget)
+    budget = budget_bytes(data.memory_budget)
     need = memory_needed(data.n_genes, conditions, sets + 2, max_cells)
     if need <= budget:
         return None

@@ -47,7 +47,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kgbuild.graph import MultiGraph
-from txpert_head.data.backed import DEFAULT_MEMORY_BUDGET, group_sums
+from txpert_head.data.backed import budget_bytes, group_sums, row_blocks
 from txpert_head.data.controls import ControlIndex
 from txpert_head.data.perturb_data import PerturbData, constituents, dense_rows
 from txpert_head.data.profiles import condition_name, retrieval_candidates, rows_by_condition, true_profiles
@@ -224,10 +224,9 @@ class Trainer(ModelPredictions):
         # the means in place, a block of examples at a time: each block's float64 quotient rounded to float32, the
         # numbers of (sums / counts).astype(float32) without its full-size float64 temporary and float32 copy
         # (on a 2M-cell screen those were 3.5 + 1.7 GB, the run's peak); a block's quotient is at most 256 MB
-        budget = DEFAULT_MEMORY_BUDGET if self.data.memory_budget is None else int(self.data.memory_budget)
-        block = max(1, min(1 << 25, budget // 8) // max(1, sums.shape[1]))
-        for lo in range(0, len(sums), block):
-            sums[lo:lo + block] = sums[lo:lo + block] / counts[lo:lo + block, None]
+        block = max(1, min(1 << 25, budget_bytes(self.data.memory_budget) // 8) // max(1, sums.shape[1]))
+        for part in row_blocks(len(sums), block):
+            sums[part] = sums[part] / counts[part, None]
         self.ex_y = sums
         self.ex_cond = (uniq // len(self.controls.groups)).astype(np.int64)
         self.ex_group = (uniq % len(self.controls.groups)).astype(np.int64)
