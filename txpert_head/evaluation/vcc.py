@@ -202,28 +202,28 @@ def score_predictions(data: PerturbData, controls: ControlIndex, conditions: Seq
                     drawn[c] = np.sort(rng.choice(idx, max_cells, replace=False)) if len(idx) > max_cells else idx
         cell_mean[line] = line_cell_mean(data, controls, train, rows, line)
     per: dict[str, dict[str, dict]] = {lab: {} for lab in labels}  # label -> name -> metrics
-    means = {lab: np.empty((len(conditions), data.n_genes)) for lab in [*labels, "true"]}  # pseudobulks
-    bar = progress_report(total=len(conditions), desc="VCC block", unit="conditions",
-                          enabled=None if progress else False, delay=10.0, leave=False)
-    for k, (c, name) in enumerate(zip(conditions, names)):
-        line = c[0]
-        idx = drawn[c] if true_rows is None else np.asarray(true_rows[c])
-        if not len(idx):
-            raise ValueError(f"condition {name}: no true cells")
-        truth = summarise_true(name, _dense(data, idx), control[line], alpha)
-        means["true"][k] = truth.mean
-        for lab in labels:
-            # the (G,) cell mean is replicated to the true set size without copying: the cells
-            # cell_mean_baseline(training cells, sizes) gives, in O(G) memory
-            pred = cell_mean[line] if lab == CELL_MEAN else predictions[lab][c]
-            per[lab][name], means[lab][k] = score_perturbation(name, pred, truth, control[line], alpha)
-        bar.update(1)
-    bar.close()
+    means = {lab: np.empty((len(conditions), data.n_genes)) for lab in labels}  # predicted pseudobulks
+    true_means = np.empty((len(conditions), data.n_genes))
+    with progress_report(total=len(conditions), desc="VCC block", unit="conditions",
+                         enabled=None if progress else False, delay=10.0, leave=False) as bar:
+        for k, (c, name) in enumerate(zip(conditions, names)):
+            line = c[0]
+            idx = drawn[c] if true_rows is None else np.asarray(true_rows[c])
+            if not len(idx):
+                raise ValueError(f"condition {name}: no true cells")
+            truth = summarise_true(name, _dense(data, idx), control[line], alpha)
+            true_means[k] = truth.mean
+            for lab in labels:
+                # the (G,) cell mean is replicated to the true set size without copying: the cells
+                # cell_mean_baseline(training cells, sizes) gives, in O(G) memory
+                pred = cell_mean[line] if lab == CELL_MEAN else predictions[lab][c]
+                per[lab][name], means[lab][k] = score_perturbation(name, pred, truth, control[line], alpha)
+            bar.update(1)
     for line in lines:  # PDS ranks a perturbation among the perturbations of its line
         at = [k for k, c in enumerate(conditions) if c[0] == line]
         exclude = label_gene_indices([conditions[k][1] for k in at], data.genes)
-        for lab in labels:
-            close_block({names[k]: per[lab][names[k]] for k in at}, means[lab][at], means["true"][at],
+        for lab in labels:  # close_block writes each one's "pds" into these per-perturbation dicts
+            close_block({names[k]: per[lab][names[k]] for k in at}, means[lab][at], true_means[at],
                         control[line].mean, exclude)
     summary: dict = {"cell_lines": lines, "control_cells": control_counts, "alpha": alpha,
                      "test": "Wilcoxon rank-sum vs the line's control cells, Benjamini-Hochberg FDR"}
