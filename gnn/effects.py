@@ -26,7 +26,8 @@ optionally a fixed table of per-gene features ``f_i \in R^K`` (zeros for genes w
 
 with ``\bar c`` the mean code of the trained genes (the ``general`` baseline's mean change), ``\beta_\ell > 0``
 a learned trust per edge layer (initially 1) and ``\kappa > 0`` a learned shrinkage towards the mean
-(initially ``kappa_init``, small). Untrained, ``\pi_i`` is close to the ``graph_neighbours`` estimate of gene
+(initially ``kappa_init``, small; :meth:`EffectInputs.fit_prior` fits both to the trained genes, leave-one-out,
+before training). Untrained, ``\pi_i`` is close to the ``graph_neighbours`` estimate of gene
 ``i`` (exactly ``\bar c`` for a gene without trained neighbours); training moves it between the layers and
 towards the ``general`` baseline as far as the data support. The node
 features are ``[m_i c_i, m_i, \pi_i, n_i, \log(1 + s_i)]`` for the union, then ``[n^\ell_i, \log(1 + s^\ell_i)]``
@@ -38,6 +39,7 @@ The weighted sums run on the backend's ``u_mul_e_sum`` primitive, so DGL and PyG
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -103,6 +105,7 @@ class EffectInputs(nn.Module):
                                np.zeros(sum(es.num_edges for es in sets), np.int64), len(sets) * num_nodes,
                                persistent=False)
         self.n_layers = n_layers
+        self.layer_names = [str(name) for name in graph.layers]
         # softplus^-1 of the initial values: beta_l = 1, kappa = kappa_init
         self.layer_trust = nn.Parameter(torch.full((n_layers,), float(np.log(np.expm1(1.0)))))
         self.shrink = nn.Parameter(torch.tensor(float(np.log(np.expm1(kappa_init)))))
@@ -138,26 +141,88 @@ class EffectInputs(nn.Module):
         m = visible.to(self.codes.dtype)
         c = self.codes * m.unsqueeze(1)
         feats = [c, m.unsqueeze(1)]
-        V, K = self.num_nodes, len(self.edge_sets)
-        mc = torch.cat([m.unsqueeze(1), c], dim=1)  # (V, 1 + r): s_i and the weighted code sum in one pass
-        x = torch.cat([mc, mc.new_zeros((K - 1) * V, mc.shape[1])]).unsqueeze(1)  # sources live in rows 0..V-1
-        w = self.stacked.weight.to(c.dtype).unsqueeze(1)  # (E_all, 1)
-        both = self.stacked.ops(backend).u_mul_e_sum(x, w).view(K, V, -1)  # (K, V, 1 + r): per edge set
-        total, summed = both[..., 0], both[..., 1:]
+        V = self.num_nodes
+        total, summed = self._edge_sums(backend, m, c)
         mean = torch.where((total > 0).unsqueeze(-1), summed / total.clamp(min=1e-12).unsqueeze(-1),
                            torch.zeros_like(summed))
-        layers = slice(1, None) if self.n_layers > 1 else slice(0, 1)
-        beta = nn.functional.softplus(self.layer_trust).to(c.dtype)
-        kappa = nn.functional.softplus(self.shrink).to(c.dtype)
-        num = (beta.view(-1, 1, 1) * summed[layers]).sum(0) + kappa * self.mean_code.to(c.dtype)
-        den = (beta.view(-1, 1) * total[layers]).sum(0) + kappa
-        prior = torch.where(visible.unsqueeze(1), c, num / den.unsqueeze(1))
+        prior = torch.where(visible.unsqueeze(1), c, self._neighbour_prior(summed, total))
         feats.append(prior.detach())
         # [n_i, log(1 + s_i)] per edge set, sets side by side: (V, K (r + 1))
         feats.append(torch.cat([mean, torch.log1p(total).unsqueeze(-1)], dim=-1).transpose(0, 1).reshape(V, -1))
         if self.gene_features is not None:
             feats.append(self.gene_features.to(c.dtype))
         return EffectFeatures(torch.cat(feats, dim=1), prior, visible)
+
+    def _edge_sums(self, backend: Backend, m: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        """``s_i`` ``(K, V)`` and ``Σ_j w_ji m_j c_j`` ``(K, V, r)`` for every edge set (the union, then each
+        layer), from the visibility ``m`` (V,) and the visible codes ``c`` (V, r), in one pass."""
+        V, K = self.num_nodes, len(self.edge_sets)
+        mc = torch.cat([m.unsqueeze(1), c], dim=1)  # (V, 1 + r)
+        x = torch.cat([mc, mc.new_zeros((K - 1) * V, mc.shape[1])]).unsqueeze(1)  # sources live in rows 0..V-1
+        w = self.stacked.weight.to(c.dtype).unsqueeze(1)  # (E_all, 1)
+        both = self.stacked.ops(backend).u_mul_e_sum(x, w).view(K, V, -1)  # (K, V, 1 + r)
+        return both[..., 0], both[..., 1:]
+
+    def _neighbour_prior(self, summed: Tensor, total: Tensor) -> Tensor:
+        """``(Σ_ℓ β_ℓ Σ_j w^ℓ_ji m_j c_j + κ c̄) / (Σ_ℓ β_ℓ s^ℓ_i + κ)`` from the per-edge-set sums ``summed``
+        ``(K, V', r)`` and weights ``total`` ``(K, V')`` (set 0 the union when there are several layers)."""
+        layers = slice(1, None) if self.n_layers > 1 else slice(0, 1)
+        beta = nn.functional.softplus(self.layer_trust).to(summed.dtype)
+        kappa = nn.functional.softplus(self.shrink).to(summed.dtype)
+        num = (beta.view(-1, 1, 1) * summed[layers]).sum(0) + kappa * self.mean_code.to(summed.dtype)
+        den = (beta.view(-1, 1) * total[layers]).sum(0) + kappa
+        return num / den.unsqueeze(1)
+
+    def fit_prior(self, backend: Backend, steps: int = 100) -> dict[str, float]:
+        r"""Fit the layer trusts ``β`` and the shrinkage ``κ`` of the prior to the trained genes' own codes,
+        leave-one-out: a gene's neighbour prior never reads its own code (self loops are dropped), so with every
+        trained gene visible the neighbour prior of gene ``i`` is the prediction of ``c_i`` from the others, and
+
+        .. math::  \min_{β, κ} \frac{1}{n} \sum_{i \text{ trained}} \lVert π^{nbr}_i(β, κ) - c_i \rVert^2
+
+        (L-BFGS on ``L + 1`` scalars; the edge sums do not depend on them and are computed once). This is the
+        empirical-Bayes step of the prior: how far to trust each layer and how much to shrink towards the mean
+        are read off the training perturbations before the network trains (``fit_prior``, on by default).
+        Returns the loss before and after (mean squared code error) and the fitted ``kappa`` and
+        ``beta_<layer>``; a search that ends worse than it started is undone. With fewer than two trained genes
+        nothing changes (and an empty dict is returned)."""
+        idx = torch.nonzero(self.has_code).squeeze(1)
+        if idx.numel() < 2:
+            return {}
+        with torch.no_grad():
+            m = self.has_code.to(self.codes.dtype)
+            total, summed = self._edge_sums(backend, m, self.codes * m.unsqueeze(1))
+            total, summed = total.index_select(1, idx), summed.index_select(1, idx)
+            target = self.codes.index_select(0, idx)
+
+        def loss() -> Tensor:
+            return ((self._neighbour_prior(summed, total) - target) ** 2).sum(1).mean()
+
+        params = [self.layer_trust, self.shrink]
+        start = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            before = float(loss())
+        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+        def closure() -> Tensor:
+            opt.zero_grad()
+            value = loss()
+            value.backward()
+            return value
+
+        opt.step(closure)
+        for p in params:
+            p.grad = None
+        with torch.no_grad():
+            after = float(loss())
+            if not math.isfinite(after) or after > before:  # a failed search (e.g. kappa underflowing to 0): undo
+                for p, p0 in zip(params, start):
+                    p.copy_(p0)
+                after = before
+            beta = nn.functional.softplus(self.layer_trust).tolist()
+            kappa = float(nn.functional.softplus(self.shrink))
+        return {"loss_before": before, "loss_after": after, "kappa": kappa,
+                **{f"beta_{name}": b for name, b in zip(self.layer_names, beta)}}
 
     def extra_repr(self) -> str:
         return f"num_nodes={self.num_nodes}, code_dim={self.code_dim}, features={self.dim}"

@@ -109,8 +109,65 @@ def test_epoch_zero_is_kept_when_training_does_not_beat_it(small, tmp_path):
     res = Trainer(data, graph, split, _cfg(epochs=2, patience=5, lr=0.0), tmp_path).fit()  # nothing learned
     assert res.untrained_val and res.best_epoch == 0
     assert res.best_val == pytest.approx(res.untrained_val["val_pearson_delta"])
-    untrained = Trainer(data, graph, split, _cfg()).evaluate(split.test)[1]
-    assert res.test_summary["pearson_delta"] == pytest.approx(untrained["pearson_delta"], abs=1e-9)
+    untrained = Trainer(data, graph, split, _cfg()).fit()  # epochs 0: the fitted prior, never trained
+    assert res.prior_fit and res.prior_fit == untrained.prior_fit
+    assert res.test_summary["pearson_delta"] == pytest.approx(untrained.test_summary["pearson_delta"], abs=1e-9)
+
+
+def _cluster_graph(rng: np.random.Generator, n_clusters: int = 6, size: int = 8):
+    """Genes in clusters with a shared code (plus noise): layer ``good`` links genes of one cluster, layer
+    ``bad`` links random genes."""
+    genes = [f"G{i}" for i in range(n_clusters * size)]
+    cluster = np.repeat(np.arange(n_clusters), size)
+    good = [(a, b) for a in range(len(genes)) for b in range(len(genes)) if a != b and cluster[a] == cluster[b]
+            and rng.random() < 0.5]
+    bad = list({tuple(int(x) for x in rng.choice(len(genes), 2, replace=False)) for _ in range(len(good))})
+    layers = [MultiGraph.from_edges(name, [genes[a] for a, _ in e], [genes[b] for _, b in e], [1.0] * len(e),
+                                    {"source": "t"}, nodes=genes) for name, e in (("good", good), ("bad", bad))]
+    centres = rng.normal(size=(n_clusters, 4))
+    codes = centres[cluster] + 0.3 * rng.normal(size=(len(genes), 4))
+    return MultiGraph.merge(layers), genes, codes
+
+
+def test_fit_prior_trusts_the_layer_that_predicts_held_out_codes():
+    rng = np.random.default_rng(0)
+    graph, genes, codes = _cluster_graph(rng)
+    enc = PerturbationEncoder(graph, genes=genes, kind="gat", dim=8, layers=1, backend="pyg", node_inputs="effects",
+                              code_dim=4)
+    enc.set_effects(genes, torch.tensor(codes, dtype=torch.float32), torch.tensor(codes.mean(0), dtype=torch.float32))
+    row = {g: i for i, g in enumerate(enc.vocab)}
+
+    def held_out_error() -> float:  # each gene hidden in turn: its prior comes from the others alone
+        errors = []
+        with torch.no_grad():
+            for i, g in enumerate(genes):
+                hide = torch.zeros(len(enc.vocab), dtype=torch.bool)
+                hide[row[g]] = True
+                errors.append(float(((enc.encode(hide).prior[row[g]] - torch.tensor(codes[i])) ** 2).sum()))
+        return float(np.mean(errors))
+
+    start = held_out_error()
+    fit = enc.effects.fit_prior(enc.backend)
+    assert fit["loss_before"] == pytest.approx(start, rel=1e-4)  # what the fit minimises is the held-out error
+    assert fit["loss_after"] == pytest.approx(held_out_error(), rel=1e-4)
+    assert fit["loss_after"] < 0.8 * fit["loss_before"]
+    assert fit["beta_good"] > 10 * fit["beta_bad"]
+    # the same codes on the random layer alone: nothing to trust, the prior shrinks to the mean code
+    bad = graph.layer("bad")
+    enc_bad = PerturbationEncoder(bad, genes=genes, kind="gat", dim=8, layers=1, backend="pyg", node_inputs="effects",
+                                  code_dim=4)
+    enc_bad.set_effects(genes, torch.tensor(codes, dtype=torch.float32), torch.tensor(codes.mean(0), dtype=torch.float32))
+    assert enc_bad.effects.fit_prior(enc_bad.backend)["kappa"] > 5.0
+
+
+def test_fit_prior_needs_two_trained_genes():
+    graph = _two_layer_graph()
+    enc = PerturbationEncoder(graph, genes=["A"], kind="gat", dim=8, layers=1, backend="pyg", node_inputs="effects",
+                              code_dim=2)
+    enc.set_effects(["B"], torch.tensor([[1.0, 0.0]]), torch.tensor([1.0, 0.0]))
+    state = {k: v.clone() for k, v in enc.state_dict().items()}
+    assert enc.effects.fit_prior(enc.backend) == {}
+    assert all(torch.equal(v, enc.state_dict()[k]) for k, v in state.items())
 
 
 def test_validation_specific_score_is_centred_on_the_training_changes(small):

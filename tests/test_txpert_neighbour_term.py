@@ -79,9 +79,9 @@ def test_untrained_term_changes_nothing_and_a_run_trains_it():
         rows = trainer.cond_rows[:2]
         with torch.no_grad():
             outs[on] = trainer.model(x, rows)
-        if on:
-            trainer.fit(resume=False)
-            assert float(trainer.model.nbr_gain.detach().abs().sum()) > 0  # it learns
+        if on:  # it learns: one training step moves it (fit() may keep the untrained prior of epoch 0)
+            trainer.train_step(trainer.step_items(trainer.epoch_order(0), 0), np.random.default_rng(0))
+            assert float(trainer.model.nbr_gain.detach().abs().sum()) > 0
     torch.testing.assert_close(outs[False], outs[True])  # zero-initialised: the same model before training
 
 

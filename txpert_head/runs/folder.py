@@ -485,6 +485,8 @@ def _train_and_report(trainer: Trainer, data: PerturbData, graph: MultiGraph, sp
         report["normalization"] = data.notes["normalization"]
     if "symbols" in data.notes:
         report["gene_symbols"] = data.notes["symbols"]
+    if result.prior_fit:  # the prior's layer trusts and shrinkage, fitted leave-one-out before training
+        report["prior_fit"] = result.prior_fit
     if result.untrained_val:  # epoch 0: the untrained prior (best_epoch 0 when training did not beat it)
         report["untrained_val_pearson_delta"] = result.untrained_val.get("val_pearson_delta")
     if baselines:

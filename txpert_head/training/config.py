@@ -26,9 +26,9 @@ DEFAULT_CELLS_PER_GROUP = 32
 # left out of the fingerprint at these values (options added later; older checkpoints stay resumable)
 _NEW_OPTION_DEFAULTS = {"loss": ("mse",), "cells_per_group": (None,), "unknown_token": (False,), "self_mask": (0.0,),
                         "node_inputs": ("id",), "effect_rank": (64,),
-                        "expression_features": (True,), "neighbour_term": (False,)}
+                        "expression_features": (True,), "neighbour_term": (False,), "fit_prior": (False,)}
 #: what a run folder written before an option existed meant by it (config.json without the key)
-LEGACY_OPTIONS = {"node_inputs": "id", "neighbour_term": False}
+LEGACY_OPTIONS = {"node_inputs": "id", "neighbour_term": False, "fit_prior": False}
 DEFAULT_EFFECT_MASK = 0.5
 #: validation scores that model selection can maximise (see :meth:`Trainer.validate`)
 SELECT_ON = ("pearson_delta", "pearson_delta_pert", "both")
@@ -74,6 +74,7 @@ class TrainConfig:
     expression_features: bool = True
     neighbour_term: bool = True
     select_on: str = "pearson_delta"
+    fit_prior: bool = True
 
     def __post_init__(self) -> None:
         check_option_types(self)

@@ -104,6 +104,7 @@ class FitResult:
     subgroup_summary: dict[str, dict[str, float]] = field(default_factory=dict)
     seconds: float = 0.0
     untrained_val: dict[str, float] = field(default_factory=dict)  # validation metrics of the untrained prior
+    prior_fit: dict[str, float] = field(default_factory=dict)  # the prior's fitted trust and shrinkage (fit_prior)
 
     @property
     def best_record(self) -> dict[str, float]:
@@ -536,8 +537,12 @@ class Trainer(ModelPredictions):
         best_state = None
         if best_path is not None and best_path.exists() and st["best_epoch"] >= 0:
             best_state = load_checkpoint(best_path, self.device)["model"]
-        if "untrained" not in st and not st["history"] and self.model.prior_basis is not None and cfg.epochs > 0:
-            best_state = self._epoch_zero()
+        if "untrained" not in st and not st["history"] and self.model.prior_basis is not None:
+            if cfg.fit_prior and "prior_fit" not in st:  # before epoch 0, so model selection sees the fitted prior
+                st["prior_fit"] = self.model.encoder.effects.fit_prior(self.model.encoder.backend)
+                log.info("prior fitted leave-one-out on the trained genes: %s", st["prior_fit"])
+            if cfg.epochs > 0:
+                best_state = self._epoch_zero()
         while st["epoch"] < cfg.epochs and st["bad_epochs"] < cfg.patience:
             epoch = st["epoch"]
             order = self.epoch_order(epoch)
@@ -584,7 +589,8 @@ class Trainer(ModelPredictions):
         if best_state is not None:
             self.model.load_state_dict(best_state)
         result = FitResult(history=list(st["history"]), best_epoch=st["best_epoch"], best_val=st["best_val"],
-                           seconds=time.perf_counter() - start, untrained_val=dict(st.get("untrained", {})))
+                           seconds=time.perf_counter() - start, untrained_val=dict(st.get("untrained", {})),
+                           prior_fit=dict(st.get("prior_fit", {})))
         if main:
             result.test_table, result.test_summary = self.evaluate(self.split.test)
             for name, conds in self.split.subgroups.items():
