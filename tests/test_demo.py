@@ -47,6 +47,8 @@ def fake_result(out: Path) -> dict:
                                            "n_perturbations": 38},
                                 "split_half": {"pearson_delta": float("nan"), "retrieval": None, "mse": 0.003}},
                   "subgroups": {}, "best_epoch": 7, "train_seconds": 50.0,
+                  "prior_fit": {"loss_before": 40.0, "loss_after": 38.0, "kappa": 0.53, "beta_string": 1.03,
+                                "beta_go": 0.47},
                   "paired": {"general": {"difference": 0.28, "ci_low": 0.2, "ci_high": 0.35, "level": 0.95,
                                          "p_value": 0.0001, "wins": 30, "n": 38}},
                   "plots": {"learning_curves": "figs/lc.png", "pearson_vs_general": "figs/pvg.png",
@@ -78,6 +80,7 @@ def test_report_writer_renders_every_section_in_markdown_and_html(tmp_path):
     assert "| original | `graphs/multi.kg.npz` | 0.410 ± 0.014 | 0.400 / 0.420 | 0.550 ± 0.071 | 0.300 ± 0.000 |" in md
     assert "| linear (Ahlmann-Eltze et al. 2025) | 0.210 | 0.600 | 0.020 | 38 |" in md
     assert "| linear baseline (no graph) | - | 0.210 ± 0.014 | 0.200 / 0.220 | - | - |" in md
+    assert "layer trust string 1, go 0.47; shrinkage towards the mean change 0.53" in md
     assert "## Results" in md and "1 of 2 checks passed." in md
     assert "| ✓ pass | model above general | 0.41 vs 0.13 |" in md and "| ✗ FAIL | rewired below original | x |" in md
     assert "PASS:" not in md and "FAIL:" not in md

@@ -303,7 +303,8 @@ def run_summary(rec: Recorder, name: str, ds: Dataset, task: str, report: dict, 
     return {"name": name, "dataset": ds.name, "task": task, "run_dir": rec_rel(rec, run_dir),
             "model": report["model"], "baselines": report.get("baselines", {}), "subgroups": report.get("subgroups", {}),
             "paired": report.get("paired", {}),
-            "best_epoch": report["best_epoch"], "train_seconds": report["train_seconds"], "plots": plots}
+            "best_epoch": report["best_epoch"], "train_seconds": report["train_seconds"],
+            "prior_fit": report.get("prior_fit", {}), "plots": plots}
 
 
 def paired_detail(report: dict) -> str:

@@ -8,7 +8,7 @@ A report is built from a plain dictionary (what :mod:`txpert_head.cli.demo` coll
      "graph": {"summary_text", "degree_plot", "path"},
      "runs": [{"name", "dataset", "task", "run_dir", "model": {metric: value}, "baselines": {name: {...}},
                "subgroups": {...}, "paired": {baseline: paired comparison}, "best_epoch", "train_seconds",
-               "plots": {"learning_curves", ...}}],
+               "prior_fit": {"kappa", "beta_<layer>", ...} (optional), "plots": {"learning_curves", ...}}],
      "ablation": {"task", "seeds", "graphs": [{"name", "path", "pearson_delta": [per seed],
                                                 "graph_neighbours": [per seed], "linear_graph": [per seed]}],
                   "general": [per seed], "linear": [per seed]} | None,
@@ -253,6 +253,12 @@ def build_blocks(result: dict) -> list[Block]:
         b.append(("p", f"Run folder `{run['run_dir']}`; best epoch {run['best_epoch']}, training "
                        f"{seconds(run['train_seconds'])}. Metrics on the held-out test perturbations "
                        f"(means over perturbations):"))
+        fitted = run.get("prior_fit") or {}
+        if "kappa" in fitted:
+            trust = ", ".join(f"{k[5:]} {v:.2g}" for k, v in fitted.items() if k.startswith("beta_"))
+            b.append(("p", f"The graph-neighbour prior, fitted leave-one-out on the training perturbations "
+                           f"(`fit_prior`): layer trust {trust}; shrinkage towards the mean change "
+                           f"{fitted['kappa']:.2g} (0 = neighbours only, large = the mean change)."))
         b.append(metrics_table(run))
         for note in metrics_notes(run):
             b.append(("p", note))

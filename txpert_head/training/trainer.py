@@ -539,8 +539,13 @@ class Trainer(ModelPredictions):
             best_state = load_checkpoint(best_path, self.device)["model"]
         if "untrained" not in st and not st["history"] and self.model.prior_basis is not None:
             if cfg.fit_prior and "prior_fit" not in st:  # before epoch 0, so model selection sees the fitted prior
-                st["prior_fit"] = self.model.encoder.effects.fit_prior(self.model.encoder.backend)
-                log.info("prior fitted leave-one-out on the trained genes: %s", st["prior_fit"])
+                fitted = st["prior_fit"] = self.model.encoder.effects.fit_prior(self.model.encoder.backend)
+                log.info("prior fitted leave-one-out on the trained genes: %s", fitted)
+                if fitted:
+                    trust = ", ".join(f"{k[5:]} {v:.2g}" for k, v in fitted.items() if k.startswith("beta_"))
+                    self._progress_line(f"prior fitted on the training perturbations: layer trust {trust}; shrinkage "
+                                        f"{fitted['kappa']:.2g}; held-out code error {fitted['loss_before']:.3g} -> "
+                                        f"{fitted['loss_after']:.3g}")
             if cfg.epochs > 0:
                 best_state = self._epoch_zero()
         while st["epoch"] < cfg.epochs and st["bad_epochs"] < cfg.patience:
