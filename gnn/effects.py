@@ -165,7 +165,7 @@ class EffectInputs(nn.Module):
 
     def _neighbour_prior(self, summed: Tensor, total: Tensor) -> Tensor:
         """``(Σ_ℓ β_ℓ Σ_j w^ℓ_ji m_j c_j + κ c̄) / (Σ_ℓ β_ℓ s^ℓ_i + κ)`` from the per-edge-set sums ``summed``
-        ``(K, V', r)`` and weights ``total`` ``(K, V')`` (set 0 the union when there are several layers)."""
+        ``(K, V', r)`` and weights ``total`` ``(K, V')`` (edge set 0 is the union when there are several layers)."""
         layers = slice(1, None) if self.n_layers > 1 else slice(0, 1)
         beta = nn.functional.softplus(self.layer_trust).to(summed.dtype)
         kappa = nn.functional.softplus(self.shrink).to(summed.dtype)
