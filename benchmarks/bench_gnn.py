@@ -38,7 +38,10 @@ over 5 copies of a float32 tensor of ``max_s E_s * dim`` elements (at least 2**2
 into another (``B = 2 * bytes / seconds``, read + write), with the same thread count. The floor ignores
 attention scores, edge weights, the ``(E, H, C)`` tensors of GATv2 and all arithmetic -- e.g. the dense
 projections and feed-forward layers of Exphormer, ``O(N dim^2)`` flops that are compute-bound on a CPU --
-so ``measured / floor`` is how far a pass is from only moving its messages.
+so ``measured / floor`` is how far a pass is from only moving its messages. That arithmetic is measured
+beside it: every ``nn.Linear`` one step calls, run alone on inputs of the same shapes (forward+backward,
+same process), printed as "dense linears alone" with its ratio to the floor -- the part of a pass no sparse
+kernel can remove.
 
 The merged real graph (STRING + GO + Reactome + DepMap: 21,541 nodes, 834,892 edges, 4 layers), the size
 the issue on genome-scale training measures at (``gat`` / ``exphormer-mg``, dim 64, 2 layers, PyG; the file
@@ -190,6 +193,34 @@ def step_seconds(model, target) -> float:
     return time.perf_counter() - t0
 
 
+def dense_seconds(model, target, repeats: int) -> tuple[float, float]:
+    """The dense part of one step alone: every ``nn.Linear`` the step calls (shapes recorded with forward
+    hooks), run forward+backward on random inputs of the same shapes; median wall seconds and GFLOP
+    (``3 * 2 * rows * in * out`` summed: forward, and the two products of the backward)."""
+    import torch
+
+    shapes = []
+
+    def hook(mod, inp, out):
+        shapes.append((inp[0].reshape(-1, inp[0].shape[-1]).shape[0], mod.in_features, mod.out_features))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    step_seconds(model, target)
+    for h in handles:
+        h.remove()
+    gen = torch.Generator().manual_seed(2)
+    lins = [(torch.randn(r, i, generator=gen, requires_grad=True), torch.nn.Linear(i, o)) for r, i, o in shapes]
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        for x, lin in lins:
+            lin(x).sum().backward()
+        return time.perf_counter() - t0
+
+    run()
+    return statistics.median(run() for _ in range(repeats)), sum(6 * r * i * o for r, i, o in shapes) / 1e9
+
+
 def pair_worker(args) -> None:
     """Two models in one process, steps alternated, so machine load hits both alike: median time of each."""
     import torch
@@ -224,9 +255,10 @@ def worker(args) -> None:
             times.append(dt)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     floor = traffic_floor(model, args.layers, args.dim)  # after the peak is read: its copy buffers are not the model's
+    dense_s, dense_gflop = dense_seconds(model, target, args.repeats) if hasattr(model, "modules") else (None, None)
     print(json.dumps({"kind": args.kind, "backend": args.backend, "torch": torch.__version__,
                       "seconds": statistics.median(times), "peak_mb": peak_mb, "step_mb": peak_mb - base_mb,
-                      "edges": int(graph.num_edges), **floor}))
+                      "edges": int(graph.num_edges), "dense_s": dense_s, "dense_gflop": dense_gflop, **floor}))
 
 
 def run_cell(python: str, kind: str, backend: str, args, pair: str | None = None) -> dict | None:
@@ -320,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
         notes = []
         ref = results.get((REFERENCE, "main", "pyg"))
         mine = results.get((kind, "main", "pyg"))
+        if mine and mine.get("dense_gflop"):
+            notes.append(f"dense linears alone {mine['dense_s']:.3f} s ({mine['dense_gflop']:.1f} GFLOP) = "
+                         f"{mine['dense_s'] / mine['floor_s']:.1f}x the floor")
         if kind == "gatv2" and ref and mine:
             notes.append(f"ours/PyG-GATv2Conv (main) = {mine['seconds'] / ref['seconds']:.2f}")
         ref2, mine2 = results.get((REFERENCE, "dgl-env", "pyg")), results.get((kind, "dgl-env", "pyg"))
