@@ -191,7 +191,7 @@ class EffectInputs(nn.Module):
             return {}
         with torch.no_grad():
             m = self.has_code.to(self.codes.dtype)
-            total, summed = self._edge_sums(backend, m, self.codes * m.unsqueeze(1))
+            total, summed = self._edge_sums(backend, m, self.codes)  # rows without a code are zero (set_codes)
             total, summed = total.index_select(1, idx), summed.index_select(1, idx)
             target = self.codes.index_select(0, idx)
 
@@ -226,3 +226,9 @@ class EffectInputs(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_nodes={self.num_nodes}, code_dim={self.code_dim}, features={self.dim}"
+
+
+def layer_trust_text(fitted: dict[str, float]) -> str:
+    """The layer trusts of a :meth:`EffectInputs.fit_prior` result as text: ``"string 1, go 0.47"``."""
+    return ", ".join(f"{key.removeprefix('beta_')} {value:.2g}" for key, value in fitted.items()
+                     if key.startswith("beta_"))

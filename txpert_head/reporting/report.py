@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from gnn.effects import layer_trust_text
 from kgbuild.atomic import atomic_write
 
 METRICS = (("pearson_delta", "Pearson Δ", "higher is better"), ("retrieval", "retrieval", "higher is better"),
@@ -255,9 +256,8 @@ def build_blocks(result: dict) -> list[Block]:
                        f"(means over perturbations):"))
         fitted = run.get("prior_fit") or {}
         if "kappa" in fitted:
-            trust = ", ".join(f"{k[5:]} {v:.2g}" for k, v in fitted.items() if k.startswith("beta_"))
             b.append(("p", f"The graph-neighbour prior, fitted leave-one-out on the training perturbations "
-                           f"(`fit_prior`): layer trust {trust}; shrinkage towards the mean change "
+                           f"(`fit_prior`): layer trust {layer_trust_text(fitted)}; shrinkage towards the mean change "
                            f"{fitted['kappa']:.2g} (0 = neighbours only, large = the mean change)."))
         b.append(metrics_table(run))
         for note in metrics_notes(run):

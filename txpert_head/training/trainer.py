@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from gnn.effects import layer_trust_text
 from kgbuild.graph import MultiGraph
 from txpert_head.data.backed import budget_bytes, group_sums, row_blocks
 from txpert_head.data.controls import ControlIndex
@@ -542,8 +543,8 @@ class Trainer(ModelPredictions):
                 fitted = st["prior_fit"] = self.model.encoder.effects.fit_prior(self.model.encoder.backend)
                 log.info("prior fitted leave-one-out on the trained genes: %s", fitted)
                 if fitted:
-                    trust = ", ".join(f"{k[5:]} {v:.2g}" for k, v in fitted.items() if k.startswith("beta_"))
-                    self._progress_line(f"prior fitted on the training perturbations: layer trust {trust}; shrinkage "
+                    self._progress_line(f"prior fitted on the training perturbations: layer trust "
+                                        f"{layer_trust_text(fitted)}; shrinkage "
                                         f"{fitted['kappa']:.2g}; held-out code error {fitted['loss_before']:.3g} -> "
                                         f"{fitted['loss_after']:.3g}")
             if cfg.epochs > 0:
