@@ -26,6 +26,7 @@ wheel="$(ls "$work/dist"/txpert_kg-*.whl)"
 "$venv/python" -c 'import sys, zipfile; print("\n".join(zipfile.ZipFile(sys.argv[1]).namelist()))' "$wheel" \
     > "$work/wheel-files.txt"
 grep -q '^kgbuild/manifests/string.toml$' "$work/wheel-files.txt" || { echo "wheel-check: manifests missing from $wheel"; exit 1; }
+grep -q '^gnn/backends/fused_attention.c$' "$work/wheel-files.txt" || { echo "wheel-check: kernel source missing from $wheel"; exit 1; }
 step "built $(basename "$wheel")"
 
 # 2. install: torch first (the pinned CPU wheel), then the wheel and its dependencies
@@ -37,7 +38,7 @@ step "installed into a clean venv"
 # 3. from outside the checkout
 mkdir -p "$work/run"
 cd "$work/run"
-export KGBUILD_CACHE_DIR="$work/cache" MPLBACKEND=Agg
+export KGBUILD_CACHE_DIR="$work/cache" TXPERT_KERNEL_CACHE="$work/kernels" MPLBACKEND=Agg
 unset KGBUILD_MANIFEST_DIR PYTHONPATH
 "$venv/kgbuild" fetch --list > "$work/fetch-list.txt"
 head -n 3 "$work/fetch-list.txt"
@@ -56,6 +57,10 @@ import txpert_head
 
 for mod in (kgbuild, txpert_head):  # imported from the venv, not from the checkout
     assert repo not in Path(mod.__file__).resolve().parents, f"{mod.__name__} imported from the checkout: {mod.__file__}"
+from gnn.backends import fused_attention
+
+assert fused_attention.library() is not None, "the fused attention kernels did not build from the installed source"
+assert fused_attention.kernel_path().parent.resolve() == Path("../kernels").resolve(), fused_attention.kernel_path()
 sim = Path("sim")
 string = kgbuild.string(sim / "string/9606.protein.links.sim.txt.gz", sim / "string/9606.protein.info.sim.txt.gz",
                         min_score=400)

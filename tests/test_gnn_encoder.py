@@ -93,7 +93,8 @@ def test_edges_of_a_later_layer_change_the_output(graph, kind, layer):
 
 
 class RecordingGraph(PyGGraph):
-    """PyG primitives that record every edge softmax they compute: (targets (E,), attention (E, H))."""
+    """PyG primitives that record every edge softmax they compute, composed or inside the fused Exphormer
+    kernel: (targets (E,), attention (E, H) in edge order)."""
 
     records: list = []
 
@@ -101,6 +102,13 @@ class RecordingGraph(PyGGraph):
         alpha = super().edge_softmax(score)
         RecordingGraph.records.append((self.dst, self.num_nodes, alpha.detach()))
         return alpha
+
+    def typed_dot_attention(self, *args):
+        fused = super().typed_dot_attention(*args)
+        if fused is not None:
+            out, alpha, order = fused
+            RecordingGraph.records.append((self.dst, self.num_nodes, order(alpha)))
+        return fused
 
 
 class RecordingBackend(PyGBackend):

@@ -24,6 +24,7 @@ Nodes with no incoming edge get zeros from ``aggregate`` / ``u_mul_e_sum``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -77,6 +78,17 @@ class GraphOps(ABC):
     @abstractmethod
     def u_mul_e_sum(self, x: Tensor, a: Tensor) -> Tensor:
         """``out[v] = sum_{e: dst=v} a[e, h] * x[src_e, h, :]``: ``(N, H, C), (E, H) -> (N, H, C)``."""
+
+    def typed_dot_attention(self, q: Tensor, k: Tensor, v: Tensor, u: Tensor, b: Tensor, weight: Tensor | None,
+                            etype: Tensor | None, clamp: float) -> tuple[Tensor, Tensor, Callable] | None:
+        """A fused kernel for Exphormer's attention on typed edge features, or None (the default): then the
+        layer composes it from the primitives above. The math (:mod:`gnn.backends.fused_attention`):
+        ``s_e = clamp(<q_dst, k_src * (w_e u + b[t_e])> / sqrt(C))`` per head, ``alpha = softmax`` over each
+        target's incoming edges, ``out_i = sum_e alpha_e v_src``. ``q, k, v (N, H, C)``, ``u (H, C)``,
+        ``b (K, H, C)``, ``weight (E,)`` (None: ``w_e = 0``), ``etype (E,)`` (None: every edge type 0).
+        Returns ``out (N, H, C)``, ``alpha (E, H)`` in an order of the backend's and the function that puts an
+        ``(E, ...)`` tensor of that order into edge order."""
+        return None
 
 
 class Backend(ABC):

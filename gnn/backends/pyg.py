@@ -13,6 +13,10 @@ that sampled product, with CSR products as its backward. Both are exact sums of 
 gather / scatter (float rounding aside). The CSR index structures (edges sorted by target and by source, row
 pointers) are built once per graph handle and head count; :meth:`gnn.edges.EdgeSet.ops` caches the handle.
 On other devices and dtypes the primitives fall back to gather / ``index_add_``.
+
+``typed_dot_attention`` -- Exphormer's whole attention on typed edge features -- runs the fused C kernels of
+:mod:`gnn.backends.fused_attention` on CPU float tensors (one pass over the edges for the forward, two for
+the backward), where the composed primitives would take nine sparse products.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from gnn.backends import fused_attention
 from gnn.backends.base import Backend, GraphOps, check_edges
 
 
@@ -173,6 +178,7 @@ class PyGGraph(GraphOps):
     def __init__(self, src: Tensor, dst: Tensor, num_nodes: int):
         super().__init__(src, dst, num_nodes)
         self._csr: dict[int, _CSRIndex] = {}
+        self._typed: dict[tuple, fused_attention.TypedAttentionIndex] = {}
 
     def csr(self, heads: int) -> _CSRIndex:
         """The CSR index structures of these edges for ``heads`` heads, built on first use and kept here."""
@@ -207,6 +213,22 @@ class PyGGraph(GraphOps):
         if (self.num_edges > 0 and _sparse_ok(x) and a.dtype == x.dtype and a.shape == (self.num_edges, x.shape[1])):
             return _UMulESum.apply(x, a, self.csr(x.shape[1]))
         return self.aggregate(x.index_select(0, self.src) * a.unsqueeze(-1))
+
+
+    def typed_dot_attention(self, q: Tensor, k: Tensor, v: Tensor, u: Tensor, b: Tensor, weight: Tensor | None,
+                            etype: Tensor | None, clamp: float):
+        """The fused CPU kernels of :mod:`gnn.backends.fused_attention` (float32/64 on CPU, when they could be
+        compiled here); None otherwise."""
+        if self.num_edges == 0 or not fused_attention.available(q, k, v, u, b):
+            return None
+        key = tuple(None if t is None else (t.data_ptr(), t._version) for t in (weight, etype))
+        index = self._typed.get(key)
+        if index is None:
+            self._typed.clear()
+            index = self._typed[key] = fused_attention.TypedAttentionIndex(self.src, self.dst, self.num_nodes,
+                                                                           weight, etype)
+        out, alpha = fused_attention.typed_attention(q, k, v, u, b, index, clamp)
+        return out, alpha, index.edge_order
 
 
 class PyGBackend(Backend):

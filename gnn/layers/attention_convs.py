@@ -182,13 +182,35 @@ class ExphormerAttention(nn.Module):
         self.lin_v = nn.Linear(in_dim, out_dim, bias=True)
         self.lin_e = nn.Linear(edge_dim, out_dim, bias=True)
         self.lin_o = nn.Linear(out_dim, out_dim, bias=True)
-        self.last_attention: Tensor | None = None
+        self._last_attention: Tensor | None = None
+        self._pending_attention: tuple | None = None   # (alpha in a backend's order, its map to edge order)
+
+    @property
+    def last_attention(self) -> Tensor | None:
+        """``alpha (E, H)`` of the last forward, in the edge set's order (detached)."""
+        if self._pending_attention is not None:
+            alpha, order = self._pending_attention
+            self._last_attention, self._pending_attention = order(alpha), None
+        return self._last_attention
+
+    @last_attention.setter
+    def last_attention(self, value: Tensor | None) -> None:
+        self._last_attention, self._pending_attention = value, None
 
     def forward(self, x: Tensor, ops: GraphOps, edge_attr: Tensor) -> Tensor:
         H, C = self.heads, self.head_dim
         q = self.lin_q(x).view(-1, H, C)
         k = self.lin_k(x).view(-1, H, C)
         v = self.lin_v(x).view(-1, H, C)
+        if isinstance(edge_attr, TypedEdgeFeatures) and not (self.training and self.dropout > 0):
+            u, per_type = self._edge_projection(edge_attr)
+            fused = ops.typed_dot_attention(
+                q, k, v, u if u is not None else q.new_zeros((H, C)), per_type, edge_attr.weight,
+                edge_attr.etype if edge_attr.table is not None else None, self.clamp)
+            if fused is not None:   # the backend's fused kernel (same math, one pass over the edges)
+                out, alpha, order = fused
+                self._last_attention, self._pending_attention = None, (alpha, order)
+                return self.lin_o(out.reshape(out.shape[0], H * C))
         if isinstance(edge_attr, TypedEdgeFeatures):
             score = self._typed_score(q, k, ops, edge_attr) / math.sqrt(C)  # (E, H)
         else:
@@ -201,20 +223,26 @@ class ExphormerAttention(nn.Module):
         out = ops.u_mul_e_sum(v, alpha)                                  # (N, H, C)
         return self.lin_o(out.reshape(out.shape[0], H * C))
 
-    def _typed_score(self, q: Tensor, k: Tensor, ops: GraphOps, f: TypedEdgeFeatures) -> Tensor:
-        """``sum_c q[dst] k[src] (W_E f_e + b_E)`` per head, ``(E, H)``, for factored features (class docstring)."""
+    def _edge_projection(self, f: TypedEdgeFeatures) -> tuple[Tensor | None, Tensor]:
+        """``W_E f_e + b_E = w_e u + B_{t_e}``: ``u (H, C)`` (None when the weight is not a feature) and
+        ``B (K, H, C)`` (one row, ``b_E``, when the type is not a feature)."""
         H, C = self.heads, self.head_dim
         weight, bias = self.lin_e.weight, self.lin_e.bias          # (H*C, F_e), (H*C,)
         width = int(f.weight is not None) + (f.table.shape[1] if f.table is not None else 0)
         if width != weight.shape[1]:
             raise ValueError(f"edge features have {width} columns but the layer was built with edge_dim={weight.shape[1]}")
-        score = None
-        if f.weight is not None:
-            score = ops.u_dot_v(k * weight[:, 0].view(H, C), q) * f.weight.unsqueeze(-1)
         off = int(f.weight is not None)
         per_type = f.table @ weight[:, off:].t() + bias if f.table is not None else bias.unsqueeze(0)   # (K, H*C)
-        parts = [handle.u_dot_v(k * per_type[t].view(H, C), q) for t, handle in f.by_type]
-        typed = parts[0] if len(parts) == 1 else torch.cat(parts) if parts else q.new_zeros((0, H))
+        return (weight[:, 0].view(H, C) if off else None), per_type.view(-1, H, C)
+
+    def _typed_score(self, q: Tensor, k: Tensor, ops: GraphOps, f: TypedEdgeFeatures) -> Tensor:
+        """``sum_c q[dst] k[src] (W_E f_e + b_E)`` per head, ``(E, H)``, for factored features (class docstring)."""
+        u, per_type = self._edge_projection(f)
+        score = None
+        if u is not None:
+            score = ops.u_dot_v(k * u, q) * f.weight.unsqueeze(-1)
+        parts = [handle.u_dot_v(k * per_type[t], q) for t, handle in f.by_type]
+        typed = parts[0] if len(parts) == 1 else torch.cat(parts) if parts else q.new_zeros((0, self.heads))
         if f.order is not None:
             typed = typed.index_select(0, f.order)
         return typed if score is None else score + typed

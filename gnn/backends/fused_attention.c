@@ -1,0 +1,246 @@
+/* Exphormer's typed dot-product attention: the three fused CPU kernels of gnn/backends/fused_attention.py
+ * (its docstring states the math). One pass over the edges each; a caller runs row blocks [r0, r1) in
+ * parallel. Layouts (row-major): q, k, v, g, out, dq, dk, dv (N, H, C); u (H, C); b (T, H, C);
+ * alpha, keep (E, H) in by-target order; ad (E, 2, H): alpha and d_e (the score gradient) in by-source
+ * order (position tinv[p] for by-target position p), written by backward_by_target; du (H, C), db (T, H, C)
+ * accumulated (+=) by the caller's block. Compiled once per machine by fused_attention.py. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFINE_KERNELS(T, SFX, EXP)                                                                           \
+static inline __attribute__((always_inline)) int kernel_forward_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,                               \
+                      const int64_t *restrict indptr, const int64_t *restrict col, const int64_t *restrict typ,  \
+                      const T *restrict w, const T *restrict q,                     \
+                      const T *restrict k, const T *restrict v, const T *restrict u, const T *restrict b,        \
+                      T scale, T clamp, T *restrict out, T *restrict alpha,              \
+                      uint8_t *restrict keep) {                                                                 \
+    const int64_t HC = H * C;                                                                                 \
+    T *qu = malloc(sizeof(T) * HC), *qb = malloc(sizeof(T) * NT * HC), *acc = malloc(sizeof(T) * HC);          \
+    T *peak = malloc(sizeof(T) * H), *total = malloc(sizeof(T) * H);                                          \
+    if (!qu || !qb || !acc || !peak || !total) { free(qu); free(qb); free(acc); free(peak); free(total); return 1; } \
+    for (int64_t i = r0; i < r1; i++) {                                                                       \
+        const int64_t p0 = indptr[i], p1 = indptr[i + 1];                                                    \
+        const T *qi = q + i * HC;                                                                             \
+        for (int64_t c = 0; c < HC; c++) { qu[c] = qi[c] * u[c]; acc[c] = 0; }                                \
+        for (int64_t t = 0; t < NT; t++)                                                                      \
+            for (int64_t c = 0; c < HC; c++) qb[t * HC + c] = qi[c] * b[t * HC + c];                          \
+        for (int64_t p = p0; p < p1; p++) {                                                                   \
+            const T we = w[p];                                                                                \
+            const T *kj = k + col[p] * HC, *qbt = qb + typ[p] * HC;                                           \
+            for (int64_t h = 0; h < H; h++) {                                                                 \
+                T s = 0;                                                                                      \
+                for (int64_t c = h * C; c < (h + 1) * C; c++) s += (we * qu[c] + qbt[c]) * kj[c];             \
+                s *= scale;                                                                                   \
+                uint8_t kept = 1;                                                                             \
+                if (s > clamp) { s = clamp; kept = 0; } else if (s < -clamp) { s = -clamp; kept = 0; }        \
+                keep[p * H + h] = kept;                                                                       \
+                alpha[p * H + h] = s;                                                                         \
+                if (p == p0 || s > peak[h]) peak[h] = s;                                                      \
+            }                                                                                                 \
+        }                                                                                                     \
+        for (int64_t h = 0; h < H; h++) total[h] = 0;                                                         \
+        for (int64_t p = p0; p < p1; p++)                                                                     \
+            for (int64_t h = 0; h < H; h++) {                                                                 \
+                const T e = EXP(alpha[p * H + h] - peak[h]);                                                  \
+                alpha[p * H + h] = e;                                                                         \
+                total[h] += e;                                                                                \
+            }                                                                                                 \
+        for (int64_t h = 0; h < H; h++) total[h] = 1 / (total[h] + (T)1e-16);                                 \
+        for (int64_t p = p0; p < p1; p++) {                                                                   \
+            const T *vj = v + col[p] * HC;                                                                    \
+            for (int64_t h = 0; h < H; h++) {                                                                 \
+                const T a = alpha[p * H + h] * total[h];                                                      \
+                alpha[p * H + h] = a;                                                                         \
+                for (int64_t c = h * C; c < (h + 1) * C; c++) acc[c] += a * vj[c];                            \
+            }                                                                                                 \
+        }                                                                                                     \
+        memcpy(out + i * HC, acc, sizeof(T) * HC);                                                            \
+    }                                                                                                         \
+    free(qu); free(qb); free(acc); free(peak); free(total);                                                   \
+    return 0;                                                                                                 \
+}                                                                                                             \
+                                                                                                              \
+static inline __attribute__((always_inline)) int kernel_backward_by_target_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,                    \
+                                 const int64_t *restrict indptr, const int64_t *restrict col,                 \
+                                 const int64_t *restrict typ, const T *restrict w, const T *restrict q,       \
+                                 const T *restrict k, const T *restrict v, const T *restrict u,               \
+                                 const T *restrict b, T scale, const T *restrict g, const T *restrict alpha,  \
+                                 const uint8_t *restrict keep, const int64_t *restrict tinv, T *restrict ad,  \
+                                 T *restrict dq, T *restrict du, T *restrict db) {                            \
+    const int64_t HC = H * C;                                                                                 \
+    T *aw = malloc(sizeof(T) * HC), *at = malloc(sizeof(T) * NT * HC), *dot = malloc(sizeof(T) * H);          \
+    T *d = malloc(sizeof(T) * H * (indptr[r1] - indptr[r0] + 1));                                            \
+    if (!aw || !at || !dot || !d) { free(aw); free(at); free(dot); free(d); return 1; }                       \
+    d -= indptr[r0] * H;  /* indexed by by-target position, like alpha */                                    \
+    for (int64_t i = r0; i < r1; i++) {                                                                       \
+        const int64_t p0 = indptr[i], p1 = indptr[i + 1];                                                    \
+        const T *gi = g + i * HC, *qi = q + i * HC;                                                           \
+        for (int64_t h = 0; h < H; h++) dot[h] = 0;                                                           \
+        for (int64_t p = p0; p < p1; p++) {                                                                   \
+            const T *vj = v + col[p] * HC;                                                                    \
+            for (int64_t h = 0; h < H; h++) {                                                                 \
+                T s = 0;                                                                                      \
+                for (int64_t c = h * C; c < (h + 1) * C; c++) s += gi[c] * vj[c];                             \
+                d[p * H + h] = s;                                                                             \
+                dot[h] += alpha[p * H + h] * s;                                                               \
+            }                                                                                                 \
+        }                                                                                                     \
+        memset(aw, 0, sizeof(T) * HC);                                                                        \
+        memset(at, 0, sizeof(T) * NT * HC);                                                                   \
+        for (int64_t p = p0; p < p1; p++) {                                                                   \
+            const T *kj = k + col[p] * HC;                                                                    \
+            T *att = at + typ[p] * HC;                                                                        \
+            for (int64_t h = 0; h < H; h++) {                                                                 \
+                const T x = keep[p * H + h] ? alpha[p * H + h] * (d[p * H + h] - dot[h]) * scale : (T)0;      \
+                const T xw = x * w[p];                                                                        \
+                ad[tinv[p] * 2 * H + h] = alpha[p * H + h];                                                   \
+                ad[tinv[p] * 2 * H + H + h] = x;                                                              \
+                for (int64_t c = h * C; c < (h + 1) * C; c++) { aw[c] += xw * kj[c]; att[c] += x * kj[c]; }   \
+            }                                                                                                 \
+        }                                                                                                     \
+        T *dqi = dq + i * HC;                                                                                 \
+        for (int64_t c = 0; c < HC; c++) { dqi[c] = u[c] * aw[c]; du[c] += qi[c] * aw[c]; }                   \
+        for (int64_t t = 0; t < NT; t++)                                                                      \
+            for (int64_t c = 0; c < HC; c++) {                                                                \
+                dqi[c] += b[t * HC + c] * at[t * HC + c];                                                     \
+                db[t * HC + c] += qi[c] * at[t * HC + c];                                                     \
+            }                                                                                                 \
+    }                                                                                                         \
+    free(aw); free(at); free(dot); free(d + indptr[r0] * H);                                                  \
+    return 0;                                                                                                 \
+}                                                                                                             \
+                                                                                                              \
+static inline __attribute__((always_inline)) int kernel_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,                    \
+                                 const int64_t *restrict tptr, const int64_t *restrict tdst,                  \
+                                 const int64_t *restrict ttyp,                                                \
+                                 const T *restrict tw, const T *restrict q, const T *restrict u,              \
+                                 const T *restrict b, const T *restrict g, const T *restrict ad,              \
+                                 T *restrict dk, T *restrict dv) {                                            \
+    const int64_t HC = H * C;                                                                                 \
+    T *bw = malloc(sizeof(T) * HC), *bt = malloc(sizeof(T) * NT * HC), *accv = malloc(sizeof(T) * HC);        \
+    if (!bw || !bt || !accv) { free(bw); free(bt); free(accv); return 1; }                                    \
+    for (int64_t j = r0; j < r1; j++) {                                                                       \
+        memset(bw, 0, sizeof(T) * HC);                                                                        \
+        memset(bt, 0, sizeof(T) * NT * HC);                                                                   \
+        memset(accv, 0, sizeof(T) * HC);                                                                      \
+        for (int64_t r = tptr[j]; r < tptr[j + 1]; r++) {                                                     \
+            const T *qi = q + tdst[r] * HC, *gi = g + tdst[r] * HC;                                           \
+            T *btt = bt + ttyp[r] * HC;                                                                       \
+            for (int64_t h = 0; h < H; h++) {                                                                 \
+                const T a = ad[r * 2 * H + h], x = ad[r * 2 * H + H + h], xw = x * tw[r];                     \
+                for (int64_t c = h * C; c < (h + 1) * C; c++) {                                               \
+                    accv[c] += a * gi[c];                                                                     \
+                    bw[c] += xw * qi[c];                                                                      \
+                    btt[c] += x * qi[c];                                                                      \
+                }                                                                                             \
+            }                                                                                                 \
+        }                                                                                                     \
+        T *dkj = dk + j * HC;                                                                                 \
+        for (int64_t c = 0; c < HC; c++) dkj[c] = u[c] * bw[c];                                               \
+        for (int64_t t = 0; t < NT; t++)                                                                      \
+            for (int64_t c = 0; c < HC; c++) dkj[c] += b[t * HC + c] * bt[t * HC + c];                        \
+        memcpy(dv + j * HC, accv, sizeof(T) * HC);                                                            \
+    }                                                                                                         \
+    free(bw); free(bt); free(accv);                                                                           \
+    return 0;                                                                                                 \
+}
+
+/* The public entry points. float32 (what training runs in) gets the common (heads, head width) pairs as
+ * compile-time constants, so the per-head loops unroll into a few vector instructions and the row
+ * accumulators stay in registers; other shapes, and float64, run the same code with run-time sizes. */
+#define SHAPES_f32(CALL)                                                                                      \
+    if (H == 2 && C == 32) return CALL(2, 32);                                                                \
+    if (H == 1 && C == 64) return CALL(1, 64);                                                                \
+    if (H == 4 && C == 16) return CALL(4, 16);                                                                \
+    if (H == 8 && C == 8) return CALL(8, 8);                                                                  \
+    if (H == 1 && C == 32) return CALL(1, 32);                                                                \
+    if (H == 2 && C == 16) return CALL(2, 16);                                                                \
+    if (H == 4 && C == 8) return CALL(4, 8);                                                                  \
+    if (H == 1 && C == 128) return CALL(1, 128);                                                              \
+    if (H == 2 && C == 64) return CALL(2, 64);                                                                \
+    if (H == 4 && C == 32) return CALL(4, 32);                                                                \
+    if (H == 8 && C == 16) return CALL(8, 16);                                                                \
+    return CALL(H, C);
+#define SHAPES_f64(CALL) return CALL(H, C);
+
+#define DEFINE_ENTRY_POINTS(T, SFX)                                                                           \
+static int block_forward_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT, const int64_t *indptr,        \
+                      const int64_t *col, const int64_t *typ, const T *w, const T *q,        \
+                      const T *k, const T *v, const T *u, const T *b, T scale, T clamp, T *out, T *alpha,        \
+                      uint8_t *keep) {                                                           \
+    SHAPES_##SFX(FWD_##SFX)                                                                                   \
+}                                                                                                             \
+static int block_backward_by_target_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,                    \
+                                 const int64_t *indptr, const int64_t *col, const int64_t *typ, const T *w,   \
+                                 const T *q, const T *k, const T *v, const T *u, const T *b, T scale,         \
+                                 const T *g, const T *alpha, const uint8_t *keep, const int64_t *tinv, T *ad, \
+                                 T *dq, T *du, T *db) {                                                       \
+    SHAPES_##SFX(BWT_##SFX)                                                                                   \
+}                                                                                                             \
+static int block_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,                    \
+                                 const int64_t *tptr, const int64_t *tdst, const int64_t *ttyp, const T *tw,  \
+                                 const T *q, const T *u, const T *b, const T *g, const T *ad, T *dk, T *dv) { \
+    SHAPES_##SFX(BWS_##SFX)                                                                                   \
+}
+
+DEFINE_KERNELS(float, f32, expf)
+DEFINE_KERNELS(double, f64, exp)
+#define FWD_f32(HH, CC) kernel_forward_f32(r0, r1, HH, CC, NT, indptr, col, typ, w, q, k, v, u, b, scale, clamp, \
+                                       out, alpha, keep)
+#define FWD_f64(HH, CC) kernel_forward_f64(r0, r1, HH, CC, NT, indptr, col, typ, w, q, k, v, u, b, scale, clamp, \
+                                       out, alpha, keep)
+#define BWT_f32(HH, CC) kernel_backward_by_target_f32(r0, r1, HH, CC, NT, indptr, col, typ, w, q, k, v, u, b, scale, \
+                                                  g, alpha, keep, tinv, ad, dq, du, db)
+#define BWT_f64(HH, CC) kernel_backward_by_target_f64(r0, r1, HH, CC, NT, indptr, col, typ, w, q, k, v, u, b, scale, \
+                                                  g, alpha, keep, tinv, ad, dq, du, db)
+#define BWS_f32(HH, CC) kernel_backward_by_source_f32(r0, r1, HH, CC, NT, tptr, tdst, ttyp, tw, q, u, b, g, \
+                                                  ad, dk, dv)
+#define BWS_f64(HH, CC) kernel_backward_by_source_f64(r0, r1, HH, CC, NT, tptr, tdst, ttyp, tw, q, u, b, g, \
+                                                  ad, dk, dv)
+DEFINE_ENTRY_POINTS(float, f32)
+DEFINE_ENTRY_POINTS(double, f64)
+
+/* What the caller calls: the row blocks bounds[0..nb] (about equal edge counts), one OpenMP thread each --
+ * the OpenMP runtime torch itself runs on (libgomp.so.1, already loaded), so the kernels share its threads
+ * instead of competing with them. backward_by_target's block m accumulates into du + m H C, db + m NT H C.
+ * Returns nonzero when a block could not allocate its row buffers. */
+#define DEFINE_PARALLEL(T, SFX)                                                                               \
+int txk_forward_##SFX(int64_t nb, const int64_t *bounds, int64_t H, int64_t C, int64_t NT,                    \
+                      const int64_t *indptr, const int64_t *col, const int64_t *typ, const T *w, const T *q,     \
+                      const T *k, const T *v, const T *u, const T *b, T scale, T clamp, T *out, T *alpha,        \
+                      uint8_t *keep) {                                                                          \
+    int status = 0;                                                                                           \
+    _Pragma("omp parallel for schedule(static, 1) reduction(|:status)")                                       \
+    for (int64_t m = 0; m < nb; m++)                                                                          \
+        status |= block_forward_##SFX(bounds[m], bounds[m + 1], H, C, NT, indptr, col, typ, w, q, k, v, u, b, \
+                                      scale, clamp, out, alpha, keep);                                        \
+    return status;                                                                                            \
+}                                                                                                             \
+int txk_backward_by_target_##SFX(int64_t nb, const int64_t *bounds, int64_t H, int64_t C, int64_t NT,         \
+                                 const int64_t *indptr, const int64_t *col, const int64_t *typ, const T *w,   \
+                                 const T *q, const T *k, const T *v, const T *u, const T *b, T scale,         \
+                                 const T *g, const T *alpha, const uint8_t *keep, const int64_t *tinv, T *ad, \
+                                 T *dq, T *du, T *db) {                                                       \
+    int status = 0;                                                                                           \
+    _Pragma("omp parallel for schedule(static, 1) reduction(|:status)")                                       \
+    for (int64_t m = 0; m < nb; m++)                                                                          \
+        status |= block_backward_by_target_##SFX(bounds[m], bounds[m + 1], H, C, NT, indptr, col, typ, w, q,  \
+                                                 k, v, u, b, scale, g, alpha, keep, tinv, ad, dq, du + m * H * C, \
+                                                 db + m * NT * H * C);                                        \
+    return status;                                                                                            \
+}                                                                                                             \
+int txk_backward_by_source_##SFX(int64_t nb, const int64_t *bounds, int64_t H, int64_t C, int64_t NT,         \
+                                 const int64_t *tptr, const int64_t *tdst, const int64_t *ttyp, const T *tw,  \
+                                 const T *q, const T *u, const T *b, const T *g, const T *ad, T *dk, T *dv) { \
+    int status = 0;                                                                                           \
+    _Pragma("omp parallel for schedule(static, 1) reduction(|:status)")                                       \
+    for (int64_t m = 0; m < nb; m++)                                                                          \
+        status |= block_backward_by_source_##SFX(bounds[m], bounds[m + 1], H, C, NT, tptr, tdst, ttyp, tw, q, \
+                                                 u, b, g, ad, dk, dv);                                        \
+    return status;                                                                                            \
+}
+
+DEFINE_PARALLEL(float, f32)
+DEFINE_PARALLEL(double, f64)

@@ -1,0 +1,262 @@
+r"""Exphormer's typed dot-product attention as three fused CPU kernels (C, compiled here on first use), one
+pass over the edges each.
+
+The math is :class:`gnn.layers.attention_convs.ExphormerAttention` on
+:class:`gnn.edges.TypedEdgeFeatures`. ``N`` nodes, ``E`` edges ``j -> i``, ``H`` heads of ``C`` channels,
+``T`` edge types; per edge a weight ``w_e`` (0 when the weight is not a feature) and a type ``t_e``:
+
+.. math::
+    \epsilon_e = w_e u + B_{t_e},\qquad
+    r_{e,h} = \textstyle\sum_c q_{i,h,c}\, k_{j,h,c}\, \epsilon_{e,h,c},\qquad
+    s_{e,h} = \mathrm{clamp}(r_{e,h} / \sqrt{C}, -\kappa, \kappa), \\
+    \alpha_{e,h} = \frac{\exp(s_{e,h} - \max_{e' \to i} s_{e',h})}{\sum_{e' \to i} \exp(s_{e',h} - \max) + 10^{-16}},
+    \qquad out_{i,h} = \textstyle\sum_{e = (j \to i)} \alpha_{e,h}\, v_{j,h}.
+
+Shapes: ``q, k, v (N, H, C)``, ``u (H, C)``, ``B (T, H, C)``, out ``(N, H, C)``, ``alpha (E, H)``.
+
+Backward, with ``g = dL/d out``:
+
+.. math::
+    a_{e,h} = \langle g_{i,h}, v_{j,h}\rangle,\quad
+    d_{e,h} = \alpha_{e,h}\big(a_{e,h} - \textstyle\sum_{e' \to i} \alpha_{e',h} a_{e',h}\big)
+              [|r_{e,h}|/\sqrt{C} \le \kappa] / \sqrt{C}, \\
+    dv_j = \textstyle\sum_{e = (j \to i)} \alpha_e g_i,\quad
+    dq_i = \sum_{e \to i} d_e\, k_j \odot \epsilon_e,\quad
+    dk_j = \sum_{e = (j \to i)} d_e\, q_i \odot \epsilon_e,\quad
+    du = \sum_e w_e d_e\, q_i \odot k_j,\quad dB_t = \sum_{e: t_e = t} d_e\, q_i \odot k_j.
+
+Three kernels, each one pass over the edges with no ``(E, C)`` tensor: the forward by target (CSR rows), the
+first backward pass by target (``a``, ``d``, ``dq`` and the parameter gradients ``du``, ``dB``, which are row
+sums ``q_i \odot \sum_e d_e k_j`` split by weight and type), the second by source (``dv``, ``dk``, over the
+transposed CSR). Node tensors of a 20k-node graph fit in the last-level cache, so the gathers ``k_j``,
+``v_j`` are cache hits; rows are split into contiguous blocks of about equal edge counts, one per thread
+(OpenMP, ``torch.get_num_threads()`` threads, in the runtime torch runs on). Summation order differs
+from the composed primitives, so results agree to float rounding.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import math
+import os
+import platform
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+SOURCE = Path(__file__).with_suffix(".c")
+#: what the C kernels are compiled with: -O3 and the host's vector units; reassociation (not the rest of
+#: -ffast-math: infinities and NaN keep their meaning) so the per-head dot products vectorise; OpenMP, which
+#: resolves to the libgomp.so.1 torch has already loaded (one thread pool, not two competing for the cores)
+CFLAGS = ["-O3", "-march=native", "-std=gnu11", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math",
+          "-fassociative-math", "-fno-signed-zeros"]
+ENV_SWITCH = "TXPERT_FUSED_ATTENTION"   # "0": always compose the primitives instead
+ENV_CACHE = "TXPERT_KERNEL_CACHE"       # where compiled kernels are kept (default ~/.cache/txpert-kg/kernels)
+
+_I64, _PTR = ctypes.c_int64, ctypes.c_void_p
+_LIB: ctypes.CDLL | None = None
+_LIB_ERROR: str | None = None
+_LIB_LOCK = threading.Lock()
+
+
+def _cpu_identity() -> str:
+    """What ``-march=native`` depends on: the architecture, CPU model and feature flags."""
+    text = platform.machine() + platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "flags", "Features", "CPU part")):
+                text += line
+                if line.startswith(("flags", "Features")):
+                    break
+    except OSError:
+        pass
+    return text
+
+
+def kernel_path() -> Path:
+    """The compiled library's path for this source, compiler, flags and CPU (built there on first use)."""
+    cc = os.environ.get("CC", "cc")
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([cc, *CFLAGS]).encode() + _cpu_identity().encode())
+    base = os.environ.get(ENV_CACHE) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / \
+        "txpert-kg" / "kernels"
+    return Path(base) / f"fused_attention-{key.hexdigest()[:20]}.so"
+
+
+def _compile(target: Path) -> None:
+    """Compile :data:`SOURCE` to ``target`` (written under a temporary name, then renamed: never half-written)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        cmd = [os.environ.get("CC", "cc"), *CFLAGS, "-o", tmp, str(SOURCE), "-lm"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr.strip()}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    for sfx, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
+        head = [_I64, _PTR, _I64, _I64, _I64]   # blocks, bounds, H, C, T
+        getattr(lib, f"txk_forward_{sfx}").argtypes = head + [_PTR] * 9 + [real, real] + [_PTR] * 3
+        getattr(lib, f"txk_backward_by_target_{sfx}").argtypes = head + [_PTR] * 9 + [real] + [_PTR] * 8
+        getattr(lib, f"txk_backward_by_source_{sfx}").argtypes = head + [_PTR] * 11
+        for kind in ("forward", "backward_by_target", "backward_by_source"):
+            getattr(lib, f"txk_{kind}_{sfx}").restype = ctypes.c_int
+
+
+def library() -> ctypes.CDLL | None:
+    """The compiled kernels (compiled on first use, then loaded from :func:`kernel_path`), or None when they
+    cannot be built here (one warning says why)."""
+    global _LIB, _LIB_ERROR
+    if _LIB is not None or _LIB_ERROR is not None:
+        return _LIB
+    with _LIB_LOCK:
+        if _LIB is None and _LIB_ERROR is None:
+            try:
+                path = kernel_path()
+                if not path.exists():
+                    _compile(path)
+                lib = ctypes.CDLL(str(path))
+                _declare(lib)
+                _LIB = lib
+            except (OSError, RuntimeError) as err:
+                _LIB_ERROR = str(err)
+                warnings.warn(f"the fused attention kernels could not be built ({err}); Exphormer layers compose "
+                              f"the graph primitives instead (same numbers, slower)", RuntimeWarning, stacklevel=3)
+    return _LIB
+
+
+def available(*tensors: Tensor) -> bool:
+    """Whether the fused kernels take these tensors: not switched off (``TXPERT_FUSED_ATTENTION=0``), kernels
+    built, CPU, float32/64, one dtype."""
+    t0 = tensors[0]
+    return os.environ.get(ENV_SWITCH, "1") != "0" and t0.dtype in (torch.float32, torch.float64) and \
+        all(t.device.type == "cpu" and t.dtype == t0.dtype for t in tensors) and library() is not None
+
+
+def _bounds(indptr: np.ndarray, parts: int) -> np.ndarray:
+    """Row-block boundaries ``(B + 1,)``, int64: contiguous row ranges with about equal edge counts, ``parts``
+    of them (fewer when rows are few)."""
+    n = len(indptr) - 1
+    cuts = np.searchsorted(indptr, np.linspace(0, indptr[-1], parts + 1)[1:-1])
+    return np.unique(np.concatenate([[0], np.clip(cuts, 0, n), [n]])).astype(np.int64)
+
+
+class TypedAttentionIndex:
+    """The edges in the layouts the kernels read: by target (CSR ``indptr``, source ``col``, type ``typ``,
+    weight ``w`` per stored entry) and by source (``tptr``, target ``tdst``, type ``ttyp``, weight ``tw``;
+    ``tinv`` maps a by-target position to its by-source one). ``etype`` None: every edge is type 0; ``weight``
+    None: every ``w_e = 0`` (the weight is not a feature). Built once per edge set (the graph handle caches it)."""
+
+    def __init__(self, src: Tensor, dst: Tensor, num_nodes: int, weight: Tensor | None, etype: Tensor | None):
+        s, t = src.cpu().numpy(), dst.cpu().numpy()
+        e = len(s)
+        order = np.lexsort((s, t))                               # by target, then source
+        self.num_nodes, self.num_edges = int(num_nodes), e
+        self.indptr = np.concatenate([[0], np.cumsum(np.bincount(t, minlength=num_nodes))]).astype(np.int64)
+        self.col = s[order].astype(np.int64)
+        typ = np.zeros(e, np.int64) if etype is None else etype.cpu().numpy().astype(np.int64)
+        w = np.zeros(e, np.float64) if weight is None else weight.detach().cpu().double().numpy()
+        self.typ, self._eid_tensor = typ[order], torch.from_numpy(order.astype(np.int64))
+        self._w = w[order]
+        back = np.lexsort((t[order], s[order]))                  # by-target positions, sorted by source
+        self.tptr = np.concatenate([[0], np.cumsum(np.bincount(s, minlength=num_nodes))]).astype(np.int64)
+        self.tdst = t[order][back].astype(np.int64)
+        self.tinv = np.empty(e, np.int64)                        # by-target position -> by-source position
+        self.tinv[back] = np.arange(e)
+        self.ttyp, self._tw = self.typ[back], self._w[back]
+        self.num_types = int(typ.max()) + 1 if e else 1
+        self._cast: dict[torch.dtype, tuple[Tensor, Tensor]] = {}
+        self._parts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def weights(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """``w`` by target and by source in ``dtype``."""
+        hit = self._cast.get(dtype)
+        if hit is None:
+            hit = self._cast[dtype] = (torch.from_numpy(self._w).to(dtype), torch.from_numpy(self._tw).to(dtype))
+        return hit
+
+    def edge_order(self, by_target: Tensor) -> Tensor:
+        """An ``(E, ...)`` tensor in by-target order, in the edge set's order."""
+        return torch.empty_like(by_target).index_copy_(0, self._eid_tensor, by_target)
+
+    def blocks(self) -> tuple[np.ndarray, np.ndarray]:
+        """Row-block boundaries by target and by source, one block per thread torch uses."""
+        n = max(1, torch.get_num_threads())
+        hit = self._parts.get(n)
+        if hit is None:
+            hit = self._parts[n] = (_bounds(self.indptr, n), _bounds(self.tptr, n))
+        return hit
+
+
+def _ptr(t: Tensor | np.ndarray) -> int:
+    return t.data_ptr() if isinstance(t, Tensor) else t.ctypes.data
+
+
+def _call(name: str, dtype: torch.dtype, bounds: np.ndarray, *args) -> None:
+    """Run kernel ``name`` (its float32 or float64 build) over the row blocks ``bounds``; arrays go as pointers."""
+    fn = getattr(library(), f"txk_{name}_{'f32' if dtype == torch.float32 else 'f64'}")
+    if fn(len(bounds) - 1, _ptr(bounds), *[_ptr(a) if isinstance(a, (Tensor, np.ndarray)) else a for a in args]):
+        raise MemoryError(f"fused attention kernel {name}: out of memory for its row buffers")
+
+
+class _TypedAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, u: Tensor, b: Tensor, index: TypedAttentionIndex,
+                scale: float, clamp: float):
+        q, k, v, u, b = (t.detach().contiguous() for t in (q, k, v, u, b))
+        _, n_heads, n_ch = q.shape
+        e = index.num_edges
+        out = torch.empty_like(q)
+        alpha = q.new_empty((e, n_heads))
+        keep = torch.empty((e, n_heads), dtype=torch.uint8)
+        w, _ = index.weights(q.dtype)
+        by_target, _ = index.blocks()
+        _call("forward", q.dtype, by_target, n_heads, n_ch, b.shape[0], index.indptr, index.col, index.typ, w,
+              q, k, v, u, b, scale, clamp, out, alpha, keep)
+        ctx.save_for_backward(q, k, v, u, b, alpha, keep)
+        ctx.index, ctx.scale = index, scale
+        ctx.mark_non_differentiable(alpha)
+        return out, alpha
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor, _grad_alpha: Tensor):
+        q, k, v, u, b, alpha, keep = ctx.saved_tensors
+        index = ctx.index
+        _, n_heads, n_ch = q.shape
+        g = grad.contiguous()
+        by_target, by_source = index.blocks()
+        w, tw = index.weights(q.dtype)
+        ad = alpha.new_empty((alpha.shape[0], 2, n_heads))   # alpha and the score gradient, by source
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        # every block accumulates the parameter gradients into its own slice: no two threads write one buffer
+        du = u.new_zeros((len(by_target) - 1,) + tuple(u.shape))
+        db = b.new_zeros((len(by_target) - 1,) + tuple(b.shape))
+        _call("backward_by_target", q.dtype, by_target, n_heads, n_ch, b.shape[0], index.indptr, index.col,
+              index.typ, w, q, k, v, u, b, ctx.scale, g, alpha, keep, index.tinv, ad, dq, du, db)
+        _call("backward_by_source", q.dtype, by_source, n_heads, n_ch, b.shape[0], index.tptr, index.tdst,
+              index.ttyp, tw, q, u, b, g, ad, dk, dv)
+        return dq, dk, dv, du.sum(0), db.sum(0), None, None, None
+
+
+def typed_attention(q: Tensor, k: Tensor, v: Tensor, u: Tensor, b: Tensor, index: TypedAttentionIndex,
+                    clamp: float) -> tuple[Tensor, Tensor]:
+    """``(out (N, H, C), alpha (E, H))`` of the module docstring, differentiable in ``q, k, v, u, b``;
+    ``alpha`` (no gradient) in the kernels' by-target order: :meth:`TypedAttentionIndex.edge_order` puts it
+    in the edge set's order (a permutation the layer leaves until someone reads the attention)."""
+    if b.shape[0] < index.num_types:
+        raise ValueError(f"the edges have {index.num_types} types but B has {b.shape[0]} rows")
+    return _TypedAttention.apply(q, k, v, u, b, index, 1.0 / math.sqrt(q.shape[-1]), float(clamp))

@@ -1,0 +1,143 @@
+"""The fused Exphormer attention kernels (gnn/backends/fused_attention.c) against the composed primitives:
+the same outputs, attention and gradients, in float64 and float32, for every shape the kernels specialise
+and for run-time shapes; the layer falls back to the primitives when switched off or in dropout training."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import pytest
+import torch
+
+from gnn.backends import fused_attention, get_backend
+from gnn.edges import EdgeSet
+from gnn.layers import ExphormerAttention
+from gnn.layers.blocks import EdgeFeatures
+
+needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler here: the layer composes primitives")
+
+
+def composed(q, k, v, u, b, src, dst, n, weight, etype, clamp):
+    """The attention of the fused kernels, written with plain gather / scatter (the module docstring)."""
+    eps = (weight.view(-1, 1, 1) * u if weight is not None else 0) + b[etype if etype is not None else 0 * src]
+    s = ((q[dst] * k[src] * eps).sum(-1) / math.sqrt(q.shape[-1])).clamp(-clamp, clamp)
+    peak = torch.full((n, s.shape[1]), -torch.inf, dtype=s.dtype).scatter_reduce(
+        0, dst.view(-1, 1).expand_as(s), s, "amax")
+    ex = (s - peak[dst]).exp()
+    alpha = ex / (torch.zeros(n, s.shape[1], dtype=s.dtype).index_add(0, dst, ex)[dst] + 1e-16)
+    return torch.zeros_like(q).index_add(0, dst, alpha.unsqueeze(-1) * v[src]), alpha
+
+
+def problem(n, e, heads, ch, types, dtype, seed, scale=1.0, isolated=0):
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(0, n, (e,), generator=g)
+    dst = torch.randint(isolated, n, (e,), generator=g)   # nodes < isolated get no incoming edge
+    q, k, v = (scale * torch.randn(n, heads, ch, generator=g, dtype=dtype) for _ in range(3))
+    u = torch.randn(heads, ch, generator=g, dtype=dtype)
+    b = torch.randn(types, heads, ch, generator=g, dtype=dtype)
+    weight = torch.rand(e, generator=g, dtype=dtype)
+    etype = torch.randint(0, types, (e,), generator=g)
+    return src, dst, [t.requires_grad_() for t in (q, k, v, u, b)], weight, etype
+
+
+@needs_cc
+def test_the_kernels_build_here():
+    assert fused_attention.library() is not None, "cc is present, so the kernels must compile and load"
+
+
+@needs_cc
+@pytest.mark.parametrize("heads,ch", [(2, 32), (4, 16), (1, 64), (3, 5)])   # specialised, and run-time sizes
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("features", ["weight+type", "type", "weight"])
+def test_fused_equals_composed_outputs_attention_and_gradients(heads, ch, dtype, features):
+    n, e, types = 40, 300, 4
+    # scale 3: many scores reach the clamp, so its gradient mask is exercised; 5 nodes have no incoming edge
+    src, dst, (q, k, v, u, b), weight, etype = problem(n, e, heads, ch, types, dtype, seed=heads * ch, scale=3.0,
+                                                       isolated=5)
+    weight = weight if "weight" in features else None
+    etype = etype if "type" in features else None
+    b_used = b if etype is not None else b[:1]
+    index = fused_attention.TypedAttentionIndex(src, dst, n, weight, etype)
+    out, alpha = fused_attention.typed_attention(q, k, v, u, b_used, index, clamp=5.0)
+    ref, ref_alpha = composed(q, k, v, u, b_used, src, dst, n, weight, etype, 5.0)
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out, ref, **tol)
+    torch.testing.assert_close(index.edge_order(alpha), ref_alpha.detach(), **tol)
+    assert (out[:5] == 0).all()
+    grad = torch.randn_like(out)
+    params = (q, k, v, u, b)
+    got_all = torch.autograd.grad(out, params, grad)
+    for got, want in zip(got_all, torch.autograd.grad(ref, params, grad, allow_unused=True)):
+        if want is None:   # u without the weight as a feature: no gradient there, zeros from the kernel
+            assert (got == 0).all()
+            continue
+        torch.testing.assert_close(got, want, **(tol if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)))
+
+
+@needs_cc
+def test_fused_gradcheck_float64():
+    src, dst, (q, k, v, u, b), weight, etype = problem(9, 40, 2, 3, 3, torch.float64, seed=1)
+    index = fused_attention.TypedAttentionIndex(src, dst, 9, weight, etype)
+    assert torch.autograd.gradcheck(lambda *t: fused_attention.typed_attention(*t, index, 5.0)[0], (q, k, v, u, b))
+
+
+@needs_cc
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_fused_results_do_not_depend_on_the_thread_count(threads):
+    src, dst, (q, k, v, u, b), weight, etype = problem(200, 3000, 2, 32, 4, torch.float32, seed=5)
+    index = fused_attention.TypedAttentionIndex(src, dst, 200, weight, etype)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        ref = fused_attention.typed_attention(q, k, v, u, b, index, 5.0)[0]
+        grads_ref = torch.autograd.grad(ref.square().sum(), (q, k, v, u, b))
+        torch.set_num_threads(threads)
+        out = fused_attention.typed_attention(q, k, v, u, b, index, 5.0)[0]
+        grads = torch.autograd.grad(out.square().sum(), (q, k, v, u, b))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(out, ref)   # rows are independent: bitwise the same
+    for got, want in zip(grads[:3], grads_ref[:3]):
+        assert torch.equal(got, want)
+    for got, want in zip(grads[3:], grads_ref[3:]):   # per-block partial sums: rounding only
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def _layer_and_edges(n=30, e=200):
+    src, dst, *_ = problem(n, e, 2, 4, 3, torch.float32, seed=7)
+    etype = torch.randint(0, 3, (e,), generator=torch.Generator().manual_seed(3))
+    edges = EdgeSet(src.numpy(), dst.numpy(), torch.rand(e).numpy(), etype.numpy(), n)
+    feats = EdgeFeatures(True, num_types=3, type_dim=4)
+    torch.manual_seed(0)
+    return ExphormerAttention(8, 8, heads=2, edge_dim=feats.dim), edges, feats
+
+
+@needs_cc
+def test_layer_uses_the_kernels_and_equals_the_composed_layer(monkeypatch):
+    layer, edges, feats = _layer_and_edges()
+    backend = get_backend("pyg")
+    x = torch.randn(30, 8, requires_grad=True)
+    calls = []
+    real = fused_attention.typed_attention
+    monkeypatch.setattr(fused_attention, "typed_attention", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    out = layer(x, edges.ops(backend), feats.typed(edges, backend))
+    alpha = layer.last_attention
+    assert calls, "the layer did not take the fused kernels"
+    monkeypatch.setenv(fused_attention.ENV_SWITCH, "0")
+    ref = layer(x, edges.ops(backend), feats.typed(edges, backend))
+    assert len(calls) == 1, "TXPERT_FUSED_ATTENTION=0 must compose the primitives"
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(alpha, layer.last_attention, rtol=1e-5, atol=1e-6)
+    params = [x] + list(layer.parameters()) + list(feats.parameters())
+    for got, want in zip(torch.autograd.grad(out.square().sum(), params), torch.autograd.grad(ref.square().sum(), params)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_dropout_training_composes_the_primitives(monkeypatch):
+    layer, edges, feats = _layer_and_edges()
+    layer.dropout = 0.3
+    backend = get_backend("pyg")
+    monkeypatch.setattr(fused_attention, "typed_attention", lambda *a, **kw: pytest.fail("fused kernel in dropout training"))
+    layer.train()
+    layer(torch.randn(30, 8), edges.ops(backend), feats.typed(edges, backend))
