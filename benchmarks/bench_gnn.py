@@ -39,9 +39,9 @@ into another (``B = 2 * bytes / seconds``, read + write), with the same thread c
 attention scores, edge weights, the ``(E, H, C)`` tensors of GATv2 and all arithmetic -- e.g. the dense
 projections and feed-forward layers of Exphormer, ``O(N dim^2)`` flops that are compute-bound on a CPU --
 so ``measured / floor`` is how far a pass is from only moving its messages. That arithmetic is measured
-beside it: every ``nn.Linear`` one step calls, run alone on inputs of the same shapes (forward+backward,
-same process), printed as "dense linears alone" with its ratio to the floor -- the part of a pass no sparse
-kernel can remove.
+beside it: every dense matrix product one step runs (``mm`` / ``addmm`` on strided tensors, forward and
+backward: the linear layers), replayed alone on inputs of the same shapes in the same process, printed as
+"dense matrix products alone" with its ratio to the floor -- the part of a pass no sparse kernel can remove.
 
 The merged real graph (STRING + GO + Reactome + DepMap: 21,541 nodes, 834,892 edges, 4 layers), the size
 the issue on genome-scale training measures at (``gat`` / ``exphormer-mg``, dim 64, 2 layers, PyG; the file
@@ -194,31 +194,38 @@ def step_seconds(model, target) -> float:
 
 
 def dense_seconds(model, target, repeats: int) -> tuple[float, float]:
-    """The dense part of one step alone: every ``nn.Linear`` the step calls (shapes recorded with forward
-    hooks), run forward+backward on random inputs of the same shapes; median wall seconds and GFLOP
-    (``3 * 2 * rows * in * out`` summed: forward, and the two products of the backward)."""
+    """The dense part of one step alone: every dense 2-D matrix product the step runs (``aten::mm`` and
+    ``aten::addmm`` on strided tensors, forward and backward -- the linear layers, however a layer calls them;
+    recorded with a dispatch mode), replayed on random inputs of the same shapes; median wall seconds of the
+    replay and its GFLOP (``2 m k n`` summed)."""
     import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
 
-    shapes = []
+    aten = torch.ops.aten
+    calls = []
 
-    def hook(mod, inp, out):
-        shapes.append((inp[0].reshape(-1, inp[0].shape[-1]).shape[0], mod.in_features, mod.out_features))
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            tensors = [a for a in args if isinstance(a, torch.Tensor)]
+            if func in (aten.mm.default, aten.addmm.default) and all(t.layout == torch.strided for t in tensors):
+                calls.append((func, [tuple(t.shape) for t in tensors], tensors[0].dtype))
+            return func(*args, **(kwargs or {}))
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    step_seconds(model, target)
-    for h in handles:
-        h.remove()
+    with Record():
+        step_seconds(model, target)
     gen = torch.Generator().manual_seed(2)
-    lins = [(torch.randn(r, i, generator=gen, requires_grad=True), torch.nn.Linear(i, o)) for r, i, o in shapes]
+    replay = [(func, [torch.randn(shape, generator=gen, dtype=dtype) for shape in shapes])
+              for func, shapes, dtype in calls]
 
     def run() -> float:
         t0 = time.perf_counter()
-        for x, lin in lins:
-            lin(x).sum().backward()
+        for func, tensors in replay:
+            func(*tensors)
         return time.perf_counter() - t0
 
     run()
-    return statistics.median(run() for _ in range(repeats)), sum(6 * r * i * o for r, i, o in shapes) / 1e9
+    gflop = sum(2 * t[-2].shape[0] * t[-2].shape[1] * t[-1].shape[1] for _, t in replay) / 1e9
+    return statistics.median(run() for _ in range(repeats)), gflop
 
 
 def pair_worker(args) -> None:
@@ -353,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         ref = results.get((REFERENCE, "main", "pyg"))
         mine = results.get((kind, "main", "pyg"))
         if mine and mine.get("dense_gflop"):
-            notes.append(f"dense linears alone {mine['dense_s']:.3f} s ({mine['dense_gflop']:.1f} GFLOP) = "
+            notes.append(f"dense matrix products alone {mine['dense_s']:.3f} s ({mine['dense_gflop']:.1f} GFLOP) = "
                          f"{mine['dense_s'] / mine['floor_s']:.1f}x the floor")
         if kind == "gatv2" and ref and mine:
             notes.append(f"ours/PyG-GATv2Conv (main) = {mine['seconds'] / ref['seconds']:.2f}")

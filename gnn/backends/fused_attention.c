@@ -3,15 +3,17 @@
  * parallel. Layouts (row-major): q, k, v, g, out, dq, dk, dv (N, H, C); u (H, C); b (T, H, C);
  * alpha, keep (E, H) in by-target order; ad (E, 2, H): alpha and d_e (the score gradient) in by-source
  * order (position tinv[p] for by-target position p), written by backward_by_target; du (H, C), db (T, H, C)
- * accumulated (+=) by the caller's block. Compiled once per machine by fused_attention.py. */
+ * accumulated (+=) by the caller's block. Indices: int64 row pointers, int32 sources / targets / positions,
+ * uint8 edge types. Compiled once per machine by fused_attention.py. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define DEFINE_KERNELS(T, SFX, EXP)                                                                           \
-static inline __attribute__((always_inline)) int kernel_forward_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,                               \
-                      const int64_t *restrict indptr, const int64_t *restrict col, const int64_t *restrict typ,  \
+static inline __attribute__((always_inline)) int                                                     \
+kernel_forward_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,                               \
+                      const int64_t *restrict indptr, const int32_t *restrict col, const uint8_t *restrict typ,  \
                       const T *restrict w, const T *restrict q,                     \
                       const T *restrict k, const T *restrict v, const T *restrict u, const T *restrict b,        \
                       T scale, T clamp, T *restrict out, T *restrict alpha,              \
@@ -62,12 +64,13 @@ static inline __attribute__((always_inline)) int kernel_forward_##SFX(int64_t r0
     return 0;                                                                                                 \
 }                                                                                                             \
                                                                                                               \
-static inline __attribute__((always_inline)) int kernel_backward_by_target_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,                    \
-                                 const int64_t *restrict indptr, const int64_t *restrict col,                 \
-                                 const int64_t *restrict typ, const T *restrict w, const T *restrict q,       \
+static inline __attribute__((always_inline)) int                                                     \
+kernel_backward_by_target_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,                    \
+                                 const int64_t *restrict indptr, const int32_t *restrict col,                 \
+                                 const uint8_t *restrict typ, const T *restrict w, const T *restrict q,       \
                                  const T *restrict k, const T *restrict v, const T *restrict u,               \
                                  const T *restrict b, T scale, const T *restrict g, const T *restrict alpha,  \
-                                 const uint8_t *restrict keep, const int64_t *restrict tinv, T *restrict ad,  \
+                                 const uint8_t *restrict keep, const int32_t *restrict tinv, T *restrict ad,  \
                                  T *restrict dq, T *restrict du, T *restrict db) {                            \
     const int64_t HC = H * C;                                                                                 \
     T *aw = malloc(sizeof(T) * HC), *at = malloc(sizeof(T) * NT * HC), *dot = malloc(sizeof(T) * H);          \
@@ -95,8 +98,8 @@ static inline __attribute__((always_inline)) int kernel_backward_by_target_##SFX
             for (int64_t h = 0; h < H; h++) {                                                                 \
                 const T x = keep[p * H + h] ? alpha[p * H + h] * (d[p * H + h] - dot[h]) * scale : (T)0;      \
                 const T xw = x * w[p];                                                                        \
-                ad[tinv[p] * 2 * H + h] = alpha[p * H + h];                                                   \
-                ad[tinv[p] * 2 * H + H + h] = x;                                                              \
+                ad[(int64_t)tinv[p] * 2 * H + h] = alpha[p * H + h];                                                   \
+                ad[(int64_t)tinv[p] * 2 * H + H + h] = x;                                                              \
                 for (int64_t c = h * C; c < (h + 1) * C; c++) { aw[c] += xw * kj[c]; att[c] += x * kj[c]; }   \
             }                                                                                                 \
         }                                                                                                     \
@@ -112,9 +115,10 @@ static inline __attribute__((always_inline)) int kernel_backward_by_target_##SFX
     return 0;                                                                                                 \
 }                                                                                                             \
                                                                                                               \
-static inline __attribute__((always_inline)) int kernel_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,                    \
-                                 const int64_t *restrict tptr, const int64_t *restrict tdst,                  \
-                                 const int64_t *restrict ttyp,                                                \
+static inline __attribute__((always_inline)) int                                                     \
+kernel_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,                    \
+                                 const int64_t *restrict tptr, const int32_t *restrict tdst,                  \
+                                 const uint8_t *restrict ttyp,                                                \
                                  const T *restrict tw, const T *restrict q, const T *restrict u,              \
                                  const T *restrict b, const T *restrict g, const T *restrict ad,              \
                                  T *restrict dk, T *restrict dv) {                                            \
@@ -167,20 +171,20 @@ static inline __attribute__((always_inline)) int kernel_backward_by_source_##SFX
 
 #define DEFINE_ENTRY_POINTS(T, SFX)                                                                           \
 static int block_forward_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT, const int64_t *indptr,        \
-                      const int64_t *col, const int64_t *typ, const T *w, const T *q,        \
+                      const int32_t *col, const uint8_t *typ, const T *w, const T *q,        \
                       const T *k, const T *v, const T *u, const T *b, T scale, T clamp, T *out, T *alpha,        \
                       uint8_t *keep) {                                                           \
     SHAPES_##SFX(FWD_##SFX)                                                                                   \
 }                                                                                                             \
 static int block_backward_by_target_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,                    \
-                                 const int64_t *indptr, const int64_t *col, const int64_t *typ, const T *w,   \
+                                 const int64_t *indptr, const int32_t *col, const uint8_t *typ, const T *w,   \
                                  const T *q, const T *k, const T *v, const T *u, const T *b, T scale,         \
-                                 const T *g, const T *alpha, const uint8_t *keep, const int64_t *tinv, T *ad, \
+                                 const T *g, const T *alpha, const uint8_t *keep, const int32_t *tinv, T *ad, \
                                  T *dq, T *du, T *db) {                                                       \
     SHAPES_##SFX(BWT_##SFX)                                                                                   \
 }                                                                                                             \
 static int block_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,                    \
-                                 const int64_t *tptr, const int64_t *tdst, const int64_t *ttyp, const T *tw,  \
+                                 const int64_t *tptr, const int32_t *tdst, const uint8_t *ttyp, const T *tw,  \
                                  const T *q, const T *u, const T *b, const T *g, const T *ad, T *dk, T *dv) { \
     SHAPES_##SFX(BWS_##SFX)                                                                                   \
 }
@@ -208,7 +212,7 @@ DEFINE_ENTRY_POINTS(double, f64)
  * Returns nonzero when a block could not allocate its row buffers. */
 #define DEFINE_PARALLEL(T, SFX)                                                                               \
 int txk_forward_##SFX(int64_t nb, const int64_t *bounds, int64_t H, int64_t C, int64_t NT,                    \
-                      const int64_t *indptr, const int64_t *col, const int64_t *typ, const T *w, const T *q,     \
+                      const int64_t *indptr, const int32_t *col, const uint8_t *typ, const T *w, const T *q,     \
                       const T *k, const T *v, const T *u, const T *b, T scale, T clamp, T *out, T *alpha,        \
                       uint8_t *keep) {                                                                          \
     int status = 0;                                                                                           \
@@ -219,9 +223,9 @@ int txk_forward_##SFX(int64_t nb, const int64_t *bounds, int64_t H, int64_t C, i
     return status;                                                                                            \
 }                                                                                                             \
 int txk_backward_by_target_##SFX(int64_t nb, const int64_t *bounds, int64_t H, int64_t C, int64_t NT,         \
-                                 const int64_t *indptr, const int64_t *col, const int64_t *typ, const T *w,   \
+                                 const int64_t *indptr, const int32_t *col, const uint8_t *typ, const T *w,   \
                                  const T *q, const T *k, const T *v, const T *u, const T *b, T scale,         \
-                                 const T *g, const T *alpha, const uint8_t *keep, const int64_t *tinv, T *ad, \
+                                 const T *g, const T *alpha, const uint8_t *keep, const int32_t *tinv, T *ad, \
                                  T *dq, T *du, T *db) {                                                       \
     int status = 0;                                                                                           \
     _Pragma("omp parallel for schedule(static, 1) reduction(|:status)")                                       \
@@ -232,7 +236,7 @@ int txk_backward_by_target_##SFX(int64_t nb, const int64_t *bounds, int64_t H, i
     return status;                                                                                            \
 }                                                                                                             \
 int txk_backward_by_source_##SFX(int64_t nb, const int64_t *bounds, int64_t H, int64_t C, int64_t NT,         \
-                                 const int64_t *tptr, const int64_t *tdst, const int64_t *ttyp, const T *tw,  \
+                                 const int64_t *tptr, const int32_t *tdst, const uint8_t *ttyp, const T *tw,  \
                                  const T *q, const T *u, const T *b, const T *g, const T *ad, T *dk, T *dv) { \
     int status = 0;                                                                                           \
     _Pragma("omp parallel for schedule(static, 1) reduction(|:status)")                                       \

@@ -28,9 +28,11 @@ Backward, with ``g = dL/d out``:
 Three kernels, each one pass over the edges with no ``(E, C)`` tensor: the forward by target (CSR rows), the
 first backward pass by target (``a``, ``d``, ``dq`` and the parameter gradients ``du``, ``dB``, which are row
 sums ``q_i \odot \sum_e d_e k_j`` split by weight and type), the second by source (``dv``, ``dk``, over the
-transposed CSR; the first backward pass writes ``alpha`` and ``d`` in by-source order for it, so the second
-reads them in sequence). The kernels are bound by the latency of the row gathers ``k_j``, ``v_j``, ``q_i``,
-``g_i``; the head shapes in common use (``H * C`` of 32, 64 or 128) are compiled with constant sizes.
+transposed CSR; the first backward pass writes ``alpha`` and ``d`` side by side in by-source order for it,
+so the second reads them in sequence). The kernels are bound by the latency of the row gathers ``k_j``,
+``v_j``, ``q_i``, ``g_i`` (renumbering the nodes by Cuthill-McKee or by degree did not make them faster on
+the merged real graph); the head shapes in common use (``H * C`` of 32, 64 or 128) are compiled with
+constant sizes; indices are int32 and edge types uint8, to stream fewer bytes past the gathered rows.
 Rows are split into contiguous blocks of about equal edge counts, one per thread (OpenMP,
 ``torch.get_num_threads()`` threads, in the runtime torch runs on). Summation order differs from the
 composed primitives, so results agree to float rounding; they do not depend on the thread count except
@@ -169,20 +171,25 @@ class TypedAttentionIndex:
         order = np.lexsort((s, t))                               # by target, then source
         self.num_nodes, self.num_edges = int(num_nodes), e
         self.indptr = np.concatenate([[0], np.cumsum(np.bincount(t, minlength=num_nodes))]).astype(np.int64)
-        self.col = s[order].astype(np.int64)
-        typ = np.zeros(e, np.int64) if etype is None else etype.cpu().numpy().astype(np.int64)
+        self.col = s[order].astype(np.int32)
+        typ = np.zeros(e, np.uint8) if etype is None else etype.cpu().numpy()
+        if typ.size and (typ.min() < 0 or typ.max() > 255):
+            raise ValueError(f"edge types must lie in [0, 255] for the fused kernels, got {typ.min()}..{typ.max()}")
+        typ = typ.astype(np.uint8)
         w = np.zeros(e, np.float64) if weight is None else weight.detach().cpu().double().numpy()
         self.typ, self._eid_tensor = typ[order], torch.from_numpy(order.astype(np.int64))
         self._w = w[order]
         back = np.lexsort((t[order], s[order]))                  # by-target positions, sorted by source
         self.tptr = np.concatenate([[0], np.cumsum(np.bincount(s, minlength=num_nodes))]).astype(np.int64)
-        self.tdst = t[order][back].astype(np.int64)
-        self.tinv = np.empty(e, np.int64)                        # by-target position -> by-source position
-        self.tinv[back] = np.arange(e)
+        self.tdst = t[order][back].astype(np.int32)
+        self.tinv = np.empty(e, np.int32)                        # by-target position -> by-source position
+        self.tinv[back] = np.arange(e, dtype=np.int32)
         self.ttyp, self._tw = self.typ[back], self._w[back]
         self.num_types = int(typ.max()) + 1 if e else 1
         self._cast: dict[torch.dtype, tuple[Tensor, Tensor]] = {}
         self._parts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._work: dict[torch.dtype, Tensor] = {}
+        self.lock = threading.Lock()
 
     def weights(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """``w`` by target and by source in ``dtype``."""
@@ -194,6 +201,15 @@ class TypedAttentionIndex:
     def edge_order(self, by_target: Tensor) -> Tensor:
         """An ``(E, ...)`` tensor in by-target order, in the edge set's order."""
         return torch.empty_like(by_target).index_copy_(0, self._eid_tensor, by_target)
+
+    def workspace(self, dtype: torch.dtype, shape: tuple[int, ...]) -> Tensor:
+        """A scratch tensor the backward reuses from step to step (freshly mapped memory would cost a page
+        fault per 4 KB on every call). Backward passes on one index run one at a time (autograd's CPU
+        engine); the lock keeps two threads' backward passes from sharing it."""
+        hit = self._work.get(dtype)
+        if hit is None or hit.shape != shape:
+            hit = self._work[dtype] = torch.empty(shape, dtype=dtype)
+        return hit
 
     def blocks(self) -> tuple[np.ndarray, np.ndarray]:
         """Row-block boundaries by target and by source, one block per thread torch uses."""
@@ -243,15 +259,16 @@ class _TypedAttention(torch.autograd.Function):
         g = grad.contiguous()
         by_target, by_source = index.blocks()
         w, tw = index.weights(q.dtype)
-        ad = alpha.new_empty((alpha.shape[0], 2, n_heads))   # alpha and the score gradient, by source
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         # every block accumulates the parameter gradients into its own slice: no two threads write one buffer
         du = u.new_zeros((len(by_target) - 1,) + tuple(u.shape))
         db = b.new_zeros((len(by_target) - 1,) + tuple(b.shape))
-        _call("backward_by_target", q.dtype, by_target, n_heads, n_ch, b.shape[0], index.indptr, index.col,
-              index.typ, w, q, k, v, u, b, ctx.scale, g, alpha, keep, index.tinv, ad, dq, du, db)
-        _call("backward_by_source", q.dtype, by_source, n_heads, n_ch, b.shape[0], index.tptr, index.tdst,
-              index.ttyp, tw, q, u, b, g, ad, dk, dv)
+        with index.lock:
+            ad = index.workspace(alpha.dtype, (alpha.shape[0], 2, n_heads))   # alpha and d side by side
+            _call("backward_by_target", q.dtype, by_target, n_heads, n_ch, b.shape[0], index.indptr, index.col,
+                  index.typ, w, q, k, v, u, b, ctx.scale, g, alpha, keep, index.tinv, ad, dq, du, db)
+            _call("backward_by_source", q.dtype, by_source, n_heads, n_ch, b.shape[0], index.tptr, index.tdst,
+                  index.ttyp, tw, q, u, b, g, ad, dk, dv)
         return dq, dk, dv, du.sum(0), db.sum(0), None, None, None
 
 

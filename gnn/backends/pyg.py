@@ -219,8 +219,9 @@ class PyGGraph(GraphOps):
                             etype: Tensor | None, clamp: float):
         """The fused CPU kernels of :mod:`gnn.backends.fused_attention` (float32/64 on CPU, when they could be
         compiled here); None otherwise."""
-        if self.num_edges == 0 or not fused_attention.available(q, k, v, u, b):
-            return None
+        if self.num_edges == 0 or not fused_attention.available(q, k, v, u, b) or \
+                max(self.num_edges, self.num_nodes) >= 2**31 or (etype is not None and b.shape[0] > 256):
+            return None   # the kernels index with int32 and uint8 types
         key = tuple(None if t is None else (t.data_ptr(), t._version) for t in (weight, etype))
         index = self._typed.get(key)
         if index is None:
