@@ -35,7 +35,9 @@ loops / expander / coupling edges, ``N_s`` nodes; every :class:`gnn.edges.EdgeSe
 ``floor_bytes = layers * sum_s (16 * E_s * dim + 16 * N_s * dim)`` and ``floor_s = floor_bytes / B``, where
 ``B`` is the streaming memory bandwidth measured in the same process (after the timed steps): the median
 over 5 copies of a float32 tensor of ``max_s E_s * dim`` elements (at least 2**24: 64 MiB, beyond the caches)
-into another (``B = 2 * bytes / seconds``, read + write), with the same thread count. The floor ignores
+into another (``B = 2 * bytes / seconds``, read + write), with the same thread count. On the 2-core VMs
+here ``B`` reads about 36-45 GB/s in most processes and 66-72 GB/s in some, so a ratio can move by up to 2x
+with it; the table prints ``B`` beside every floor. The floor ignores
 attention scores, edge weights, the ``(E, H, C)`` tensors of GATv2 and all arithmetic -- e.g. the dense
 projections and feed-forward layers of Exphormer, ``O(N dim^2)`` flops that are compute-bound on a CPU --
 so ``measured / floor`` is how far a pass is from only moving its messages. That arithmetic is measured
@@ -47,7 +49,8 @@ The merged real graph (STRING + GO + Reactome + DepMap: 21,541 nodes, 834,892 ed
 the issue on genome-scale training measures at (``gat`` / ``exphormer-mg``, dim 64, 2 layers, PyG; the file
 is ``kgbuild merge`` of the four layer files, as ``tests/test_gnn_real.py`` builds them)::
 
-    .venv/bin/python benchmarks/bench_gnn.py --graph multi.kg.npz --dim 64 --layers 2 --kinds gat,exphormer-mg --dgl-python ''
+    .venv/bin/python benchmarks/bench_gnn.py --graph multi.kg.npz --dim 64 --layers 2 --kinds gat,exphormer-mg --dgl-python '' \
+        --repeats 15 --warmup 3   # the median of 3 steps (the default) moves by 30 % from run to run here
     .venv/bin/python benchmarks/bench_gnn.py --nodes 21541 --edges 834892 --graph-layers 4 --dim 64 --layers 2 \
         --kinds gat,exphormer-mg --dgl-python ''     # synthetic graph of the same size
 """
