@@ -265,7 +265,7 @@ def worker(args) -> None:
             times.append(dt)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     floor = traffic_floor(model, args.layers, args.dim)  # after the peak is read: its copy buffers are not the model's
-    dense_s, dense_gflop = dense_seconds(model, target, args.repeats) if hasattr(model, "modules") else (None, None)
+    dense_s, dense_gflop = dense_seconds(model, target, args.repeats)
     print(json.dumps({"kind": args.kind, "backend": args.backend, "torch": torch.__version__,
                       "seconds": statistics.median(times), "peak_mb": peak_mb, "step_mb": peak_mb - base_mb,
                       "edges": int(graph.num_edges), "dense_s": dense_s, "dense_gflop": dense_gflop, **floor}))

@@ -151,60 +151,56 @@ kernel_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, in
     return 0;                                                                                                 \
 }
 
-/* The public entry points. float32 (what training runs in) gets the common (heads, head width) pairs as
- * compile-time constants, so the per-head loops unroll into a few vector instructions and the row
- * accumulators stay in registers; other shapes, and float64, run the same code with run-time sizes. */
-#define SHAPES_f32(CALL)                                                                                      \
-    if (H == 2 && C == 32) return CALL(2, 32);                                                                \
-    if (H == 1 && C == 64) return CALL(1, 64);                                                                \
-    if (H == 4 && C == 16) return CALL(4, 16);                                                                \
-    if (H == 8 && C == 8) return CALL(8, 8);                                                                  \
-    if (H == 1 && C == 32) return CALL(1, 32);                                                                \
-    if (H == 2 && C == 16) return CALL(2, 16);                                                                \
-    if (H == 4 && C == 8) return CALL(4, 8);                                                                  \
-    if (H == 1 && C == 128) return CALL(1, 128);                                                              \
-    if (H == 2 && C == 64) return CALL(2, 64);                                                                \
-    if (H == 4 && C == 32) return CALL(4, 32);                                                                \
-    if (H == 8 && C == 16) return CALL(8, 16);                                                                \
-    return CALL(H, C);
-#define SHAPES_f64(CALL) return CALL(H, C);
+/* Per row block: float32 (what training runs in) gets the common (heads, head width) pairs as compile-time
+ * constants, so the per-head loops unroll into a few vector instructions and the row accumulators stay in
+ * registers; other shapes, and float64, run the same code with run-time sizes. */
+#define SHAPES_f32(CALL, SFX)                                                                                 \
+    if (H == 2 && C == 32) return CALL(SFX, 2, 32);                                                           \
+    if (H == 1 && C == 64) return CALL(SFX, 1, 64);                                                           \
+    if (H == 4 && C == 16) return CALL(SFX, 4, 16);                                                           \
+    if (H == 8 && C == 8) return CALL(SFX, 8, 8);                                                             \
+    if (H == 1 && C == 32) return CALL(SFX, 1, 32);                                                           \
+    if (H == 2 && C == 16) return CALL(SFX, 2, 16);                                                           \
+    if (H == 4 && C == 8) return CALL(SFX, 4, 8);                                                             \
+    if (H == 1 && C == 128) return CALL(SFX, 1, 128);                                                         \
+    if (H == 2 && C == 64) return CALL(SFX, 2, 64);                                                           \
+    if (H == 4 && C == 32) return CALL(SFX, 4, 32);                                                           \
+    if (H == 8 && C == 16) return CALL(SFX, 8, 16);                                                           \
+    return CALL(SFX, H, C);
+#define SHAPES_f64(CALL, SFX) return CALL(SFX, H, C);
+#define FWD(SFX, HH, CC) kernel_forward_##SFX(r0, r1, HH, CC, NT, indptr, col, typ, w, q, k, v, u, b, scale,     \
+                                              clamp, out, alpha, keep)
+#define BWT(SFX, HH, CC) kernel_backward_by_target_##SFX(r0, r1, HH, CC, NT, indptr, col, typ, w, q, k, v, u, b,  \
+                                                         scale, g, alpha, keep, tinv, ad, dq, du, db)
+#define BWS(SFX, HH, CC) kernel_backward_by_source_##SFX(r0, r1, HH, CC, NT, tptr, tdst, ttyp, tw, q, u, b, g,   \
+                                                         ad, dk, dv)
 
-#define DEFINE_ENTRY_POINTS(T, SFX)                                                                           \
-static int block_forward_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT, const int64_t *indptr,        \
-                      const int32_t *col, const uint8_t *typ, const T *w, const T *q,        \
-                      const T *k, const T *v, const T *u, const T *b, T scale, T clamp, T *out, T *alpha,        \
-                      uint8_t *keep) {                                                           \
-    SHAPES_##SFX(FWD_##SFX)                                                                                   \
+#define DEFINE_BLOCKS(T, SFX)                                                                                 \
+static int block_forward_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT, const int64_t *indptr, \
+                               const int32_t *col, const uint8_t *typ, const T *w, const T *q, const T *k,     \
+                               const T *v, const T *u, const T *b, T scale, T clamp, T *out, T *alpha,         \
+                               uint8_t *keep) {                                                                \
+    SHAPES_##SFX(FWD, SFX)                                                                                    \
 }                                                                                                             \
-static int block_backward_by_target_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,                    \
-                                 const int64_t *indptr, const int32_t *col, const uint8_t *typ, const T *w,   \
-                                 const T *q, const T *k, const T *v, const T *u, const T *b, T scale,         \
-                                 const T *g, const T *alpha, const uint8_t *keep, const int32_t *tinv, T *ad, \
-                                 T *dq, T *du, T *db) {                                                       \
-    SHAPES_##SFX(BWT_##SFX)                                                                                   \
+static int block_backward_by_target_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,          \
+                                          const int64_t *indptr, const int32_t *col, const uint8_t *typ,      \
+                                          const T *w, const T *q, const T *k, const T *v, const T *u,         \
+                                          const T *b, T scale, const T *g, const T *alpha,                    \
+                                          const uint8_t *keep, const int32_t *tinv, T *ad, T *dq, T *du,      \
+                                          T *db) {                                                            \
+    SHAPES_##SFX(BWT, SFX)                                                                                    \
 }                                                                                                             \
-static int block_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,                    \
-                                 const int64_t *tptr, const int32_t *tdst, const uint8_t *ttyp, const T *tw,  \
-                                 const T *q, const T *u, const T *b, const T *g, const T *ad, T *dk, T *dv) { \
-    SHAPES_##SFX(BWS_##SFX)                                                                                   \
+static int block_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,          \
+                                          const int64_t *tptr, const int32_t *tdst, const uint8_t *ttyp,      \
+                                          const T *tw, const T *q, const T *u, const T *b, const T *g,        \
+                                          const T *ad, T *dk, T *dv) {                                        \
+    SHAPES_##SFX(BWS, SFX)                                                                                    \
 }
 
 DEFINE_KERNELS(float, f32, expf)
 DEFINE_KERNELS(double, f64, exp)
-#define FWD_f32(HH, CC) kernel_forward_f32(r0, r1, HH, CC, NT, indptr, col, typ, w, q, k, v, u, b, scale, clamp, \
-                                       out, alpha, keep)
-#define FWD_f64(HH, CC) kernel_forward_f64(r0, r1, HH, CC, NT, indptr, col, typ, w, q, k, v, u, b, scale, clamp, \
-                                       out, alpha, keep)
-#define BWT_f32(HH, CC) kernel_backward_by_target_f32(r0, r1, HH, CC, NT, indptr, col, typ, w, q, k, v, u, b, scale, \
-                                                  g, alpha, keep, tinv, ad, dq, du, db)
-#define BWT_f64(HH, CC) kernel_backward_by_target_f64(r0, r1, HH, CC, NT, indptr, col, typ, w, q, k, v, u, b, scale, \
-                                                  g, alpha, keep, tinv, ad, dq, du, db)
-#define BWS_f32(HH, CC) kernel_backward_by_source_f32(r0, r1, HH, CC, NT, tptr, tdst, ttyp, tw, q, u, b, g, \
-                                                  ad, dk, dv)
-#define BWS_f64(HH, CC) kernel_backward_by_source_f64(r0, r1, HH, CC, NT, tptr, tdst, ttyp, tw, q, u, b, g, \
-                                                  ad, dk, dv)
-DEFINE_ENTRY_POINTS(float, f32)
-DEFINE_ENTRY_POINTS(double, f64)
+DEFINE_BLOCKS(float, f32)
+DEFINE_BLOCKS(double, f64)
 
 /* What the caller calls: the row blocks bounds[0..nb] (about equal edge counts), one OpenMP thread each --
  * the OpenMP runtime torch itself runs on (libgomp.so.1, already loaded), so the kernels share its threads

@@ -47,7 +47,6 @@ import math
 import os
 import platform
 import subprocess
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -56,6 +55,8 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+
+from kgbuild.atomic import atomic_path
 
 SOURCE = Path(__file__).with_suffix(".c")
 #: what the C kernels are compiled with: -O3 and the host's vector units; reassociation (not the rest of
@@ -86,29 +87,27 @@ def _cpu_identity() -> str:
     return text
 
 
+def _compiler() -> str:
+    return os.environ.get("CC", "cc")
+
+
 def kernel_path() -> Path:
-    """The compiled library's path for this source, compiler, flags and CPU (built there on first use)."""
-    cc = os.environ.get("CC", "cc")
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([cc, *CFLAGS]).encode() + _cpu_identity().encode())
-    base = os.environ.get(ENV_CACHE) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / \
-        "txpert-kg" / "kernels"
-    return Path(base) / f"fused_attention-{key.hexdigest()[:20]}.so"
+    """The compiled library's path for this source, compiler, flags and CPU (built there on first use):
+    ``$TXPERT_KERNEL_CACHE``, else ``kernels`` in the toolkit's cache folder (``~/.cache/txpert-kg``)."""
+    from kgbuild.fetch import DEFAULT_CACHE_DIR
+
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([_compiler(), *CFLAGS]).encode() + _cpu_identity().encode())
+    base = Path(os.environ[ENV_CACHE]) if os.environ.get(ENV_CACHE) else DEFAULT_CACHE_DIR.expanduser() / "kernels"
+    return base / f"fused_attention-{key.hexdigest()[:20]}.so"
 
 
 def _compile(target: Path) -> None:
-    """Compile :data:`SOURCE` to ``target`` (written under a temporary name, then renamed: never half-written)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
-    try:
-        cmd = [os.environ.get("CC", "cc"), *CFLAGS, "-o", tmp, str(SOURCE), "-lm"]
+    """Compile :data:`SOURCE` to ``target`` (an atomic write: never half-written)."""
+    with atomic_path(target) as tmp:
+        cmd = [_compiler(), *CFLAGS, "-o", str(tmp), str(SOURCE), "-lm"]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr.strip()}")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -177,7 +176,7 @@ class TypedAttentionIndex:
             raise ValueError(f"edge types must lie in [0, 255] for the fused kernels, got {typ.min()}..{typ.max()}")
         typ = typ.astype(np.uint8)
         w = np.zeros(e, np.float64) if weight is None else weight.detach().cpu().double().numpy()
-        self.typ, self._eid_tensor = typ[order], torch.from_numpy(order.astype(np.int64))
+        self.typ, self._eid_tensor = typ[order], torch.from_numpy(order)
         self._w = w[order]
         back = np.lexsort((t[order], s[order]))                  # by-target positions, sorted by source
         self.tptr = np.concatenate([[0], np.cumsum(np.bincount(s, minlength=num_nodes))]).astype(np.int64)

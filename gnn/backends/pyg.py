@@ -214,7 +214,6 @@ class PyGGraph(GraphOps):
             return _UMulESum.apply(x, a, self.csr(x.shape[1]))
         return self.aggregate(x.index_select(0, self.src) * a.unsqueeze(-1))
 
-
     def typed_dot_attention(self, q: Tensor, k: Tensor, v: Tensor, u: Tensor, b: Tensor, weight: Tensor | None,
                             etype: Tensor | None, clamp: float):
         """The fused CPU kernels of :mod:`gnn.backends.fused_attention` (float32/64 on CPU, when they could be
