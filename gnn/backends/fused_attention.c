@@ -10,6 +10,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+
+/* Software prefetch, AHEAD edges ahead: the kernels are bound by the latency of rows gathered (and, in the
+ * first backward pass, of records scattered) at random; the hardware prefetcher cannot guess those addresses,
+ * but the index arrays say them in advance. PREFETCH_ROW asks for every cache line of the HC-wide row whose
+ * index sits AHEAD positions after P in IDX (nothing past PEND, the end of the caller's block). */
+#ifndef AHEAD
+#define AHEAD 16
+#endif
+#define PREFETCH_ROW(BASE, IDX, P, PEND, HC)                                                                  \
+    if ((P) + AHEAD < (PEND)) {                                                                               \
+        const char *row_ = (const char *)((BASE) + (int64_t)(IDX)[(P) + AHEAD] * (HC));                       \
+        for (int64_t off_ = 0; off_ < (int64_t)((HC) * sizeof(*(BASE))); off_ += 64)                          \
+            __builtin_prefetch(row_ + off_, 0, 3);                                                            \
+    }
+
 #define DEFINE_KERNELS(T, SFX, EXP)                                                                           \
 static inline __attribute__((always_inline)) int                                                     \
 kernel_forward_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,                               \
@@ -18,7 +33,7 @@ kernel_forward_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,  
                       const T *restrict k, const T *restrict v, const T *restrict u, const T *restrict b,        \
                       T scale, T clamp, T *restrict out, T *restrict alpha,              \
                       uint8_t *restrict keep) {                                                                 \
-    const int64_t HC = H * C;                                                                                 \
+    const int64_t HC = H * C, pend = indptr[r1];                                                              \
     T *qu = malloc(sizeof(T) * HC), *qb = malloc(sizeof(T) * NT * HC), *acc = malloc(sizeof(T) * HC);          \
     T *peak = malloc(sizeof(T) * H), *total = malloc(sizeof(T) * H);                                          \
     if (!qu || !qb || !acc || !peak || !total) { free(qu); free(qb); free(acc); free(peak); free(total); return 1; } \
@@ -29,6 +44,7 @@ kernel_forward_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,  
         for (int64_t t = 0; t < NT; t++)                                                                      \
             for (int64_t c = 0; c < HC; c++) qb[t * HC + c] = qi[c] * b[t * HC + c];                          \
         for (int64_t p = p0; p < p1; p++) {                                                                   \
+            PREFETCH_ROW(k, col, p, pend, HC) PREFETCH_ROW(v, col, p, pend, HC)                               \
             const T we = w[p];                                                                                \
             const T *kj = k + col[p] * HC, *qbt = qb + typ[p] * HC;                                           \
             for (int64_t h = 0; h < H; h++) {                                                                 \
@@ -73,6 +89,7 @@ kernel_backward_by_target_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, in
                                  const uint8_t *restrict keep, const int32_t *restrict tinv, T *restrict ad,  \
                                  T *restrict dq, T *restrict du, T *restrict db) {                            \
     const int64_t HC = H * C;                                                                                 \
+    const int64_t pend = indptr[r1];                                                                          \
     T *aw = malloc(sizeof(T) * HC), *at = malloc(sizeof(T) * NT * HC), *dot = malloc(sizeof(T) * H);          \
     T *d = malloc(sizeof(T) * H * (indptr[r1] - indptr[r0] + 1));                                            \
     if (!aw || !at || !dot || !d) { free(aw); free(at); free(dot); free(d); return 1; }                       \
@@ -82,6 +99,8 @@ kernel_backward_by_target_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, in
         const T *gi = g + i * HC, *qi = q + i * HC;                                                           \
         for (int64_t h = 0; h < H; h++) dot[h] = 0;                                                           \
         for (int64_t p = p0; p < p1; p++) {                                                                   \
+            PREFETCH_ROW(v, col, p, pend, HC) PREFETCH_ROW(k, col, p, pend, HC)                               \
+            if (p + AHEAD < pend) __builtin_prefetch(ad + (int64_t)tinv[p + AHEAD] * 2 * H, 1, 3);  /* write */ \
             const T *vj = v + col[p] * HC;                                                                    \
             for (int64_t h = 0; h < H; h++) {                                                                 \
                 T s = 0;                                                                                      \
@@ -123,6 +142,7 @@ kernel_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, in
                                  const T *restrict b, const T *restrict g, const T *restrict ad,              \
                                  T *restrict dk, T *restrict dv) {                                            \
     const int64_t HC = H * C;                                                                                 \
+    const int64_t rend = tptr[r1];                                                                            \
     T *bw = malloc(sizeof(T) * HC), *bt = malloc(sizeof(T) * NT * HC), *accv = malloc(sizeof(T) * HC);        \
     if (!bw || !bt || !accv) { free(bw); free(bt); free(accv); return 1; }                                    \
     for (int64_t j = r0; j < r1; j++) {                                                                       \
@@ -130,6 +150,7 @@ kernel_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, in
         memset(bt, 0, sizeof(T) * NT * HC);                                                                   \
         memset(accv, 0, sizeof(T) * HC);                                                                      \
         for (int64_t r = tptr[j]; r < tptr[j + 1]; r++) {                                                     \
+            PREFETCH_ROW(q, tdst, r, rend, HC) PREFETCH_ROW(g, tdst, r, rend, HC)                             \
             const T *qi = q + tdst[r] * HC, *gi = g + tdst[r] * HC;                                           \
             T *btt = bt + ttyp[r] * HC;                                                                       \
             for (int64_t h = 0; h < H; h++) {                                                                 \
