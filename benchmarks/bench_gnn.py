@@ -43,7 +43,10 @@ projections and feed-forward layers of Exphormer, ``O(N dim^2)`` flops that are 
 so ``measured / floor`` is how far a pass is from only moving its messages. That arithmetic is measured
 beside it: every dense matrix product one step runs (``mm`` / ``addmm`` on strided tensors, forward and
 backward: the linear layers), replayed alone on inputs of the same shapes in the same process, printed as
-"dense matrix products alone" with its ratio to the floor -- the part of a pass no sparse kernel can remove.
+"dense matrix products alone" with its rate and its ratio to the floor -- the part of a pass no sparse kernel
+can remove (on AMD processors MKL's default rate is about half its best: docs/training-and-evaluation.md,
+"Speed on the CPU"). ``benchmarks/bench_attention.py`` does the same for the other large part, the fused
+Exphormer attention, against the row gathers it cannot avoid.
 
 The merged real graph (STRING + GO + Reactome + DepMap: 21,541 nodes, 834,892 edges, 4 layers), the size
 the issue on genome-scale training measures at (``gat`` / ``exphormer-mg``, dim 64, 2 layers, PyG; the file
@@ -363,8 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         ref = results.get((REFERENCE, "main", "pyg"))
         mine = results.get((kind, "main", "pyg"))
         if mine and mine.get("dense_gflop"):
-            notes.append(f"dense matrix products alone {mine['dense_s']:.3f} s ({mine['dense_gflop']:.1f} GFLOP) = "
-                         f"{mine['dense_s'] / mine['floor_s']:.1f}x the floor")
+            notes.append(f"dense matrix products alone {mine['dense_s']:.3f} s ({mine['dense_gflop']:.1f} GFLOP, "
+                         f"{mine['dense_gflop'] / mine['dense_s']:.0f} GFLOP/s) = {mine['dense_s'] / mine['floor_s']:.1f}x the floor")
         if kind == "gatv2" and ref and mine:
             notes.append(f"ours/PyG-GATv2Conv (main) = {mine['seconds'] / ref['seconds']:.2f}")
         ref2, mine2 = results.get((REFERENCE, "dgl-env", "pyg")), results.get((kind, "dgl-env", "pyg"))

@@ -29,10 +29,14 @@ Three kernels, each one pass over the edges with no ``(E, C)`` tensor: the forwa
 first backward pass by target (``a``, ``d``, ``dq`` and the parameter gradients ``du``, ``dB``, which are row
 sums ``q_i \odot \sum_e d_e k_j`` split by weight and type), the second by source (``dv``, ``dk``, over the
 transposed CSR; the first backward pass writes ``alpha`` and ``d`` side by side in by-source order for it,
-so the second reads them in sequence). The kernels are bound by the latency of the row gathers ``k_j``,
-``v_j``, ``q_i``, ``g_i`` (renumbering the nodes by Cuthill-McKee or by degree did not make them faster on
-the merged real graph); the head shapes in common use (``H * C`` of 32, 64 or 128) are compiled with
-constant sizes; indices are int32 and edge types uint8, to stream fewer bytes past the gathered rows.
+so the second reads them in sequence). The kernels are bound by the row gathers ``k_j``, ``v_j``, ``q_i``,
+``g_i`` (two per edge in every pass) and the first backward pass's scattered records; they prefetch both 16
+edges ahead, since the index arrays know the addresses the hardware prefetcher cannot guess. Each pass then
+runs at about the speed of torch's CSR sparse x dense product gathering the same bytes
+(``benchmarks/bench_attention.py`` measures both; renumbering the nodes by Cuthill-McKee or by degree did not
+make them faster on the merged real graph). The head shapes in common use (``H * C`` of 32, 64 or 128) are
+compiled with constant sizes; indices are int32 and edge types uint8, to stream fewer bytes past the
+gathered rows.
 Rows are split into contiguous blocks of about equal edge counts, one per thread (OpenMP,
 ``torch.get_num_threads()`` threads, in the runtime torch runs on). Summation order differs from the
 composed primitives, so results agree to float rounding; they do not depend on the thread count except
