@@ -93,8 +93,8 @@ def test_edges_of_a_later_layer_change_the_output(graph, kind, layer):
 
 
 class RecordingGraph(PyGGraph):
-    """PyG primitives that record every edge softmax they compute, composed or inside the fused Exphormer
-    kernel: (targets (E,), attention (E, H) in edge order)."""
+    """PyG primitives that record every edge softmax they compute, composed or inside a fused kernel (the
+    Exphormer attention, the softmax-and-sum of GAT / GATv2): (targets (E,), attention (E, H) in edge order)."""
 
     records: list = []
 
@@ -104,7 +104,12 @@ class RecordingGraph(PyGGraph):
         return alpha
 
     def typed_dot_attention(self, *args):
-        fused = super().typed_dot_attention(*args)
+        return self._record(super().typed_dot_attention(*args))
+
+    def edge_softmax_sum(self, *args):
+        return self._record(super().edge_softmax_sum(*args))
+
+    def _record(self, fused):
         if fused is not None:
             out, alpha, order = fused
             RecordingGraph.records.append((self.dst, self.num_nodes, order(alpha)))

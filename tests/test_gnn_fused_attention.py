@@ -141,3 +141,103 @@ def test_dropout_training_composes_the_primitives(monkeypatch):
     monkeypatch.setattr(fused_attention, "typed_attention", lambda *a, **kw: pytest.fail("fused kernel in dropout training"))
     layer.train()
     layer(torch.randn(30, 8), edges.ops(backend), feats.typed(edges, backend))
+
+
+# -- the softmax-and-sum kernels (GAT's and GATv2's aggregation) ------------------------------------------------
+
+
+def softmax_sum_reference(score, x, src, dst, n):
+    """``alpha = softmax(score)`` over each target's incoming edges and ``sum_e alpha_e x_src``, with plain
+    gather / scatter (PyG's formula: max-shifted, ``exp / (sum + 1e-16)``)."""
+    peak = torch.full((n, score.shape[1]), -torch.inf, dtype=score.dtype).scatter_reduce(
+        0, dst.view(-1, 1).expand_as(score), score, "amax")
+    ex = (score - peak[dst]).exp()
+    alpha = ex / (torch.zeros(n, score.shape[1], dtype=score.dtype).index_add(0, dst, ex)[dst] + 1e-16)
+    return torch.zeros_like(x).index_add(0, dst, alpha.unsqueeze(-1) * x[src]), alpha
+
+
+def softmax_sum_problem(n, e, heads, ch, dtype, seed, isolated=0):
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(0, n, (e,), generator=g)
+    dst = torch.randint(isolated, n, (e,), generator=g)   # nodes < isolated get no incoming edge
+    score = (4 * torch.randn(e, heads, generator=g, dtype=dtype)).requires_grad_()   # peaked softmaxes too
+    x = torch.randn(n, heads, ch, generator=g, dtype=dtype).requires_grad_()
+    return src, dst, score, x
+
+
+@needs_cc
+@pytest.mark.parametrize("heads,ch", [(2, 32), (4, 16), (1, 64), (3, 5)])   # specialised, and run-time sizes
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_softmax_sum_equals_the_reference_with_gradients(heads, ch, dtype):
+    n = 40
+    src, dst, score, x = softmax_sum_problem(n, 300, heads, ch, dtype, seed=heads * ch, isolated=5)
+    index = fused_attention.TypedAttentionIndex(src, dst, n, None, None)
+    out, alpha = fused_attention.softmax_sum(score, x, index)
+    ref, ref_alpha = softmax_sum_reference(score, x, src, dst, n)
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out, ref, **tol)
+    torch.testing.assert_close(index.edge_order(alpha), ref_alpha.detach(), **tol)
+    assert (out[:5] == 0).all()
+    grad = torch.randn_like(out)
+    for got, want in zip(torch.autograd.grad(out, (score, x), grad), torch.autograd.grad(ref, (score, x), grad)):
+        torch.testing.assert_close(got, want, **(tol if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)))
+
+
+@needs_cc
+def test_softmax_sum_gradcheck_float64():
+    src, dst, score, x = softmax_sum_problem(9, 40, 2, 3, torch.float64, seed=2, isolated=1)
+    index = fused_attention.TypedAttentionIndex(src, dst, 9, None, None)
+    assert torch.autograd.gradcheck(lambda s, v: fused_attention.softmax_sum(s, v, index)[0], (score, x))
+
+
+@needs_cc
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_softmax_sum_does_not_depend_on_the_thread_count(threads):
+    src, dst, score, x = softmax_sum_problem(200, 3000, 2, 32, torch.float32, seed=6)
+    index = fused_attention.TypedAttentionIndex(src, dst, 200, None, None)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        ref = fused_attention.softmax_sum(score, x, index)[0]
+        grads_ref = torch.autograd.grad(ref.square().sum(), (score, x))
+        torch.set_num_threads(threads)
+        out = fused_attention.softmax_sum(score, x, index)[0]
+        grads = torch.autograd.grad(out.square().sum(), (score, x))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(out, ref)   # every row, and every edge's score gradient, belongs to one thread
+    for got, want in zip(grads, grads_ref):
+        assert torch.equal(got, want)
+
+
+@needs_cc
+@pytest.mark.parametrize("conv", ["gat", "gatv2"])
+def test_gat_layers_use_the_softmax_sum_kernels_and_equal_the_composed_layers(conv, monkeypatch):
+    from gnn.layers import GATConv, GATv2Conv
+
+    n, e = 30, 200
+    src, dst, *_ = softmax_sum_problem(n, e, 2, 4, torch.float32, seed=8, isolated=3)
+    ops = get_backend("pyg").graph(src, dst, n)
+    torch.manual_seed(0)
+    layer = (GATConv if conv == "gat" else GATv2Conv)(8, 4, heads=2, edge_dim=1)
+    x, ea = torch.randn(n, 8, requires_grad=True), torch.rand(e, 1)
+    calls = []
+    real = fused_attention.softmax_sum
+    monkeypatch.setattr(fused_attention, "softmax_sum", lambda *a: calls.append(1) or real(*a))
+    out = layer(x, ops, ea)
+    alpha = layer.last_attention
+    assert calls, "the layer did not take the fused kernels"
+    monkeypatch.setenv(fused_attention.ENV_SWITCH, "0")
+    ref = layer(x, ops, ea)
+    assert len(calls) == 1, "TXPERT_FUSED_ATTENTION=0 must compose the primitives"
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(alpha, layer.last_attention, rtol=1e-5, atol=1e-6)
+    params = [x] + list(layer.parameters())
+    for got, want in zip(torch.autograd.grad(out.square().sum(), params), torch.autograd.grad(ref.square().sum(), params)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+    layer.dropout = 0.3   # attention dropout while training: composed, never the kernels
+    monkeypatch.setattr(fused_attention, "softmax_sum", lambda *a: pytest.fail("fused kernel in dropout training"))
+    monkeypatch.setenv(fused_attention.ENV_SWITCH, "1")
+    layer.train()
+    layer(x, ops, ea)

@@ -90,6 +90,13 @@ class GraphOps(ABC):
         ``(E, ...)`` tensor of that order into edge order."""
         return None
 
+    def edge_softmax_sum(self, score: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Callable] | None:
+        """A fused kernel for :meth:`edge_softmax` followed by :meth:`u_mul_e_sum`, or None (the default): then
+        the layer composes the two. ``alpha = softmax`` of ``score (E, H)`` over each target's incoming edges,
+        ``out_i = sum_{e=(j->i)} alpha_e x_j`` for ``x (N, H, C)``. Returns ``out (N, H, C)``, ``alpha (E, H)``
+        in an order of the backend's and the function that puts it into edge order."""
+        return None
+
 
 class Backend(ABC):
     """A factory of :class:`GraphOps` handles."""

@@ -170,6 +170,116 @@ kernel_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, in
     }                                                                                                         \
     free(bw); free(bt); free(accv);                                                                           \
     return 0;                                                                                                 \
+}                                                                                                             \
+                                                                                                              \
+/* Edge softmax, then the alpha-weighted sum of source rows (GAT's and GATv2's aggregation):                  \
+ * alpha_e = softmax over i's incoming edges of score_e (per head), out_i = sum_e alpha_e x_j. score and      \
+ * dscore are (E, H) in the edge set's order (eid[p]: the edge id of by-target position p); alpha (E, H) by   \
+ * target; at (E, H) alpha by source, written by the first backward pass for the second. */                   \
+static inline __attribute__((always_inline)) int                                                              \
+kernel_softmax_sum_forward_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, const int64_t *restrict indptr,\
+                                 const int32_t *restrict col, const int32_t *restrict eid,                    \
+                                 const T *restrict score, const T *restrict x, T *restrict out,               \
+                                 T *restrict alpha) {                                                         \
+    const int64_t HC = H * C, pend = indptr[r1];                                                              \
+    T *acc = malloc(sizeof(T) * HC), *peak = malloc(sizeof(T) * H), *total = malloc(sizeof(T) * H);           \
+    if (!acc || !peak || !total) { free(acc); free(peak); free(total); return 1; }                            \
+    for (int64_t i = r0; i < r1; i++) {                                                                       \
+        const int64_t p0 = indptr[i], p1 = indptr[i + 1];                                                     \
+        for (int64_t p = p0; p < p1; p++) {                                                                   \
+            PREFETCH_ROW(x, col, p, pend, HC)                                                                 \
+            if (p + AHEAD < pend) __builtin_prefetch(score + (int64_t)eid[p + AHEAD] * H, 0, 3);              \
+            const T *sp = score + (int64_t)eid[p] * H;                                                        \
+            for (int64_t h = 0; h < H; h++) {                                                                 \
+                alpha[p * H + h] = sp[h];                                                                     \
+                if (p == p0 || sp[h] > peak[h]) peak[h] = sp[h];                                              \
+            }                                                                                                 \
+        }                                                                                                     \
+        for (int64_t h = 0; h < H; h++) total[h] = 0;                                                         \
+        for (int64_t p = p0; p < p1; p++)                                                                     \
+            for (int64_t h = 0; h < H; h++) {                                                                 \
+                const T e = EXP(alpha[p * H + h] - peak[h]);                                                  \
+                alpha[p * H + h] = e;                                                                         \
+                total[h] += e;                                                                                \
+            }                                                                                                 \
+        for (int64_t h = 0; h < H; h++) total[h] += (T)1e-16;                                                 \
+        for (int64_t c = 0; c < HC; c++) acc[c] = 0;                                                          \
+        for (int64_t p = p0; p < p1; p++) {                                                                   \
+            const T *xj = x + col[p] * HC;                                                                    \
+            for (int64_t h = 0; h < H; h++) {                                                                 \
+                const T a = alpha[p * H + h] / total[h];                                                      \
+                alpha[p * H + h] = a;                                                                         \
+                for (int64_t c = h * C; c < (h + 1) * C; c++) acc[c] += a * xj[c];                            \
+            }                                                                                                 \
+        }                                                                                                     \
+        memcpy(out + i * HC, acc, sizeof(T) * HC);                                                            \
+    }                                                                                                         \
+    free(acc); free(peak); free(total);                                                                       \
+    return 0;                                                                                                 \
+}                                                                                                             \
+                                                                                                              \
+static inline __attribute__((always_inline)) int                                                              \
+kernel_softmax_sum_backward_by_target_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C,                     \
+                                            const int64_t *restrict indptr, const int32_t *restrict col,      \
+                                            const int32_t *restrict eid, const int32_t *restrict tinv,        \
+                                            const T *restrict x, const T *restrict g, const T *restrict alpha,\
+                                            T *restrict dscore, T *restrict at) {                             \
+    const int64_t HC = H * C, pend = indptr[r1];                                                              \
+    T *dot = malloc(sizeof(T) * H);                                                                           \
+    if (!dot) return 1;                                                                                       \
+    for (int64_t i = r0; i < r1; i++) {                                                                       \
+        const int64_t p0 = indptr[i], p1 = indptr[i + 1];                                                     \
+        const T *gi = g + i * HC;                                                                             \
+        for (int64_t h = 0; h < H; h++) dot[h] = 0;                                                           \
+        for (int64_t p = p0; p < p1; p++) {   /* alpha_e <g_i, x_j>, parked in dscore's slot (cached below) */\
+            PREFETCH_ROW(x, col, p, pend, HC)                                                                 \
+            if (p + AHEAD < pend) {                                                                           \
+                __builtin_prefetch(dscore + (int64_t)eid[p + AHEAD] * H, 1, 3);                               \
+                __builtin_prefetch(at + (int64_t)tinv[p + AHEAD] * H, 1, 3);                                  \
+            }                                                                                                 \
+            const T *xj = x + col[p] * HC;                                                                    \
+            T *ds = dscore + (int64_t)eid[p] * H;                                                             \
+            for (int64_t h = 0; h < H; h++) {                                                                 \
+                T s = 0;                                                                                      \
+                for (int64_t c = h * C; c < (h + 1) * C; c++) s += gi[c] * xj[c];                             \
+                ds[h] = alpha[p * H + h] * s;                                                                 \
+                dot[h] += ds[h];                                                                              \
+            }                                                                                                 \
+        }                                                                                                     \
+        for (int64_t p = p0; p < p1; p++) {                                                                   \
+            T *ds = dscore + (int64_t)eid[p] * H;                                                             \
+            for (int64_t h = 0; h < H; h++) {                                                                 \
+                const T a = alpha[p * H + h];                                                                 \
+                ds[h] -= a * dot[h];                                                                          \
+                at[(int64_t)tinv[p] * H + h] = a;                                                             \
+            }                                                                                                 \
+        }                                                                                                     \
+    }                                                                                                         \
+    free(dot);                                                                                                \
+    return 0;                                                                                                 \
+}                                                                                                             \
+                                                                                                              \
+static inline __attribute__((always_inline)) int                                                              \
+kernel_softmax_sum_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C,                     \
+                                            const int64_t *restrict tptr, const int32_t *restrict tdst,       \
+                                            const T *restrict at, const T *restrict g, T *restrict dx) {      \
+    const int64_t HC = H * C, rend = tptr[r1];                                                                \
+    T *acc = malloc(sizeof(T) * HC);                                                                          \
+    if (!acc) return 1;                                                                                       \
+    for (int64_t j = r0; j < r1; j++) {                                                                       \
+        for (int64_t c = 0; c < HC; c++) acc[c] = 0;                                                          \
+        for (int64_t r = tptr[j]; r < tptr[j + 1]; r++) {                                                     \
+            PREFETCH_ROW(g, tdst, r, rend, HC)                                                                \
+            const T *gi = g + tdst[r] * HC;                                                                   \
+            for (int64_t h = 0; h < H; h++) {                                                                 \
+                const T a = at[r * H + h];                                                                    \
+                for (int64_t c = h * C; c < (h + 1) * C; c++) acc[c] += a * gi[c];                            \
+            }                                                                                                 \
+        }                                                                                                     \
+        memcpy(dx + j * HC, acc, sizeof(T) * HC);                                                             \
+    }                                                                                                         \
+    free(acc);                                                                                                \
+    return 0;                                                                                                 \
 }
 
 /* Per row block: float32 (what training runs in) gets the common (heads, head width) pairs as compile-time
@@ -196,6 +306,11 @@ kernel_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, in
 #define BWS(SFX, HH, CC) kernel_backward_by_source_##SFX(r0, r1, HH, CC, NT, tptr, tdst, ttyp, tw, q, u, b, g,   \
                                                          ad, dk, dv)
 
+#define SSF(SFX, HH, CC) kernel_softmax_sum_forward_##SFX(r0, r1, HH, CC, indptr, col, eid, score, x, out, alpha)
+#define SSBT(SFX, HH, CC) kernel_softmax_sum_backward_by_target_##SFX(r0, r1, HH, CC, indptr, col, eid, tinv, x, g,  \
+                                                                    alpha, dscore, at)
+#define SSBS(SFX, HH, CC) kernel_softmax_sum_backward_by_source_##SFX(r0, r1, HH, CC, tptr, tdst, at, g, dx)
+
 #define DEFINE_BLOCKS(T, SFX)                                                                                 \
 static int block_forward_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT, const int64_t *indptr, \
                                const int32_t *col, const uint8_t *typ, const T *w, const T *q, const T *k,     \
@@ -216,6 +331,22 @@ static int block_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, int
                                           const T *tw, const T *q, const T *u, const T *b, const T *g,        \
                                           const T *ad, T *dk, T *dv) {                                        \
     SHAPES_##SFX(BWS, SFX)                                                                                    \
+}                                                                                                             \
+static int block_softmax_sum_forward_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, const int64_t *indptr,\
+                                           const int32_t *col, const int32_t *eid, const T *score, const T *x,\
+                                           T *out, T *alpha) {                                                \
+    SHAPES_##SFX(SSF, SFX)                                                                                    \
+}                                                                                                             \
+static int block_softmax_sum_backward_by_target_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C,           \
+                                                      const int64_t *indptr, const int32_t *col, const int32_t *eid,\
+                                                      const int32_t *tinv, const T *x, const T *g, const T *alpha,\
+                                                      T *dscore, T *at) {                                     \
+    SHAPES_##SFX(SSBT, SFX)                                                                                   \
+}                                                                                                             \
+static int block_softmax_sum_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C,           \
+                                                      const int64_t *tptr, const int32_t *tdst, const T *at,  \
+                                                      const T *g, T *dx) {                                    \
+    SHAPES_##SFX(SSBS, SFX)                                                                                   \
 }
 
 DEFINE_KERNELS(float, f32, expf)
@@ -260,6 +391,36 @@ int txk_backward_by_source_##SFX(int64_t nb, const int64_t *bounds, int64_t H, i
     for (int64_t m = 0; m < nb; m++)                                                                          \
         status |= block_backward_by_source_##SFX(bounds[m], bounds[m + 1], H, C, NT, tptr, tdst, ttyp, tw, q, \
                                                  u, b, g, ad, dk, dv);                                        \
+    return status;                                                                                            \
+}                                                                                                             \
+int txk_softmax_sum_forward_##SFX(int64_t nb, const int64_t *bounds, int64_t H, int64_t C, const int64_t *indptr,\
+                                  const int32_t *col, const int32_t *eid, const T *score, const T *x, T *out, \
+                                  T *alpha) {                                                                 \
+    int status = 0;                                                                                           \
+    _Pragma("omp parallel for schedule(static, 1) reduction(|:status)")                                       \
+    for (int64_t m = 0; m < nb; m++)                                                                          \
+        status |= block_softmax_sum_forward_##SFX(bounds[m], bounds[m + 1], H, C, indptr, col, eid, score, x, out,\
+                                                  alpha);                                                     \
+    return status;                                                                                            \
+}                                                                                                             \
+int txk_softmax_sum_backward_by_target_##SFX(int64_t nb, const int64_t *bounds, int64_t H, int64_t C,         \
+                                             const int64_t *indptr, const int32_t *col, const int32_t *eid,   \
+                                             const int32_t *tinv, const T *x, const T *g, const T *alpha,     \
+                                             T *dscore, T *at) {                                              \
+    int status = 0;                                                                                           \
+    _Pragma("omp parallel for schedule(static, 1) reduction(|:status)")                                       \
+    for (int64_t m = 0; m < nb; m++)                                                                          \
+        status |= block_softmax_sum_backward_by_target_##SFX(bounds[m], bounds[m + 1], H, C, indptr, col, eid, tinv,\
+                                                             x, g, alpha, dscore, at);                        \
+    return status;                                                                                            \
+}                                                                                                             \
+int txk_softmax_sum_backward_by_source_##SFX(int64_t nb, const int64_t *bounds, int64_t H, int64_t C,         \
+                                             const int64_t *tptr, const int32_t *tdst, const T *at, const T *g,\
+                                             T *dx) {                                                         \
+    int status = 0;                                                                                           \
+    _Pragma("omp parallel for schedule(static, 1) reduction(|:status)")                                       \
+    for (int64_t m = 0; m < nb; m++)                                                                          \
+        status |= block_softmax_sum_backward_by_source_##SFX(bounds[m], bounds[m + 1], H, C, tptr, tdst, at, g, dx);\
     return status;                                                                                            \
 }
 

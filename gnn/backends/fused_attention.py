@@ -1,5 +1,5 @@
-r"""Exphormer's typed dot-product attention as three fused CPU kernels (C, compiled here on first use), one
-pass over the edges each.
+r"""Fused CPU kernels for attention (C, compiled here on first use), one pass over the edges each: Exphormer's
+typed dot-product attention, and the edge softmax followed by the weighted sum that GAT and GATv2 end with.
 
 The math is :class:`gnn.layers.attention_convs.ExphormerAttention` on
 :class:`gnn.edges.TypedEdgeFeatures`. ``N`` nodes, ``E`` edges ``j -> i``, ``H`` heads of ``C`` channels,
@@ -37,6 +37,21 @@ runs at about the speed of torch's CSR sparse x dense product gathering the same
 make them faster on the merged real graph). The head shapes in common use (``H * C`` of 32, 64 or 128) are
 compiled with constant sizes; indices are int32 and edge types uint8, to stream fewer bytes past the
 gathered rows.
+The softmax-and-sum kernels (:func:`softmax_sum`, what GAT and GATv2 aggregate with) take any scores
+``s (E, H)`` in the edge set's order and source rows ``x (N, H, C)``:
+
+.. math::
+    \alpha_{e,h} = \frac{\exp(s_{e,h} - \max_{e' \to i} s_{e',h})}{\sum_{e' \to i} \exp(s_{e',h} - \max)
+    + 10^{-16}},\qquad out_{i,h} = \textstyle\sum_{e = (j \to i)} \alpha_{e,h}\, x_{j,h}, \\
+    t_{e,h} = \alpha_{e,h} \langle g_{i,h}, x_{j,h}\rangle,\quad
+    ds_{e,h} = t_{e,h} - \alpha_{e,h} \textstyle\sum_{e' \to i} t_{e',h},\quad
+    dx_j = \textstyle\sum_{e = (j \to i)} \alpha_e g_i,
+
+the forward and ``ds`` by target, ``dx`` by source (the first backward pass writes ``alpha`` in by-source
+order for it), the same three-pass layout as above with one gathered row per edge and pass instead of two.
+``ds`` is ``t - alpha * sum t`` in that order, as PyG's softmax backward computes it, so float32 rounding
+stays close to the composed primitives'.
+
 Rows are split into contiguous blocks of about equal edge counts, one per thread (OpenMP,
 ``torch.get_num_threads()`` threads, in the runtime torch runs on). Summation order differs from the
 composed primitives, so results agree to float rounding; they do not depend on the thread count except
@@ -120,7 +135,12 @@ def _declare(lib: ctypes.CDLL) -> None:
         getattr(lib, f"txk_forward_{sfx}").argtypes = head + [_PTR] * 9 + [real, real] + [_PTR] * 3
         getattr(lib, f"txk_backward_by_target_{sfx}").argtypes = head + [_PTR] * 9 + [real] + [_PTR] * 8
         getattr(lib, f"txk_backward_by_source_{sfx}").argtypes = head + [_PTR] * 11
-        for kind in ("forward", "backward_by_target", "backward_by_source"):
+        head = [_I64, _PTR, _I64, _I64]         # blocks, bounds, H, C
+        getattr(lib, f"txk_softmax_sum_forward_{sfx}").argtypes = head + [_PTR] * 7
+        getattr(lib, f"txk_softmax_sum_backward_by_target_{sfx}").argtypes = head + [_PTR] * 9
+        getattr(lib, f"txk_softmax_sum_backward_by_source_{sfx}").argtypes = head + [_PTR] * 5
+        for kind in ("forward", "backward_by_target", "backward_by_source", "softmax_sum_forward",
+                     "softmax_sum_backward_by_target", "softmax_sum_backward_by_source"):
             getattr(lib, f"txk_{kind}_{sfx}").restype = ctypes.c_int
 
 
@@ -181,6 +201,7 @@ class TypedAttentionIndex:
         typ = typ.astype(np.uint8)
         w = np.zeros(e, np.float64) if weight is None else weight.detach().cpu().double().numpy()
         self.typ, self._eid_tensor = typ[order], torch.from_numpy(order)
+        self.eid = order.astype(np.int32)                         # by-target position -> edge id
         self._w = w[order]
         back = np.lexsort((t[order], s[order]))                  # by-target positions, sorted by source
         self.tptr = np.concatenate([[0], np.cumsum(np.bincount(s, minlength=num_nodes))]).astype(np.int64)
@@ -191,7 +212,7 @@ class TypedAttentionIndex:
         self.num_types = int(typ.max()) + 1 if e else 1
         self._cast: dict[torch.dtype, tuple[Tensor, Tensor]] = {}
         self._parts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._work: dict[torch.dtype, Tensor] = {}
+        self._work: dict[tuple[torch.dtype, tuple[int, ...]], Tensor] = {}
         self.lock = threading.Lock()
 
     def weights(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -209,9 +230,9 @@ class TypedAttentionIndex:
         """A scratch tensor the backward reuses from step to step (freshly mapped memory would cost a page
         fault per 4 KB on every call). Backward passes on one index run one at a time (autograd's CPU
         engine); the lock keeps two threads' backward passes from sharing it."""
-        hit = self._work.get(dtype)
-        if hit is None or hit.shape != shape:
-            hit = self._work[dtype] = torch.empty(shape, dtype=dtype)
+        hit = self._work.get((dtype, shape))
+        if hit is None:
+            hit = self._work[(dtype, shape)] = torch.empty(shape, dtype=dtype)
         return hit
 
     def blocks(self) -> tuple[np.ndarray, np.ndarray]:
@@ -273,6 +294,44 @@ class _TypedAttention(torch.autograd.Function):
             _call("backward_by_source", q.dtype, by_source, n_heads, n_ch, b.shape[0], index.tptr, index.tdst,
                   index.ttyp, tw, q, u, b, g, ad, dk, dv)
         return dq, dk, dv, du.sum(0), db.sum(0), None, None, None
+
+
+class _SoftmaxSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, score: Tensor, x: Tensor, index: TypedAttentionIndex):
+        score, x = score.detach().contiguous(), x.detach().contiguous()
+        out = torch.empty_like(x)
+        alpha = score.new_empty(score.shape)
+        by_target, _ = index.blocks()
+        _call("softmax_sum_forward", x.dtype, by_target, x.shape[1], x.shape[2], index.indptr, index.col, index.eid,
+              score, x, out, alpha)
+        ctx.save_for_backward(x, alpha)
+        ctx.index = index
+        ctx.mark_non_differentiable(alpha)
+        return out, alpha
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor, _grad_alpha: Tensor):
+        x, alpha = ctx.saved_tensors
+        index = ctx.index
+        g = grad.contiguous()
+        by_target, by_source = index.blocks()
+        dscore, dx = torch.empty_like(alpha), torch.empty_like(x)
+        with index.lock:
+            at = index.workspace(alpha.dtype, tuple(alpha.shape))   # alpha in by-source order
+            _call("softmax_sum_backward_by_target", x.dtype, by_target, x.shape[1], x.shape[2], index.indptr,
+                  index.col, index.eid, index.tinv, x, g, alpha, dscore, at)
+            _call("softmax_sum_backward_by_source", x.dtype, by_source, x.shape[1], x.shape[2], index.tptr,
+                  index.tdst, at, g, dx)
+        return dscore, dx, None
+
+
+def softmax_sum(score: Tensor, x: Tensor, index: TypedAttentionIndex) -> tuple[Tensor, Tensor]:
+    """``(out (N, H, C), alpha (E, H))``: ``alpha = softmax`` of ``score (E, H)`` (edge order) over each target's
+    incoming edges, ``out_i = sum_e alpha_e x_j`` (module docstring), differentiable in ``score`` and ``x``;
+    ``alpha`` (no gradient) in by-target order, like :func:`typed_attention`'s."""
+    return _SoftmaxSum.apply(score, x, index)
 
 
 def typed_attention(q: Tensor, k: Tensor, v: Tensor, u: Tensor, b: Tensor, index: TypedAttentionIndex,

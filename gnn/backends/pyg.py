@@ -16,7 +16,9 @@ On other devices and dtypes the primitives fall back to gather / ``index_add_``.
 
 ``typed_dot_attention`` -- Exphormer's whole attention on typed edge features -- runs the fused C kernels of
 :mod:`gnn.backends.fused_attention` on CPU float tensors (one pass over the edges for the forward, two for
-the backward), where the composed primitives would take nine sparse products.
+the backward), where the composed primitives would take nine sparse products. ``edge_softmax_sum`` -- the
+edge softmax and ``u_mul_e_sum`` that GAT and GATv2 end with -- runs that module's softmax-and-sum kernels
+the same way (one gathered row per edge and pass, no CSR value permutations).
 """
 
 from __future__ import annotations
@@ -218,17 +220,36 @@ class PyGGraph(GraphOps):
                             etype: Tensor | None, clamp: float):
         """The fused CPU kernels of :mod:`gnn.backends.fused_attention` (float32/64 on CPU, when they could be
         compiled here); None otherwise."""
-        if self.num_edges == 0 or not fused_attention.available(q, k, v, u, b) or \
-                max(self.num_edges, self.num_nodes) >= 2**31 or (etype is not None and b.shape[0] > 256):
-            return None   # the kernels index with int32 and uint8 types
+        if not self._fused_ok(q, k, v, u, b) or (etype is not None and b.shape[0] > 256):
+            return None   # the kernels index edge types with uint8
+        index = self._attention_index(weight, etype)
+        out, alpha = fused_attention.typed_attention(q, k, v, u, b, index, clamp)
+        return out, alpha, index.edge_order
+
+    def edge_softmax_sum(self, score: Tensor, x: Tensor):
+        """The fused CPU kernels of :mod:`gnn.backends.fused_attention` (float32/64 on CPU, when they could be
+        compiled here); None otherwise."""
+        if not self._fused_ok(x, score) or x.dim() != 3 or score.shape != (self.num_edges, x.shape[1]):
+            return None
+        index = self._attention_index(None, None)
+        out, alpha = fused_attention.softmax_sum(score, x, index)
+        return out, alpha, index.edge_order
+
+    def _fused_ok(self, *tensors: Tensor) -> bool:
+        """Whether the fused kernels take these tensors on these edges (they index with int32)."""
+        return self.num_edges > 0 and max(self.num_edges, self.num_nodes) < 2**31 and \
+            fused_attention.available(*tensors)
+
+    def _attention_index(self, weight: Tensor | None, etype: Tensor | None) -> fused_attention.TypedAttentionIndex:
+        """The fused kernels' edge layouts for these edge weights and types, kept here (the last few)."""
         key = tuple(None if t is None else (t.data_ptr(), t._version) for t in (weight, etype))
         index = self._typed.get(key)
         if index is None:
-            self._typed.clear()
+            if len(self._typed) >= 4:
+                self._typed.clear()
             index = self._typed[key] = fused_attention.TypedAttentionIndex(self.src, self.dst, self.num_nodes,
                                                                            weight, etype)
-        out, alpha = fused_attention.typed_attention(q, k, v, u, b, index, clamp)
-        return out, alpha, index.edge_order
+        return index
 
 
 class PyGBackend(Backend):

@@ -25,7 +25,48 @@ def _glorot(t: Tensor) -> None:
         t.uniform_(-bound, bound)
 
 
-class _AttentionConv(nn.Module):
+class _Attends(nn.Module):
+    """What every attention layer here shares: the softmax-and-sum step and ``last_attention``, the attention
+    ``alpha (E, H)`` of the last forward in the edge set's order (detached). A backend's fused kernel returns
+    ``alpha`` in an order of its own; it is put into edge order only when someone reads it."""
+
+    dropout: float = 0.0
+    _last_attention: Tensor | None = None
+    _pending_attention: tuple | None = None   # (alpha in a backend's order, its map to edge order)
+
+    @property
+    def last_attention(self) -> Tensor | None:
+        if self._pending_attention is not None:
+            alpha, order = self._pending_attention
+            self._last_attention, self._pending_attention = order(alpha), None
+        return self._last_attention
+
+    @last_attention.setter
+    def last_attention(self, value: Tensor | None) -> None:
+        self._last_attention, self._pending_attention = value, None
+
+    def _keep_fused_attention(self, alpha: Tensor, order) -> None:
+        self._last_attention, self._pending_attention = None, (alpha, order)
+
+    def _fusable(self) -> bool:
+        """Attention dropout sits between the softmax and the sum while training, so no fused kernel then."""
+        return not (self.training and self.dropout > 0)
+
+    def _softmax_sum(self, score: Tensor, x: Tensor, ops: GraphOps) -> Tensor:
+        """``alpha = softmax`` of ``score (E, H)`` over each target's incoming edges (then attention dropout),
+        ``out_i = sum_e alpha_e x_j``: ``(N, H, C)``. The backend's fused kernel when it has one."""
+        fused = ops.edge_softmax_sum(score, x) if self._fusable() else None
+        if fused is not None:
+            out, alpha, order = fused
+            self._keep_fused_attention(alpha, order)
+            return out
+        alpha = ops.edge_softmax(score)
+        self.last_attention = alpha.detach()
+        alpha = F.dropout(alpha, p=self.dropout, training=self.training)
+        return ops.u_mul_e_sum(x, alpha)
+
+
+class _AttentionConv(_Attends):
     def __init__(self, in_dim: int, out_dim: int, heads: int, edge_dim: int | None, concat: bool,
                  negative_slope: float, dropout: float, bias: bool):
         super().__init__()
@@ -33,7 +74,6 @@ class _AttentionConv(nn.Module):
         self.edge_dim, self.concat = edge_dim, concat
         self.negative_slope, self.dropout = negative_slope, dropout
         self.bias = nn.Parameter(torch.zeros(heads * out_dim if concat else out_dim)) if bias else None
-        self.last_attention: Tensor | None = None
 
     def _finish(self, out: Tensor) -> Tensor:
         out = out.reshape(out.shape[0], -1) if self.concat else out.mean(dim=1)
@@ -92,10 +132,7 @@ class GATConv(_AttentionConv):
             w = (self.lin_edge.weight.view(H, C, -1) * self.att_edge.view(H, C, 1)).sum(1)   # (H, F_e)
             score = score + edge_attr @ w.t()
         score = F.leaky_relu(score, self.negative_slope)
-        alpha = ops.edge_softmax(score)
-        self.last_attention = alpha.detach()
-        alpha = F.dropout(alpha, p=self.dropout, training=self.training)
-        return self._finish(ops.u_mul_e_sum(h, alpha))
+        return self._finish(self._softmax_sum(score, h, ops))
 
 
 class GATv2Conv(_AttentionConv):
@@ -145,13 +182,10 @@ class GATv2Conv(_AttentionConv):
             z = z.add_(self.lin_edge(edge_attr).view(-1, H, C))
         z = F.leaky_relu(z, self.negative_slope, inplace=self.negative_slope > 0)
         score = torch.einsum("ehc,hc->eh", z, self.att[0])   # (E, H)
-        alpha = ops.edge_softmax(score)
-        self.last_attention = alpha.detach()
-        alpha = F.dropout(alpha, p=self.dropout, training=self.training)
-        return self._finish(ops.u_mul_e_sum(xl, alpha))
+        return self._finish(self._softmax_sum(score, xl, ops))
 
 
-class ExphormerAttention(nn.Module):
+class ExphormerAttention(_Attends):
     r"""Exphormer's sparse attention (Shirzad et al. 2023) over whatever edges the edge set holds
     (graph ∪ expander ∪ virtual-node edges), with edge features modulating the keys.
 
@@ -182,45 +216,27 @@ class ExphormerAttention(nn.Module):
         self.lin_v = nn.Linear(in_dim, out_dim, bias=True)
         self.lin_e = nn.Linear(edge_dim, out_dim, bias=True)
         self.lin_o = nn.Linear(out_dim, out_dim, bias=True)
-        self._last_attention: Tensor | None = None
-        self._pending_attention: tuple | None = None   # (alpha in a backend's order, its map to edge order)
-
-    @property
-    def last_attention(self) -> Tensor | None:
-        """``alpha (E, H)`` of the last forward, in the edge set's order (detached)."""
-        if self._pending_attention is not None:
-            alpha, order = self._pending_attention
-            self._last_attention, self._pending_attention = order(alpha), None
-        return self._last_attention
-
-    @last_attention.setter
-    def last_attention(self, value: Tensor | None) -> None:
-        self._last_attention, self._pending_attention = value, None
 
     def forward(self, x: Tensor, ops: GraphOps, edge_attr: Tensor) -> Tensor:
         H, C = self.heads, self.head_dim
         q = self.lin_q(x).view(-1, H, C)
         k = self.lin_k(x).view(-1, H, C)
         v = self.lin_v(x).view(-1, H, C)
-        if isinstance(edge_attr, TypedEdgeFeatures) and not (self.training and self.dropout > 0):
+        if isinstance(edge_attr, TypedEdgeFeatures) and self._fusable():
             u, per_type = self._edge_projection(edge_attr)
             fused = ops.typed_dot_attention(
                 q, k, v, u if u is not None else q.new_zeros((H, C)), per_type, edge_attr.weight,
                 edge_attr.etype if edge_attr.table is not None else None, self.clamp)
             if fused is not None:   # the backend's fused kernel (same math, one pass over the edges)
                 out, alpha, order = fused
-                self._last_attention, self._pending_attention = None, (alpha, order)
+                self._keep_fused_attention(alpha, order)
                 return self.lin_o(out.reshape(out.shape[0], H * C))
         if isinstance(edge_attr, TypedEdgeFeatures):
             score = self._typed_score(q, k, ops, edge_attr) / math.sqrt(C)  # (E, H)
         else:
             ke = ops.gather_src(k) * self.lin_e(edge_attr).view(-1, H, C)   # (E, H, C)
             score = ops.e_dot_v(ke, q) / math.sqrt(C)                        # (E, H)
-        score = score.clamp(-self.clamp, self.clamp)
-        alpha = ops.edge_softmax(score)
-        self.last_attention = alpha.detach()
-        alpha = F.dropout(alpha, p=self.dropout, training=self.training)
-        out = ops.u_mul_e_sum(v, alpha)                                  # (N, H, C)
+        out = self._softmax_sum(score.clamp(-self.clamp, self.clamp), v, ops)   # (N, H, C)
         return self.lin_o(out.reshape(out.shape[0], H * C))
 
     def _edge_projection(self, f: TypedEdgeFeatures) -> tuple[Tensor | None, Tensor]:
