@@ -26,6 +26,31 @@
     }
 
 #define DEFINE_KERNELS(T, SFX, EXP)                                                                           \
+/* One target row's edge softmax, in place over alpha[p0..p1) (scores in, attention out; per head: shifted by \
+ * peak, each head's largest score, then exp / (sum + 1e-16)), and acc = sum_p alpha_p x[col[p]]. */          \
+static inline __attribute__((always_inline)) void                                                             \
+row_softmax_sum_##SFX(int64_t p0, int64_t p1, int64_t H, int64_t C, const int32_t *restrict col,              \
+                      const T *restrict x, T *restrict alpha, const T *restrict peak, T *restrict total,      \
+                      T *restrict acc) {                                                                      \
+    for (int64_t h = 0; h < H; h++) total[h] = 0;                                                             \
+    for (int64_t p = p0; p < p1; p++)                                                                         \
+        for (int64_t h = 0; h < H; h++) {                                                                     \
+            const T e = EXP(alpha[p * H + h] - peak[h]);                                                      \
+            alpha[p * H + h] = e;                                                                             \
+            total[h] += e;                                                                                    \
+        }                                                                                                     \
+    for (int64_t h = 0; h < H; h++) total[h] += (T)1e-16;                                                     \
+    for (int64_t c = 0; c < H * C; c++) acc[c] = 0;                                                           \
+    for (int64_t p = p0; p < p1; p++) {                                                                       \
+        const T *xj = x + col[p] * H * C;                                                                     \
+        for (int64_t h = 0; h < H; h++) {                                                                     \
+            const T a = alpha[p * H + h] / total[h];                                                          \
+            alpha[p * H + h] = a;                                                                             \
+            for (int64_t c = h * C; c < (h + 1) * C; c++) acc[c] += a * xj[c];                                \
+        }                                                                                                     \
+    }                                                                                                         \
+}                                                                                                             \
+                                                                                                              \
 static inline __attribute__((always_inline)) int                                                     \
 kernel_forward_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,                               \
                       const int64_t *restrict indptr, const int32_t *restrict col, const uint8_t *restrict typ,  \
@@ -40,7 +65,7 @@ kernel_forward_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,  
     for (int64_t i = r0; i < r1; i++) {                                                                       \
         const int64_t p0 = indptr[i], p1 = indptr[i + 1];                                                    \
         const T *qi = q + i * HC;                                                                             \
-        for (int64_t c = 0; c < HC; c++) { qu[c] = qi[c] * u[c]; acc[c] = 0; }                                \
+        for (int64_t c = 0; c < HC; c++) qu[c] = qi[c] * u[c];                                                \
         for (int64_t t = 0; t < NT; t++)                                                                      \
             for (int64_t c = 0; c < HC; c++) qb[t * HC + c] = qi[c] * b[t * HC + c];                          \
         for (int64_t p = p0; p < p1; p++) {                                                                   \
@@ -58,22 +83,7 @@ kernel_forward_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,  
                 if (p == p0 || s > peak[h]) peak[h] = s;                                                      \
             }                                                                                                 \
         }                                                                                                     \
-        for (int64_t h = 0; h < H; h++) total[h] = 0;                                                         \
-        for (int64_t p = p0; p < p1; p++)                                                                     \
-            for (int64_t h = 0; h < H; h++) {                                                                 \
-                const T e = EXP(alpha[p * H + h] - peak[h]);                                                  \
-                alpha[p * H + h] = e;                                                                         \
-                total[h] += e;                                                                                \
-            }                                                                                                 \
-        for (int64_t h = 0; h < H; h++) total[h] = 1 / (total[h] + (T)1e-16);                                 \
-        for (int64_t p = p0; p < p1; p++) {                                                                   \
-            const T *vj = v + col[p] * HC;                                                                    \
-            for (int64_t h = 0; h < H; h++) {                                                                 \
-                const T a = alpha[p * H + h] * total[h];                                                      \
-                alpha[p * H + h] = a;                                                                         \
-                for (int64_t c = h * C; c < (h + 1) * C; c++) acc[c] += a * vj[c];                            \
-            }                                                                                                 \
-        }                                                                                                     \
+        row_softmax_sum_##SFX(p0, p1, H, C, col, v, alpha, peak, total, acc);                                 \
         memcpy(out + i * HC, acc, sizeof(T) * HC);                                                            \
     }                                                                                                         \
     free(qu); free(qb); free(acc); free(peak); free(total);                                                   \
@@ -195,23 +205,7 @@ kernel_softmax_sum_forward_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, c
                 if (p == p0 || sp[h] > peak[h]) peak[h] = sp[h];                                              \
             }                                                                                                 \
         }                                                                                                     \
-        for (int64_t h = 0; h < H; h++) total[h] = 0;                                                         \
-        for (int64_t p = p0; p < p1; p++)                                                                     \
-            for (int64_t h = 0; h < H; h++) {                                                                 \
-                const T e = EXP(alpha[p * H + h] - peak[h]);                                                  \
-                alpha[p * H + h] = e;                                                                         \
-                total[h] += e;                                                                                \
-            }                                                                                                 \
-        for (int64_t h = 0; h < H; h++) total[h] += (T)1e-16;                                                 \
-        for (int64_t c = 0; c < HC; c++) acc[c] = 0;                                                          \
-        for (int64_t p = p0; p < p1; p++) {                                                                   \
-            const T *xj = x + col[p] * HC;                                                                    \
-            for (int64_t h = 0; h < H; h++) {                                                                 \
-                const T a = alpha[p * H + h] / total[h];                                                      \
-                alpha[p * H + h] = a;                                                                         \
-                for (int64_t c = h * C; c < (h + 1) * C; c++) acc[c] += a * xj[c];                            \
-            }                                                                                                 \
-        }                                                                                                     \
+        row_softmax_sum_##SFX(p0, p1, H, C, col, x, alpha, peak, total, acc);                                 \
         memcpy(out + i * HC, acc, sizeof(T) * HC);                                                            \
     }                                                                                                         \
     free(acc); free(peak); free(total);                                                                       \
