@@ -94,7 +94,8 @@ def test_edges_of_a_later_layer_change_the_output(graph, kind, layer):
 
 class RecordingGraph(PyGGraph):
     """PyG primitives that record every edge softmax they compute, composed or inside a fused kernel (the
-    Exphormer attention, the softmax-and-sum of GAT / GATv2): (targets (E,), attention (E, H) in edge order)."""
+    Exphormer attention, GATv2's attention, GAT's softmax-and-sum): (targets (E,), attention (E, H) in edge
+    order)."""
 
     records: list = []
 
@@ -108,6 +109,9 @@ class RecordingGraph(PyGGraph):
 
     def edge_softmax_sum(self, *args):
         return self._record(super().edge_softmax_sum(*args))
+
+    def gatv2_attention(self, *args):
+        return self._record(super().gatv2_attention(*args))
 
     def _record(self, fused):
         if fused is not None:

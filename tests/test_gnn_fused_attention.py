@@ -241,3 +241,114 @@ def test_gat_layers_use_the_softmax_sum_kernels_and_equal_the_composed_layers(co
     monkeypatch.setenv(fused_attention.ENV_SWITCH, "1")
     layer.train()
     layer(x, ops, ea)
+
+
+# -- GATv2's attention on factored edge features ------------------------------------------------------------------
+
+
+def gatv2_reference(l, r, u, b, att, src, dst, n, weight, etype, slope):
+    """GATv2's attention with plain gather / scatter: ``z = l_src + r_dst + (w u + B_t)``, score
+    ``sum_c att LeakyReLU(z)``, softmax over incoming edges, ``sum_e alpha l_src``."""
+    eps = (weight.view(-1, 1, 1) * u if weight is not None else 0) + b[etype if etype is not None else 0 * src]
+    z = l[src] + r[dst] + eps
+    score = (torch.nn.functional.leaky_relu(z, slope) * att).sum(-1)
+    return softmax_sum_reference(score, l, src, dst, n)
+
+
+@needs_cc
+@pytest.mark.parametrize("heads,ch", [(2, 32), (4, 16), (1, 64), (3, 5)])   # specialised, and run-time sizes
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("features", ["weight+type", "type", "weight", "none"])
+def test_gatv2_kernels_equal_the_reference_with_gradients(heads, ch, dtype, features):
+    n, e, types = 40, 300, 4
+    src, dst, (l, r, _, u, b), weight, etype = problem(n, e, heads, ch, types, dtype, seed=heads + ch, isolated=5)
+    att = torch.randn(heads, ch, dtype=dtype, generator=torch.Generator().manual_seed(9)).requires_grad_()
+    weight = weight if "weight" in features else None
+    etype = etype if "type" in features else None
+    b_used = b if etype is not None else b[:1]
+    index = fused_attention.TypedAttentionIndex(src, dst, n, weight, etype)
+    out, alpha = fused_attention.gatv2_attention(l, r, u, b_used, att, index, 0.2)
+    ref, ref_alpha = gatv2_reference(l, r, u, b_used, att, src, dst, n, weight, etype, 0.2)
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out, ref, **tol)
+    torch.testing.assert_close(index.edge_order(alpha), ref_alpha.detach(), **tol)
+    assert (out[:5] == 0).all()
+    grad = torch.randn_like(out)
+    params = (l, r, u, b, att)
+    for got, want in zip(torch.autograd.grad(out, params, grad), torch.autograd.grad(ref, params, grad, allow_unused=True)):
+        if want is None:   # u without the weight as a feature: no gradient there, zeros from the kernel
+            assert (got == 0).all()
+            continue
+        torch.testing.assert_close(got, want, **(tol if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)))
+
+
+@needs_cc
+def test_gatv2_kernels_gradcheck_float64():
+    src, dst, (l, r, _, u, b), weight, etype = problem(9, 40, 2, 3, 3, torch.float64, seed=3, isolated=1)
+    att = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    index = fused_attention.TypedAttentionIndex(src, dst, 9, weight, etype)
+    assert torch.autograd.gradcheck(lambda *t: fused_attention.gatv2_attention(*t, index, 0.2)[0], (l, r, u, b, att))
+
+
+@needs_cc
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_gatv2_kernels_do_not_depend_on_the_thread_count(threads):
+    src, dst, (l, r, _, u, b), weight, etype = problem(200, 3000, 2, 32, 4, torch.float32, seed=4)
+    att = torch.randn(2, 32, requires_grad=True)
+    index = fused_attention.TypedAttentionIndex(src, dst, 200, weight, etype)
+    params = (l, r, u, b, att)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        ref = fused_attention.gatv2_attention(*params, index, 0.2)[0]
+        grads_ref = torch.autograd.grad(ref.square().sum(), params)
+        torch.set_num_threads(threads)
+        out = fused_attention.gatv2_attention(*params, index, 0.2)[0]
+        grads = torch.autograd.grad(out.square().sum(), params)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(out, ref)   # rows are independent: bitwise the same
+    for got, want in zip(grads[:2], grads_ref[:2]):
+        assert torch.equal(got, want)
+    for got, want in zip(grads[2:], grads_ref[2:]):   # per-block partial sums of 3000 float32 terms: rounding
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@needs_cc
+@pytest.mark.parametrize("features", ["weight+type", "weight", "none"])
+def test_gatv2_layer_uses_its_kernels_and_equals_the_composed_layer(features, monkeypatch):
+    from gnn.edges import TypedEdgeFeatures
+    from gnn.layers import GATv2Conv
+
+    n, e = 30, 200
+    src, dst, *_ = softmax_sum_problem(n, e, 2, 4, torch.float32, seed=11, isolated=3)
+    ops = get_backend("pyg").graph(src, dst, n)
+    gen = torch.Generator().manual_seed(4)
+    weight = torch.rand(e, generator=gen) if "weight" in features else None
+    table = torch.randn(3, 5, generator=gen, requires_grad=True) if "type" in features else None
+    feats = None if features == "none" else \
+        TypedEdgeFeatures(weight, table, torch.randint(0, 3, (e,), generator=gen), [], None)
+    edge_dim = None if feats is None else int(weight is not None) + (5 if table is not None else 0)
+    torch.manual_seed(0)
+    layer = GATv2Conv(8, 4, heads=2, edge_dim=edge_dim)
+    x = torch.randn(n, 8, requires_grad=True)
+    calls = []
+    real = fused_attention.gatv2_attention
+    monkeypatch.setattr(fused_attention, "gatv2_attention", lambda *a: calls.append(1) or real(*a))
+    out = layer(x, ops, feats)
+    alpha = layer.last_attention
+    assert calls, "the layer did not take the fused kernels"
+    monkeypatch.setenv(fused_attention.ENV_SWITCH, "0")
+    ref = layer(x, ops, feats)
+    assert len(calls) == 1, "TXPERT_FUSED_ATTENTION=0 must compose the primitives"
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(alpha, layer.last_attention, rtol=1e-5, atol=1e-6)
+    params = [x] + list(layer.parameters()) + ([table] if table is not None else [])
+    for got, want in zip(torch.autograd.grad(out.square().sum(), params), torch.autograd.grad(ref.square().sum(), params)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+    layer.dropout = 0.3   # attention dropout while training: composed, never the kernels
+    monkeypatch.setattr(fused_attention, "gatv2_attention", lambda *a: pytest.fail("fused kernel in dropout training"))
+    monkeypatch.setenv(fused_attention.ENV_SWITCH, "1")
+    layer.train()
+    layer(x, ops, feats)

@@ -50,6 +50,30 @@ def test_gatv2_equals_pyg_gatv2conv(edge_dim, concat, dtype):
     torch.testing.assert_close(g, g_ref, rtol=rtol, atol=atol_grad)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_gatv2_on_factored_edge_weights_equals_pyg_gatv2conv(dtype):
+    """The edge weight as the layer's factored feature (what the encoders pass, and what the fused CPU kernels
+    take) = PyG's layer on the same weight as a 1-column edge_attr."""
+    from gnn.edges import TypedEdgeFeatures
+
+    torch.manual_seed(0)
+    n, heads, c = 15, 3, 5
+    src, dst = random_edges(n, 60, seed=1)
+    x = torch.randn(n, 7, dtype=dtype, requires_grad=True)
+    w = torch.rand(src.numel(), dtype=dtype)
+    ref = PyGGATv2Conv(7, c, heads=heads, edge_dim=1, add_self_loops=False).to(dtype)
+    torch.nn.init.normal_(ref.bias)
+    ours = GATv2Conv(7, c, heads=heads, edge_dim=1).to(dtype)
+    ours.load_state_dict(ref.state_dict())
+    out_ref = ref(x, torch.stack([src, dst]), edge_attr=w.unsqueeze(-1))
+    out = ours(x, get_backend("pyg").graph(src, dst, n), TypedEdgeFeatures(w, None, torch.zeros_like(src), [], None))
+    rtol, atol_out, atol_grad = TOLERANCES[dtype]
+    torch.testing.assert_close(out, out_ref, rtol=rtol, atol=atol_out)
+    g_ref = torch.autograd.grad(out_ref.square().sum(), x)[0]
+    g = torch.autograd.grad(out.square().sum(), x)[0]
+    torch.testing.assert_close(g, g_ref, rtol=rtol, atol=atol_grad)
+
+
 def test_gatv2_with_pyg_self_loops_equals_ours_on_looped_edges():
     """PyG's add_self_loops (fill 'mean' of incoming edge features) = our layer on explicitly looped edges."""
     torch.manual_seed(3)

@@ -90,6 +90,16 @@ class GraphOps(ABC):
         ``(E, ...)`` tensor of that order into edge order."""
         return None
 
+    def gatv2_attention(self, l: Tensor, r: Tensor, u: Tensor, b: Tensor, att: Tensor, weight: Tensor | None,
+                        etype: Tensor | None, negative_slope: float) -> tuple[Tensor, Tensor, Callable] | None:
+        """A fused kernel for GATv2's attention on factored edge features, or None (the default): then the layer
+        composes it from the primitives. ``z_e = l_src + r_dst + w_e u + b[t_e]``, ``s_e = sum_c att
+        LeakyReLU(z_e)`` per head, ``alpha = softmax`` over each target's incoming edges, ``out_i = sum_e
+        alpha_e l_src``. ``l, r (N, H, C)``, ``u (H, C)``, ``b (K, H, C)``, ``att (H, C)``, ``weight (E,)``
+        (None: ``w_e = 0``), ``etype (E,)`` (None: every edge type 0). Returns like
+        :meth:`typed_dot_attention`."""
+        return None
+
     def edge_softmax_sum(self, score: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Callable] | None:
         """A fused kernel for :meth:`edge_softmax` followed by :meth:`u_mul_e_sum`, or None (the default): then
         the layer composes the two. ``alpha = softmax`` of ``score (E, H)`` over each target's incoming edges,

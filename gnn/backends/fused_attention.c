@@ -51,6 +51,28 @@ row_softmax_sum_##SFX(int64_t p0, int64_t p1, int64_t H, int64_t C, const int32_
     }                                                                                                         \
 }                                                                                                             \
                                                                                                               \
+/* The first half of one target row's softmax backward: t_e = alpha_e <g_i, x_j> per head, written to         \
+ * slot + idx[p] * stride (the caller's record of edge p), and dot = sum_e t_e; the rows x_j are gathered and \
+ * the records prefetched for writing, AHEAD edges ahead (PEND: the end of the caller's block). */            \
+static inline __attribute__((always_inline)) void                                                             \
+row_softmax_backward_##SFX(int64_t p0, int64_t p1, int64_t pend, int64_t H, int64_t C, const int32_t *restrict col,\
+                           const T *restrict x, const T *restrict gi, const T *restrict alpha,                \
+                           const int32_t *restrict idx, T *restrict slot, int64_t stride, T *restrict dot) {  \
+    for (int64_t h = 0; h < H; h++) dot[h] = 0;                                                               \
+    for (int64_t p = p0; p < p1; p++) {                                                                       \
+        PREFETCH_ROW(x, col, p, pend, H * C)                                                                  \
+        if (p + AHEAD < pend) __builtin_prefetch(slot + (int64_t)idx[p + AHEAD] * stride, 1, 3);              \
+        const T *xj = x + col[p] * H * C;                                                                     \
+        T *rec = slot + (int64_t)idx[p] * stride;                                                             \
+        for (int64_t h = 0; h < H; h++) {                                                                     \
+            T s = 0;                                                                                          \
+            for (int64_t c = h * C; c < (h + 1) * C; c++) s += gi[c] * xj[c];                                 \
+            rec[h] = alpha[p * H + h] * s;                                                                    \
+            dot[h] += rec[h];                                                                                 \
+        }                                                                                                     \
+    }                                                                                                         \
+}                                                                                                             \
+                                                                                                              \
 static inline __attribute__((always_inline)) int                                                     \
 kernel_forward_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,                               \
                       const int64_t *restrict indptr, const int32_t *restrict col, const uint8_t *restrict typ,  \
@@ -224,23 +246,9 @@ kernel_softmax_sum_backward_by_target_##SFX(int64_t r0, int64_t r1, int64_t H, i
     for (int64_t i = r0; i < r1; i++) {                                                                       \
         const int64_t p0 = indptr[i], p1 = indptr[i + 1];                                                     \
         const T *gi = g + i * HC;                                                                             \
-        for (int64_t h = 0; h < H; h++) dot[h] = 0;                                                           \
-        for (int64_t p = p0; p < p1; p++) {   /* alpha_e <g_i, x_j>, parked in dscore's slot (cached below) */\
-            PREFETCH_ROW(x, col, p, pend, HC)                                                                 \
-            if (p + AHEAD < pend) {                                                                           \
-                __builtin_prefetch(dscore + (int64_t)eid[p + AHEAD] * H, 1, 3);                               \
-                __builtin_prefetch(at + (int64_t)tinv[p + AHEAD] * H, 1, 3);                                  \
-            }                                                                                                 \
-            const T *xj = x + col[p] * HC;                                                                    \
-            T *ds = dscore + (int64_t)eid[p] * H;                                                             \
-            for (int64_t h = 0; h < H; h++) {                                                                 \
-                T s = 0;                                                                                      \
-                for (int64_t c = h * C; c < (h + 1) * C; c++) s += gi[c] * xj[c];                             \
-                ds[h] = alpha[p * H + h] * s;                                                                 \
-                dot[h] += ds[h];                                                                              \
-            }                                                                                                 \
-        }                                                                                                     \
+        row_softmax_backward_##SFX(p0, p1, pend, H, C, col, x, gi, alpha, eid, dscore, H, dot);               \
         for (int64_t p = p0; p < p1; p++) {                                                                   \
+            if (p + AHEAD < pend) __builtin_prefetch(at + (int64_t)tinv[p + AHEAD] * H, 1, 3);                \
             T *ds = dscore + (int64_t)eid[p] * H;                                                             \
             for (int64_t h = 0; h < H; h++) {                                                                 \
                 const T a = alpha[p * H + h];                                                                 \
@@ -274,6 +282,122 @@ kernel_softmax_sum_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, i
     }                                                                                                         \
     free(acc);                                                                                                \
     return 0;                                                                                                 \
+}                                                                                                             \
+                                                                                                              \
+/* GATv2's attention (Brody et al.) on factored edge features: z_e = (l_j + r_i) + (w_e u + B_{t_e}),         \
+ * score_e,h = sum_c att_hc LeakyReLU(z_e,hc), alpha = softmax over i's incoming edges, out_i = sum_e alpha_e l_j.\
+ * Backward: t_e = alpha_e <g_i, l_j>, ds_e = t_e - alpha_e sum_{e'->i} t_e', dz_e = ds_e att LeakyReLU'(z_e);\
+ * dr_i = sum_{e->i} dz_e, du = sum_e w_e dz_e, dB_t = sum_{t_e=t} dz_e, datt = sum_e ds_e LeakyReLU(z_e) (by \
+ * target; the parameter sums per block), dl_j = sum_{e=(j->i)} alpha_e g_i + dz_e (by source, from the       \
+ * (alpha, ds) records the first backward pass scatters into by-source order, as for Exphormer). */           \
+static inline __attribute__((always_inline)) int                                                              \
+kernel_gatv2_forward_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,                          \
+                           const int64_t *restrict indptr, const int32_t *restrict col, const uint8_t *restrict typ,\
+                           const T *restrict w, const T *restrict l, const T *restrict r, const T *restrict u,\
+                           const T *restrict b, const T *restrict att, T slope, T *restrict out,              \
+                           T *restrict alpha) {                                                               \
+    const int64_t HC = H * C, pend = indptr[r1];                                                              \
+    T *acc = malloc(sizeof(T) * HC), *peak = malloc(sizeof(T) * H), *total = malloc(sizeof(T) * H);           \
+    if (!acc || !peak || !total) { free(acc); free(peak); free(total); return 1; }                            \
+    for (int64_t i = r0; i < r1; i++) {                                                                       \
+        const int64_t p0 = indptr[i], p1 = indptr[i + 1];                                                     \
+        const T *ri = r + i * HC;                                                                             \
+        for (int64_t p = p0; p < p1; p++) {                                                                   \
+            PREFETCH_ROW(l, col, p, pend, HC)                                                                 \
+            const T we = w[p], *lj = l + col[p] * HC, *bt = b + typ[p] * HC;                                  \
+            for (int64_t h = 0; h < H; h++) {                                                                 \
+                T s = 0;                                                                                      \
+                for (int64_t c = h * C; c < (h + 1) * C; c++) {                                               \
+                    const T z = (lj[c] + ri[c]) + (we * u[c] + bt[c]);                                        \
+                    s += att[c] * (z > 0 ? z : z * slope);                                                    \
+                }                                                                                             \
+                alpha[p * H + h] = s;                                                                         \
+                if (p == p0 || s > peak[h]) peak[h] = s;                                                      \
+            }                                                                                                 \
+        }                                                                                                     \
+        row_softmax_sum_##SFX(p0, p1, H, C, col, l, alpha, peak, total, acc);                                 \
+        memcpy(out + i * HC, acc, sizeof(T) * HC);                                                            \
+    }                                                                                                         \
+    free(acc); free(peak); free(total);                                                                       \
+    return 0;                                                                                                 \
+}                                                                                                             \
+                                                                                                              \
+static inline __attribute__((always_inline)) int                                                              \
+kernel_gatv2_backward_by_target_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,               \
+                                      const int64_t *restrict indptr, const int32_t *restrict col,            \
+                                      const uint8_t *restrict typ, const T *restrict w, const T *restrict l,  \
+                                      const T *restrict r, const T *restrict u, const T *restrict b,          \
+                                      const T *restrict att, T slope, const T *restrict g,                    \
+                                      const T *restrict alpha, const int32_t *restrict tinv, T *restrict ad,  \
+                                      T *restrict dr, double *restrict du, double *restrict db,               \
+                                      double *restrict datt) {                                                \
+    const int64_t HC = H * C, pend = indptr[r1];                                                              \
+    /* the parameter sums run over every edge of the block: per row in T, across rows in double */            \
+    T *dot = malloc(sizeof(T) * H), *dri = malloc(sizeof(T) * HC), *rdu = malloc(sizeof(T) * HC);             \
+    T *rdb = malloc(sizeof(T) * NT * HC), *rdatt = malloc(sizeof(T) * HC);                                    \
+    if (!dot || !dri || !rdu || !rdb || !rdatt) {                                                             \
+        free(dot); free(dri); free(rdu); free(rdb); free(rdatt);                                              \
+        return 1;                                                                                             \
+    }                                                                                                         \
+    for (int64_t i = r0; i < r1; i++) {                                                                       \
+        const int64_t p0 = indptr[i], p1 = indptr[i + 1];                                                     \
+        const T *gi = g + i * HC, *ri = r + i * HC;                                                           \
+        row_softmax_backward_##SFX(p0, p1, pend, H, C, col, l, gi, alpha, tinv, ad + H, 2 * H, dot);          \
+        for (int64_t c = 0; c < HC; c++) { dri[c] = 0; rdu[c] = 0; rdatt[c] = 0; }                            \
+        for (int64_t c = 0; c < NT * HC; c++) rdb[c] = 0;                                                     \
+        for (int64_t p = p0; p < p1; p++) {                                                                   \
+            const T we = w[p], *lj = l + col[p] * HC, *bt = b + typ[p] * HC;                                  \
+            T *rec = ad + (int64_t)tinv[p] * 2 * H, *dbt = rdb + typ[p] * HC;                                 \
+            for (int64_t h = 0; h < H; h++) {                                                                 \
+                const T a = alpha[p * H + h], ds = rec[H + h] - a * dot[h];                                   \
+                rec[h] = a;                                                                                   \
+                rec[H + h] = ds;                                                                              \
+                for (int64_t c = h * C; c < (h + 1) * C; c++) {                                               \
+                    const T z = (lj[c] + ri[c]) + (we * u[c] + bt[c]);                                        \
+                    const T dz = z > 0 ? ds * att[c] : ds * att[c] * slope;                                   \
+                    rdatt[c] += ds * (z > 0 ? z : z * slope);                                                 \
+                    dri[c] += dz;                                                                             \
+                    rdu[c] += we * dz;                                                                        \
+                    dbt[c] += dz;                                                                             \
+                }                                                                                             \
+            }                                                                                                 \
+        }                                                                                                     \
+        memcpy(dr + i * HC, dri, sizeof(T) * HC);                                                             \
+        for (int64_t c = 0; c < HC; c++) { du[c] += rdu[c]; datt[c] += rdatt[c]; }                            \
+        for (int64_t c = 0; c < NT * HC; c++) db[c] += rdb[c];                                                \
+    }                                                                                                         \
+    free(dot); free(dri); free(rdu); free(rdb); free(rdatt);                                                  \
+    return 0;                                                                                                 \
+}                                                                                                             \
+                                                                                                              \
+static inline __attribute__((always_inline)) int                                                              \
+kernel_gatv2_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,               \
+                                      const int64_t *restrict tptr, const int32_t *restrict tdst,             \
+                                      const uint8_t *restrict ttyp, const T *restrict tw, const T *restrict l,\
+                                      const T *restrict r, const T *restrict u, const T *restrict b,          \
+                                      const T *restrict att, T slope, const T *restrict g,                    \
+                                      const T *restrict ad, T *restrict dl) {                                 \
+    const int64_t HC = H * C, rend = tptr[r1];                                                                \
+    T *acc = malloc(sizeof(T) * HC);                                                                          \
+    if (!acc) return 1;                                                                                       \
+    for (int64_t j = r0; j < r1; j++) {                                                                       \
+        const T *lj = l + j * HC;                                                                             \
+        for (int64_t c = 0; c < HC; c++) acc[c] = 0;                                                          \
+        for (int64_t q = tptr[j]; q < tptr[j + 1]; q++) {                                                     \
+            PREFETCH_ROW(g, tdst, q, rend, HC) PREFETCH_ROW(r, tdst, q, rend, HC)                             \
+            const T we = tw[q], *gi = g + tdst[q] * HC, *ri = r + tdst[q] * HC, *bt = b + ttyp[q] * HC;       \
+            for (int64_t h = 0; h < H; h++) {                                                                 \
+                const T a = ad[q * 2 * H + h], ds = ad[q * 2 * H + H + h];                                    \
+                for (int64_t c = h * C; c < (h + 1) * C; c++) {                                               \
+                    const T z = (lj[c] + ri[c]) + (we * u[c] + bt[c]);                                        \
+                    acc[c] += a * gi[c] + (z > 0 ? ds * att[c] : ds * att[c] * slope);                        \
+                }                                                                                             \
+            }                                                                                                 \
+        }                                                                                                     \
+        memcpy(dl + j * HC, acc, sizeof(T) * HC);                                                             \
+    }                                                                                                         \
+    free(acc);                                                                                                \
+    return 0;                                                                                                 \
 }
 
 /* Per row block: float32 (what training runs in) gets the common (heads, head width) pairs as compile-time
@@ -304,6 +428,13 @@ kernel_softmax_sum_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, i
 #define SSBT(SFX, HH, CC) kernel_softmax_sum_backward_by_target_##SFX(r0, r1, HH, CC, indptr, col, eid, tinv, x, g,  \
                                                                     alpha, dscore, at)
 #define SSBS(SFX, HH, CC) kernel_softmax_sum_backward_by_source_##SFX(r0, r1, HH, CC, tptr, tdst, at, g, dx)
+
+#define GF(SFX, HH, CC) kernel_gatv2_forward_##SFX(r0, r1, HH, CC, NT, indptr, col, typ, w, l, r, u, b, att, slope, \
+                                                 out, alpha)
+#define GBT(SFX, HH, CC) kernel_gatv2_backward_by_target_##SFX(r0, r1, HH, CC, NT, indptr, col, typ, w, l, r, u, b,  \
+                                                            att, slope, g, alpha, tinv, ad, dr, du, db, datt)
+#define GBS(SFX, HH, CC) kernel_gatv2_backward_by_source_##SFX(r0, r1, HH, CC, NT, tptr, tdst, ttyp, tw, l, r, u, b, \
+                                                            att, slope, g, ad, dl)
 
 #define DEFINE_BLOCKS(T, SFX)                                                                                 \
 static int block_forward_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT, const int64_t *indptr, \
@@ -341,6 +472,25 @@ static int block_softmax_sum_backward_by_source_##SFX(int64_t r0, int64_t r1, in
                                                       const int64_t *tptr, const int32_t *tdst, const T *at,  \
                                                       const T *g, T *dx) {                                    \
     SHAPES_##SFX(SSBS, SFX)                                                                                   \
+}                                                                                                             \
+static int block_gatv2_forward_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT, const int64_t *indptr,\
+                                     const int32_t *col, const uint8_t *typ, const T *w, const T *l, const T *r,\
+                                     const T *u, const T *b, const T *att, T slope, T *out, T *alpha) {       \
+    SHAPES_##SFX(GF, SFX)                                                                                     \
+}                                                                                                             \
+static int block_gatv2_backward_by_target_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,     \
+                                                const int64_t *indptr, const int32_t *col, const uint8_t *typ,\
+                                                const T *w, const T *l, const T *r, const T *u, const T *b,   \
+                                                const T *att, T slope, const T *g, const T *alpha,            \
+                                                const int32_t *tinv, T *ad, T *dr, double *du, double *db,    \
+                                                double *datt) {                                               \
+    SHAPES_##SFX(GBT, SFX)                                                                                    \
+}                                                                                                             \
+static int block_gatv2_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,     \
+                                                const int64_t *tptr, const int32_t *tdst, const uint8_t *ttyp,\
+                                                const T *tw, const T *l, const T *r, const T *u, const T *b,  \
+                                                const T *att, T slope, const T *g, const T *ad, T *dl) {      \
+    SHAPES_##SFX(GBS, SFX)                                                                                    \
 }
 
 DEFINE_KERNELS(float, f32, expf)
@@ -415,6 +565,40 @@ int txk_softmax_sum_backward_by_source_##SFX(int64_t nb, const int64_t *bounds, 
     _Pragma("omp parallel for schedule(static, 1) reduction(|:status)")                                       \
     for (int64_t m = 0; m < nb; m++)                                                                          \
         status |= block_softmax_sum_backward_by_source_##SFX(bounds[m], bounds[m + 1], H, C, tptr, tdst, at, g, dx);\
+    return status;                                                                                            \
+}                                                                                                             \
+int txk_gatv2_forward_##SFX(int64_t nb, const int64_t *bounds, int64_t H, int64_t C, int64_t NT, const int64_t *indptr,\
+                            const int32_t *col, const uint8_t *typ, const T *w, const T *l, const T *r, const T *u,\
+                            const T *b, const T *att, T slope, T *out, T *alpha) {                            \
+    int status = 0;                                                                                           \
+    _Pragma("omp parallel for schedule(static, 1) reduction(|:status)")                                       \
+    for (int64_t m = 0; m < nb; m++)                                                                          \
+        status |= block_gatv2_forward_##SFX(bounds[m], bounds[m + 1], H, C, NT, indptr, col, typ, w, l, r, u, b, att,\
+                                            slope, out, alpha);                                               \
+    return status;                                                                                            \
+}                                                                                                             \
+int txk_gatv2_backward_by_target_##SFX(int64_t nb, const int64_t *bounds, int64_t H, int64_t C, int64_t NT,   \
+                                       const int64_t *indptr, const int32_t *col, const uint8_t *typ, const T *w,\
+                                       const T *l, const T *r, const T *u, const T *b, const T *att, T slope, \
+                                       const T *g, const T *alpha, const int32_t *tinv, T *ad, T *dr,  \
+                                       double *du, double *db, double *datt) {                                                      \
+    int status = 0;                                                                                           \
+    _Pragma("omp parallel for schedule(static, 1) reduction(|:status)")                                       \
+    for (int64_t m = 0; m < nb; m++)                                                                          \
+        status |= block_gatv2_backward_by_target_##SFX(bounds[m], bounds[m + 1], H, C, NT, indptr, col, typ, w, l, r,\
+                                                       u, b, att, slope, g, alpha, tinv, ad, dr, du + m * H * C,\
+                                                       db + m * NT * H * C, datt + m * H * C);                \
+    return status;                                                                                            \
+}                                                                                                             \
+int txk_gatv2_backward_by_source_##SFX(int64_t nb, const int64_t *bounds, int64_t H, int64_t C, int64_t NT,   \
+                                       const int64_t *tptr, const int32_t *tdst, const uint8_t *ttyp, const T *tw,\
+                                       const T *l, const T *r, const T *u, const T *b, const T *att, T slope, \
+                                       const T *g, const T *ad, T *dl) {                                      \
+    int status = 0;                                                                                           \
+    _Pragma("omp parallel for schedule(static, 1) reduction(|:status)")                                       \
+    for (int64_t m = 0; m < nb; m++)                                                                          \
+        status |= block_gatv2_backward_by_source_##SFX(bounds[m], bounds[m + 1], H, C, NT, tptr, tdst, ttyp, tw, l,\
+                                                       r, u, b, att, slope, g, ad, dl);                       \
     return status;                                                                                            \
 }
 

@@ -1,5 +1,6 @@
 r"""Fused CPU kernels for attention (C, compiled here on first use), one pass over the edges each: Exphormer's
-typed dot-product attention, and the edge softmax followed by the weighted sum that GAT and GATv2 end with.
+typed dot-product attention, GATv2's attention, and the edge softmax followed by the weighted sum that GAT
+ends with.
 
 The math is :class:`gnn.layers.attention_convs.ExphormerAttention` on
 :class:`gnn.edges.TypedEdgeFeatures`. ``N`` nodes, ``E`` edges ``j -> i``, ``H`` heads of ``C`` channels,
@@ -52,10 +53,26 @@ order for it), the same three-pass layout as above with one gathered row per edg
 ``ds`` is ``t - alpha * sum t`` in that order, as PyG's softmax backward computes it, so float32 rounding
 stays close to the composed primitives'.
 
+GATv2's attention (:func:`gatv2_attention`) on factored edge features ``W_e f_e = w_e u + B_{t_e}``, with
+``l = W_l x + b_l`` and ``r = W_r x + b_r`` ``(N, H, C)``, ``a`` the attention vector ``(H, C)`` and
+``\sigma`` the LeakyReLU:
+
+.. math::
+    z_e = l_j + r_i + w_e u + B_{t_e},\qquad s_{e,h} = \textstyle\sum_c a_{h,c}\, \sigma(z_{e,h,c}),\qquad
+    \alpha = \mathrm{softmax}(s),\qquad out_i = \textstyle\sum_{e = (j \to i)} \alpha_e\, l_j, \\
+    \delta_e = ds_e\, a \odot \sigma'(z_e),\quad dr_i = \textstyle\sum_{e \to i} \delta_e,\quad
+    dl_j = \textstyle\sum_{e = (j \to i)} (\alpha_e g_i + \delta_e),\quad
+    da = \textstyle\sum_e ds_e\, \sigma(z_e),\quad du = \sum_e w_e \delta_e,\quad
+    dB_t = \textstyle\sum_{e: t_e = t} \delta_e,
+
+with ``ds`` as for the softmax-and-sum. ``z`` is recomputed in each pass instead of stored, so no
+``(E, H, C)`` tensor exists (the composed layer makes three); the parameter sums ``da, du, dB`` run per
+row in the working precision and across rows in float64.
+
 Rows are split into contiguous blocks of about equal edge counts, one per thread (OpenMP,
 ``torch.get_num_threads()`` threads, in the runtime torch runs on). Summation order differs from the
 composed primitives, so results agree to float rounding; they do not depend on the thread count except
-for the per-block partial sums of ``du`` and ``dB``.
+for the per-block partial sums of the parameter gradients (``du``, ``dB``, ``da``).
 """
 
 from __future__ import annotations
@@ -139,8 +156,13 @@ def _declare(lib: ctypes.CDLL) -> None:
         getattr(lib, f"txk_softmax_sum_forward_{sfx}").argtypes = head + [_PTR] * 7
         getattr(lib, f"txk_softmax_sum_backward_by_target_{sfx}").argtypes = head + [_PTR] * 9
         getattr(lib, f"txk_softmax_sum_backward_by_source_{sfx}").argtypes = head + [_PTR] * 5
+        head = [_I64, _PTR, _I64, _I64, _I64]   # blocks, bounds, H, C, T
+        getattr(lib, f"txk_gatv2_forward_{sfx}").argtypes = head + [_PTR] * 9 + [real] + [_PTR] * 2
+        getattr(lib, f"txk_gatv2_backward_by_target_{sfx}").argtypes = head + [_PTR] * 9 + [real] + [_PTR] * 8
+        getattr(lib, f"txk_gatv2_backward_by_source_{sfx}").argtypes = head + [_PTR] * 9 + [real] + [_PTR] * 3
         for kind in ("forward", "backward_by_target", "backward_by_source", "softmax_sum_forward",
-                     "softmax_sum_backward_by_target", "softmax_sum_backward_by_source"):
+                     "softmax_sum_backward_by_target", "softmax_sum_backward_by_source", "gatv2_forward",
+                     "gatv2_backward_by_target", "gatv2_backward_by_source"):
             getattr(lib, f"txk_{kind}_{sfx}").restype = ctypes.c_int
 
 
@@ -332,6 +354,55 @@ def softmax_sum(score: Tensor, x: Tensor, index: TypedAttentionIndex) -> tuple[T
     incoming edges, ``out_i = sum_e alpha_e x_j`` (module docstring), differentiable in ``score`` and ``x``;
     ``alpha`` (no gradient) in by-target order, like :func:`typed_attention`'s."""
     return _SoftmaxSum.apply(score, x, index)
+
+
+class _GATv2Attention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, l: Tensor, r: Tensor, u: Tensor, b: Tensor, att: Tensor, index: TypedAttentionIndex,
+                slope: float):
+        l, r, u, b, att = (t.detach().contiguous() for t in (l, r, u, b, att))
+        _, n_heads, n_ch = l.shape
+        out = torch.empty_like(l)
+        alpha = l.new_empty((index.num_edges, n_heads))
+        w, _ = index.weights(l.dtype)
+        by_target, _ = index.blocks()
+        _call("gatv2_forward", l.dtype, by_target, n_heads, n_ch, b.shape[0], index.indptr, index.col, index.typ, w,
+              l, r, u, b, att, slope, out, alpha)
+        ctx.save_for_backward(l, r, u, b, att, alpha)
+        ctx.index, ctx.slope = index, slope
+        ctx.mark_non_differentiable(alpha)
+        return out, alpha
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor, _grad_alpha: Tensor):
+        l, r, u, b, att, alpha = ctx.saved_tensors
+        index = ctx.index
+        _, n_heads, n_ch = l.shape
+        g = grad.contiguous()
+        by_target, by_source = index.blocks()
+        w, tw = index.weights(l.dtype)
+        dl, dr = torch.empty_like(l), torch.empty_like(r)
+        # every block sums the parameter gradients over its edges into its own slice, in float64
+        blocks = len(by_target) - 1
+        du, db, datt = (torch.zeros((blocks,) + tuple(t.shape), dtype=torch.float64) for t in (u, b, att))
+        with index.lock:
+            ad = index.workspace(alpha.dtype, (alpha.shape[0], 2, n_heads))   # alpha and ds side by side
+            _call("gatv2_backward_by_target", l.dtype, by_target, n_heads, n_ch, b.shape[0], index.indptr, index.col,
+                  index.typ, w, l, r, u, b, att, ctx.slope, g, alpha, index.tinv, ad, dr, du, db, datt)
+            _call("gatv2_backward_by_source", l.dtype, by_source, n_heads, n_ch, b.shape[0], index.tptr, index.tdst,
+                  index.ttyp, tw, l, r, u, b, att, ctx.slope, g, ad, dl)
+        return dl, dr, du.sum(0).to(u.dtype), db.sum(0).to(b.dtype), datt.sum(0).to(att.dtype), None, None
+
+
+def gatv2_attention(l: Tensor, r: Tensor, u: Tensor, b: Tensor, att: Tensor, index: TypedAttentionIndex,
+                    negative_slope: float) -> tuple[Tensor, Tensor]:
+    """GATv2's attention on factored edge features (module docstring): ``(out (N, H, C), alpha (E, H))``,
+    differentiable in ``l, r (N, H, C)``, ``u (H, C)``, ``b (T, H, C)`` and ``att (H, C)``; ``alpha`` (no
+    gradient) in by-target order, like :func:`typed_attention`'s."""
+    if b.shape[0] < index.num_types:
+        raise ValueError(f"the edges have {index.num_types} types but B has {b.shape[0]} rows")
+    return _GATv2Attention.apply(l, r, u, b, att, index, float(negative_slope))
 
 
 def typed_attention(q: Tensor, k: Tensor, v: Tensor, u: Tensor, b: Tensor, index: TypedAttentionIndex,

@@ -18,7 +18,9 @@ On other devices and dtypes the primitives fall back to gather / ``index_add_``.
 :mod:`gnn.backends.fused_attention` on CPU float tensors (one pass over the edges for the forward, two for
 the backward), where the composed primitives would take nine sparse products. ``edge_softmax_sum`` -- the
 edge softmax and ``u_mul_e_sum`` that GAT and GATv2 end with -- runs that module's softmax-and-sum kernels
-the same way (one gathered row per edge and pass, no CSR value permutations).
+the same way (one gathered row per edge and pass, no CSR value permutations), and ``gatv2_attention`` --
+GATv2's whole attention on factored edge features -- its GATv2 kernels, without the ``(E, H, C)`` tensors
+the composed layer needs.
 """
 
 from __future__ import annotations
@@ -224,6 +226,16 @@ class PyGGraph(GraphOps):
             return None   # the kernels index edge types with uint8
         index = self._attention_index(weight, etype)
         out, alpha = fused_attention.typed_attention(q, k, v, u, b, index, clamp)
+        return out, alpha, index.edge_order
+
+    def gatv2_attention(self, l: Tensor, r: Tensor, u: Tensor, b: Tensor, att: Tensor, weight: Tensor | None,
+                        etype: Tensor | None, negative_slope: float):
+        """The fused CPU kernels of :mod:`gnn.backends.fused_attention` (float32/64 on CPU, when they could be
+        compiled here); None otherwise."""
+        if not self._fused_ok(l, r, u, b, att) or (etype is not None and b.shape[0] > 256):
+            return None   # the kernels index edge types with uint8
+        index = self._attention_index(weight, etype)
+        out, alpha = fused_attention.gatv2_attention(l, r, u, b, att, index, negative_slope)
         return out, alpha, index.edge_order
 
     def edge_softmax_sum(self, score: Tensor, x: Tensor):

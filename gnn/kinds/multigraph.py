@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from gnn.backends.base import Backend
 from gnn.edges import EdgeSet, self_loops
 from gnn.kinds.spec import EncoderSpec, concat_edges, typed
-from gnn.layers.blocks import ConvBlock, EdgeFeatures, LayerAttention, make_conv
+from gnn.layers.blocks import ConvBlock, EdgeFeatures, LayerAttention, conv_edge_features, make_conv
 
 
 class HybridBody(nn.Module):
@@ -46,7 +46,7 @@ class HybridBody(nn.Module):
     def forward(self, h0: Tensor, backend: Backend) -> Tensor:
         outs = []
         for edges, stack in zip(self.edges, self.stacks):
-            ops, ea, h = edges.ops(backend), self.edge_features(edges), h0
+            ops, ea, h = edges.ops(backend), conv_edge_features(self.edge_features, edges, backend), h0
             for block in stack:
                 h = block(h, ops, ea)
             outs.append(h)
@@ -89,7 +89,7 @@ class MLGBody(nn.Module):
     def forward(self, h0: Tensor, backend: Backend) -> Tensor:
         L, V = self.num_copies, self.num_nodes
         h = (h0.unsqueeze(0) + self.layer_emb.unsqueeze(1)).reshape(L * V, -1)
-        ops, ea = self.edges.ops(backend), self.edge_features(self.edges)
+        ops, ea = self.edges.ops(backend), conv_edge_features(self.edge_features, self.edges, backend)
         for block in self.blocks:
             h = block(h, ops, ea)
         return self.combine(h.view(L, V, -1))
@@ -139,7 +139,8 @@ class BMPBody(nn.Module):
 
     def forward(self, h: Tensor, backend: Backend) -> Tensor:
         ops_in, ops_out = self.edges_in.ops(backend), self.edges_out.ops(backend)
-        ea_in, ea_out = self.edge_features(self.edges_in), self.edge_features(self.edges_out)
+        ea_in = conv_edge_features(self.edge_features, self.edges_in, backend)
+        ea_out = conv_edge_features(self.edge_features, self.edges_out, backend)
         for block in self.blocks:
             h = block(h, ops_in, ea_in, ops_out, ea_out)
         return h

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from gnn.backends.base import Backend
 from gnn.edges import EdgeSet, expander_edges, self_loops, virtual_node_edges
 from gnn.kinds.spec import EncoderSpec, concat_edges, typed
-from gnn.layers.blocks import ConvBlock, EdgeFeatures, ExphormerBlock, make_conv
+from gnn.layers.blocks import ConvBlock, EdgeFeatures, ExphormerBlock, conv_edge_features, make_conv
 
 
 class GATBody(nn.Module):
@@ -38,7 +38,7 @@ class GATBody(nn.Module):
 
     def forward(self, h: Tensor, backend: Backend) -> Tensor:
         ops = self.edges.ops(backend)
-        ea = self.edge_features(self.edges)
+        ea = conv_edge_features(self.edge_features, self.edges, backend)
         for block in self.blocks:
             h = block(h, ops, ea)
         return h

@@ -25,6 +25,22 @@ def _glorot(t: Tensor) -> None:
         t.uniform_(-bound, bound)
 
 
+def factored_edge_projection(lin: nn.Linear, f: TypedEdgeFeatures, heads: int) -> tuple[Tensor | None, Tensor]:
+    """``W f_e + b = w_e u + B_{t_e}`` for the linear map ``lin`` of factored edge features ``f``: ``u (H, C)``
+    (None when the weight is not a feature) and ``B (K, H, C)`` (one row, ``b`` or zeros, when the type is
+    not a feature)."""
+    weight, bias = lin.weight, lin.bias                        # (H*C, F_e), (H*C,) or None
+    width = int(f.weight is not None) + (f.table.shape[1] if f.table is not None else 0)
+    if width != weight.shape[1]:
+        raise ValueError(f"edge features have {width} columns but the layer was built with edge_dim={weight.shape[1]}")
+    off = int(f.weight is not None)
+    if f.table is not None:
+        per_type = f.table @ weight[:, off:].t() + (bias if bias is not None else 0)   # (K, H*C)
+    else:
+        per_type = bias.unsqueeze(0) if bias is not None else weight.new_zeros((1, weight.shape[0]))
+    return (weight[:, 0].view(heads, -1) if off else None), per_type.view(per_type.shape[0], heads, -1)
+
+
 class _Attends(nn.Module):
     """What every attention layer here shares: the softmax-and-sum step and ``last_attention``, the attention
     ``alpha (E, H)`` of the last forward in the edge set's order (detached). A backend's fused kernel returns
@@ -130,7 +146,14 @@ class GATConv(_AttentionConv):
             # sum_c (W_e f_e)_{h,c} a_{edge,h,c} = f_e . (sum_c W_e[h,c,:] a_{edge,h,c}): fold the attention vector
             # into the edge projection so only an (E, H) tensor is made, never the (E, H, C) projection
             w = (self.lin_edge.weight.view(H, C, -1) * self.att_edge.view(H, C, 1)).sum(1)   # (H, F_e)
-            score = score + edge_attr @ w.t()
+            if isinstance(edge_attr, TypedEdgeFeatures):   # f_e . w = w_e w[:, 0] + (T w[:, 1:]^T)[t_e]
+                off = int(edge_attr.weight is not None)
+                if off:
+                    score = score + edge_attr.weight.unsqueeze(-1) * w[:, 0]
+                if edge_attr.table is not None:
+                    score = score + (edge_attr.table @ w[:, off:].t())[edge_attr.etype]
+            else:
+                score = score + edge_attr @ w.t()
         score = F.leaky_relu(score, self.negative_slope)
         return self._finish(self._softmax_sum(score, h, ops))
 
@@ -168,21 +191,41 @@ class GATv2Conv(_AttentionConv):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def forward(self, x: Tensor, ops: GraphOps, edge_attr: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, ops: GraphOps, edge_attr: Tensor | TypedEdgeFeatures | None = None) -> Tensor:
         H, C = self.heads, self.out_dim
         xl = self.lin_l(x).view(-1, H, C)
         xr = self.lin_r(x).view(-1, H, C)
+        if self.lin_edge is not None and edge_attr is None:
+            raise ValueError("this layer was built with edge_dim; pass edge_attr")
+        if self._fusable() and (self.lin_edge is None or isinstance(edge_attr, TypedEdgeFeatures)):
+            fused = self._fused(xl, xr, ops, edge_attr)
+            if fused is not None:   # the backend's fused kernel (same math, no (E, H, C) tensor)
+                out, alpha, order = fused
+                self._keep_fused_attention(alpha, order)
+                return self._finish(out)
+        if isinstance(edge_attr, TypedEdgeFeatures):
+            edge_attr = edge_attr.dense()
         z = ops.u_add_v(xl, xr)                        # (E, H, C)
         # the (E, H, C) tensors dominate time and memory: update z in place (add and LeakyReLU with a
         # positive slope need neither input for their gradients) and contract with `att` without
         # materialising z * att
         if self.lin_edge is not None:
-            if edge_attr is None:
-                raise ValueError("this layer was built with edge_dim; pass edge_attr")
             z = z.add_(self.lin_edge(edge_attr).view(-1, H, C))
         z = F.leaky_relu(z, self.negative_slope, inplace=self.negative_slope > 0)
         score = torch.einsum("ehc,hc->eh", z, self.att[0])   # (E, H)
         return self._finish(self._softmax_sum(score, xl, ops))
+
+    def _fused(self, xl: Tensor, xr: Tensor, ops: GraphOps, f: TypedEdgeFeatures | None):
+        """The backend's fused GATv2 attention on factored edge features ``W_e f_e = w_e u + B_{t_e}``
+        (``lin_edge`` has no bias), or None."""
+        H, C = self.heads, self.out_dim
+        if self.lin_edge is None:
+            u, per_type, weight, etype = None, xl.new_zeros((1, H, C)), None, None
+        else:
+            u, per_type = factored_edge_projection(self.lin_edge, f, H)
+            weight, etype = f.weight, (f.etype if f.table is not None else None)
+        return ops.gatv2_attention(xl, xr, u if u is not None else xl.new_zeros((H, C)), per_type, self.att[0],
+                                   weight, etype, self.negative_slope)
 
 
 class ExphormerAttention(_Attends):
@@ -240,16 +283,8 @@ class ExphormerAttention(_Attends):
         return self.lin_o(out.reshape(out.shape[0], H * C))
 
     def _edge_projection(self, f: TypedEdgeFeatures) -> tuple[Tensor | None, Tensor]:
-        """``W_E f_e + b_E = w_e u + B_{t_e}``: ``u (H, C)`` (None when the weight is not a feature) and
-        ``B (K, H, C)`` (one row, ``b_E``, when the type is not a feature)."""
-        H, C = self.heads, self.head_dim
-        weight, bias = self.lin_e.weight, self.lin_e.bias          # (H*C, F_e), (H*C,)
-        width = int(f.weight is not None) + (f.table.shape[1] if f.table is not None else 0)
-        if width != weight.shape[1]:
-            raise ValueError(f"edge features have {width} columns but the layer was built with edge_dim={weight.shape[1]}")
-        off = int(f.weight is not None)
-        per_type = f.table @ weight[:, off:].t() + bias if f.table is not None else bias.unsqueeze(0)   # (K, H*C)
-        return (weight[:, 0].view(H, C) if off else None), per_type.view(-1, H, C)
+        """``W_E f_e + b_E = w_e u + B_{t_e}`` (:func:`factored_edge_projection`)."""
+        return factored_edge_projection(self.lin_e, f, self.heads)
 
     def _typed_score(self, q: Tensor, k: Tensor, ops: GraphOps, f: TypedEdgeFeatures) -> Tensor:
         """``sum_c q[dst] k[src] (W_E f_e + b_E)`` per head, ``(E, H)``, for factored features (class docstring)."""

@@ -37,17 +37,26 @@ class EdgeFeatures(nn.Module):
             return None
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
-    def typed(self, edges: EdgeSet, backend: Backend) -> TypedEdgeFeatures:
-        """The same features, unassembled (:class:`gnn.edges.TypedEdgeFeatures`), with per-type handles."""
+    def typed(self, edges: EdgeSet, backend: Backend, handles: bool = True) -> TypedEdgeFeatures:
+        """The same features, unassembled (:class:`gnn.edges.TypedEdgeFeatures`), with per-type handles (none
+        with ``handles=False``: for layers that never work per type)."""
         if self.dim == 0:
             raise ValueError("typed edge features need the weight or the type as a feature")
-        if self.type_emb is not None:
+        if not handles:
+            by_type, order = [], None
+        elif self.type_emb is not None:
             by_type, order = edges.ops_by_type(backend)
         else:
             by_type, order = [(0, edges.ops(backend))], None
         return TypedEdgeFeatures(edges.weight if self.use_weight else None,
                                  self.type_emb.weight if self.type_emb is not None else None,
                                  edges.etype, by_type, order)
+
+
+def conv_edge_features(features: EdgeFeatures, edges: EdgeSet, backend: Backend) -> TypedEdgeFeatures | None:
+    """What a GAT / GATv2 convolution takes as ``edge_attr``: the features unassembled (a fused kernel works on
+    them as they are; the composed layers assemble them), or None when no edge feature is used."""
+    return features.typed(edges, backend, handles=False) if features.dim else None
 
 
 def make_conv(kind: str, dim: int, heads: int, edge_dim: int | None, dropout: float) -> nn.Module:
