@@ -48,7 +48,7 @@ can remove (on AMD processors MKL's default rate is about half its best: docs/tr
 "Speed on the CPU"). ``benchmarks/bench_attention.py`` does the same for the other large part, the fused
 Exphormer attention, against the row gathers it cannot avoid.
 
-The merged real graph (STRING + GO + Reactome + DepMap: 21,541 nodes, 834,892 edges, 4 layers), the size
+The merged real graph (STRING + GO + Reactome + DepMap: about 21,000 nodes and 850,000 edges in 4 layers), the size
 the issue on genome-scale training measures at (``gat`` / ``exphormer-mg``, dim 64, 2 layers, PyG; the file
 is ``kgbuild merge`` of the four layer files, as ``tests/test_gnn_real.py`` builds them)::
 
@@ -141,6 +141,7 @@ def reference_model(graph, dim: int, layers: int, heads: int):
     from torch import nn
     from torch_geometric.nn import GATv2Conv
 
+    from gnn.edges import TypedEdgeFeatures
     from gnn.kinds.single import GATBody
     from gnn.kinds.spec import EncoderSpec
     from gnn.layers.blocks import ConvBlock
@@ -150,8 +151,9 @@ def reference_model(graph, dim: int, layers: int, heads: int):
             super().__init__()
             self.conv = GATv2Conv(dim, dim // heads, heads=heads, edge_dim=1, add_self_loops=False)
 
-        def forward(self, x, ops, edge_attr):
-            return self.conv(x, torch.stack([ops.src, ops.dst]), edge_attr=edge_attr)
+        def forward(self, x, ops, edge_attr):   # the body passes the features unassembled; PyG takes (E, F_e)
+            dense = edge_attr.dense() if isinstance(edge_attr, TypedEdgeFeatures) else edge_attr
+            return self.conv(x, torch.stack([ops.src, ops.dst]), edge_attr=dense)
 
     spec = EncoderSpec(graph=graph, num_nodes=graph.num_nodes, dim=dim, layers=layers, heads=heads,
                        dropout=0.0, use_edge_weight=True)
