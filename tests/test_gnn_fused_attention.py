@@ -41,6 +41,46 @@ def problem(n, e, heads, ch, types, dtype, seed, scale=1.0, isolated=0):
     return src, dst, [t.requires_grad_() for t in (q, k, v, u, b)], weight, etype
 
 
+def at_one_and_n_threads(fn, params, threads):
+    """``fn(*params)``'s output and the gradients of its squared sum, at 1 thread and at ``threads``:
+    ``(out_1, grads_1, out_n, grads_n)``; torch's thread count is restored after."""
+    before = torch.get_num_threads()
+    runs = []
+    try:
+        for n in (1, threads):
+            torch.set_num_threads(n)
+            out = fn(*params)
+            runs += [out, torch.autograd.grad(out.square().sum(), params)]
+    finally:
+        torch.set_num_threads(before)
+    return tuple(runs)
+
+
+def check_layer_takes_its_kernel(monkeypatch, kernel, run, params):
+    """``run()`` (a layer's forward) goes through ``fused_attention.<kernel>``; with ``TXPERT_FUSED_ATTENTION=0``
+    it composes the primitives and gives the same output, attention and gradients of ``params``; and with
+    attention dropout while training it never calls the kernel. ``run`` returns ``(layer, output)``."""
+    calls = []
+    real = getattr(fused_attention, kernel)
+    monkeypatch.setattr(fused_attention, kernel, lambda *a: calls.append(1) or real(*a))
+    layer, out = run()
+    alpha = layer.last_attention
+    assert calls, "the layer did not take the fused kernels"
+    monkeypatch.setenv(fused_attention.ENV_SWITCH, "0")
+    _, ref = run()
+    assert len(calls) == 1, "TXPERT_FUSED_ATTENTION=0 must compose the primitives"
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(alpha, layer.last_attention, rtol=1e-5, atol=1e-6)
+    for got, want in zip(torch.autograd.grad(out.square().sum(), params), torch.autograd.grad(ref.square().sum(), params)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+    layer.dropout = 0.3   # attention dropout while training: composed, never the kernels
+    monkeypatch.setattr(fused_attention, kernel, lambda *a: pytest.fail("fused kernel in dropout training"))
+    monkeypatch.setenv(fused_attention.ENV_SWITCH, "1")
+    layer.train()
+    run()
+
+
 @needs_cc
 def test_the_kernels_build_here():
     assert fused_attention.library() is not None, "cc is present, so the kernels must compile and load"
@@ -87,16 +127,8 @@ def test_fused_gradcheck_float64():
 def test_fused_results_do_not_depend_on_the_thread_count(threads):
     src, dst, (q, k, v, u, b), weight, etype = problem(200, 3000, 2, 32, 4, torch.float32, seed=5)
     index = fused_attention.TypedAttentionIndex(src, dst, 200, weight, etype)
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        ref = fused_attention.typed_attention(q, k, v, u, b, index, 5.0)[0]
-        grads_ref = torch.autograd.grad(ref.square().sum(), (q, k, v, u, b))
-        torch.set_num_threads(threads)
-        out = fused_attention.typed_attention(q, k, v, u, b, index, 5.0)[0]
-        grads = torch.autograd.grad(out.square().sum(), (q, k, v, u, b))
-    finally:
-        torch.set_num_threads(before)
+    ref, grads_ref, out, grads = at_one_and_n_threads(
+        lambda *t: fused_attention.typed_attention(*t, index, 5.0)[0], (q, k, v, u, b), threads)
     assert torch.equal(out, ref)   # rows are independent: bitwise the same
     for got, want in zip(grads[:3], grads_ref[:3]):
         assert torch.equal(got, want)
@@ -195,16 +227,8 @@ def test_softmax_sum_gradcheck_float64():
 def test_softmax_sum_does_not_depend_on_the_thread_count(threads):
     src, dst, score, x = softmax_sum_problem(200, 3000, 2, 32, torch.float32, seed=6)
     index = fused_attention.TypedAttentionIndex(src, dst, 200, None, None)
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        ref = fused_attention.softmax_sum(score, x, index)[0]
-        grads_ref = torch.autograd.grad(ref.square().sum(), (score, x))
-        torch.set_num_threads(threads)
-        out = fused_attention.softmax_sum(score, x, index)[0]
-        grads = torch.autograd.grad(out.square().sum(), (score, x))
-    finally:
-        torch.set_num_threads(before)
+    ref, grads_ref, out, grads = at_one_and_n_threads(
+        lambda s, v: fused_attention.softmax_sum(s, v, index)[0], (score, x), threads)
     assert torch.equal(out, ref)   # every row, and every edge's score gradient, belongs to one thread
     for got, want in zip(grads, grads_ref):
         assert torch.equal(got, want)
@@ -221,26 +245,8 @@ def test_gat_layers_use_the_softmax_sum_kernels_and_equal_the_composed_layers(co
     torch.manual_seed(0)
     layer = (GATConv if conv == "gat" else GATv2Conv)(8, 4, heads=2, edge_dim=1)
     x, ea = torch.randn(n, 8, requires_grad=True), torch.rand(e, 1)
-    calls = []
-    real = fused_attention.softmax_sum
-    monkeypatch.setattr(fused_attention, "softmax_sum", lambda *a: calls.append(1) or real(*a))
-    out = layer(x, ops, ea)
-    alpha = layer.last_attention
-    assert calls, "the layer did not take the fused kernels"
-    monkeypatch.setenv(fused_attention.ENV_SWITCH, "0")
-    ref = layer(x, ops, ea)
-    assert len(calls) == 1, "TXPERT_FUSED_ATTENTION=0 must compose the primitives"
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(alpha, layer.last_attention, rtol=1e-5, atol=1e-6)
-    params = [x] + list(layer.parameters())
-    for got, want in zip(torch.autograd.grad(out.square().sum(), params), torch.autograd.grad(ref.square().sum(), params)):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
-
-    layer.dropout = 0.3   # attention dropout while training: composed, never the kernels
-    monkeypatch.setattr(fused_attention, "softmax_sum", lambda *a: pytest.fail("fused kernel in dropout training"))
-    monkeypatch.setenv(fused_attention.ENV_SWITCH, "1")
-    layer.train()
-    layer(x, ops, ea)
+    check_layer_takes_its_kernel(monkeypatch, "softmax_sum", lambda: (layer, layer(x, ops, ea)),
+                                 [x] + list(layer.parameters()))
 
 
 # -- GATv2's attention on factored edge features ------------------------------------------------------------------
@@ -296,17 +302,8 @@ def test_gatv2_kernels_do_not_depend_on_the_thread_count(threads):
     src, dst, (l, r, _, u, b), weight, etype = problem(200, 3000, 2, 32, 4, torch.float32, seed=4)
     att = torch.randn(2, 32, requires_grad=True)
     index = fused_attention.TypedAttentionIndex(src, dst, 200, weight, etype)
-    params = (l, r, u, b, att)
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        ref = fused_attention.gatv2_attention(*params, index, 0.2)[0]
-        grads_ref = torch.autograd.grad(ref.square().sum(), params)
-        torch.set_num_threads(threads)
-        out = fused_attention.gatv2_attention(*params, index, 0.2)[0]
-        grads = torch.autograd.grad(out.square().sum(), params)
-    finally:
-        torch.set_num_threads(before)
+    ref, grads_ref, out, grads = at_one_and_n_threads(
+        lambda *t: fused_attention.gatv2_attention(*t, index, 0.2)[0], (l, r, u, b, att), threads)
     assert torch.equal(out, ref)   # rows are independent: bitwise the same
     for got, want in zip(grads[:2], grads_ref[:2]):
         assert torch.equal(got, want)
@@ -332,23 +329,5 @@ def test_gatv2_layer_uses_its_kernels_and_equals_the_composed_layer(features, mo
     torch.manual_seed(0)
     layer = GATv2Conv(8, 4, heads=2, edge_dim=edge_dim)
     x = torch.randn(n, 8, requires_grad=True)
-    calls = []
-    real = fused_attention.gatv2_attention
-    monkeypatch.setattr(fused_attention, "gatv2_attention", lambda *a: calls.append(1) or real(*a))
-    out = layer(x, ops, feats)
-    alpha = layer.last_attention
-    assert calls, "the layer did not take the fused kernels"
-    monkeypatch.setenv(fused_attention.ENV_SWITCH, "0")
-    ref = layer(x, ops, feats)
-    assert len(calls) == 1, "TXPERT_FUSED_ATTENTION=0 must compose the primitives"
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(alpha, layer.last_attention, rtol=1e-5, atol=1e-6)
-    params = [x] + list(layer.parameters()) + ([table] if table is not None else [])
-    for got, want in zip(torch.autograd.grad(out.square().sum(), params), torch.autograd.grad(ref.square().sum(), params)):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
-
-    layer.dropout = 0.3   # attention dropout while training: composed, never the kernels
-    monkeypatch.setattr(fused_attention, "gatv2_attention", lambda *a: pytest.fail("fused kernel in dropout training"))
-    monkeypatch.setenv(fused_attention.ENV_SWITCH, "1")
-    layer.train()
-    layer(x, ops, feats)
+    check_layer_takes_its_kernel(monkeypatch, "gatv2_attention", lambda: (layer, layer(x, ops, feats)),
+                                 [x] + list(layer.parameters()) + ([table] if table is not None else []))

@@ -204,7 +204,7 @@ kernel_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, in
     return 0;                                                                                                 \
 }                                                                                                             \
                                                                                                               \
-/* Edge softmax, then the alpha-weighted sum of source rows (GAT's and GATv2's aggregation):                  \
+/* Edge softmax, then the alpha-weighted sum of source rows (GAT's aggregation; GATv2's when composed):       \
  * alpha_e = softmax over i's incoming edges of score_e (per head), out_i = sum_e alpha_e x_j. score and      \
  * dscore are (E, H) in the edge set's order (eid[p]: the edge id of by-target position p); alpha (E, H) by   \
  * target; at (E, H) alpha by source, written by the first backward pass for the second. */                   \

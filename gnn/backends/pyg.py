@@ -222,9 +222,9 @@ class PyGGraph(GraphOps):
                             etype: Tensor | None, clamp: float):
         """The fused CPU kernels of :mod:`gnn.backends.fused_attention` (float32/64 on CPU, when they could be
         compiled here); None otherwise."""
-        if not self._fused_ok(q, k, v, u, b) or (etype is not None and b.shape[0] > 256):
-            return None   # the kernels index edge types with uint8
-        index = self._attention_index(weight, etype)
+        index = self._typed_index(weight, etype, b.shape[0], q, k, v, u, b)
+        if index is None:
+            return None
         out, alpha = fused_attention.typed_attention(q, k, v, u, b, index, clamp)
         return out, alpha, index.edge_order
 
@@ -232,9 +232,9 @@ class PyGGraph(GraphOps):
                         etype: Tensor | None, negative_slope: float):
         """The fused CPU kernels of :mod:`gnn.backends.fused_attention` (float32/64 on CPU, when they could be
         compiled here); None otherwise."""
-        if not self._fused_ok(l, r, u, b, att) or (etype is not None and b.shape[0] > 256):
-            return None   # the kernels index edge types with uint8
-        index = self._attention_index(weight, etype)
+        index = self._typed_index(weight, etype, b.shape[0], l, r, u, b, att)
+        if index is None:
+            return None
         out, alpha = fused_attention.gatv2_attention(l, r, u, b, att, index, negative_slope)
         return out, alpha, index.edge_order
 
@@ -246,6 +246,14 @@ class PyGGraph(GraphOps):
         index = self._attention_index(None, None)
         out, alpha = fused_attention.softmax_sum(score, x, index)
         return out, alpha, index.edge_order
+
+    def _typed_index(self, weight: Tensor | None, etype: Tensor | None, num_types: int,
+                     *tensors: Tensor) -> fused_attention.TypedAttentionIndex | None:
+        """The edge layouts for a typed fused kernel on these tensors, or None when it does not take them (the
+        kernels index edge types with uint8: at most 256 types)."""
+        if not self._fused_ok(*tensors) or (etype is not None and num_types > 256):
+            return None
+        return self._attention_index(weight, etype)
 
     def _fused_ok(self, *tensors: Tensor) -> bool:
         """Whether the fused kernels take these tensors on these edges (they index with int32)."""

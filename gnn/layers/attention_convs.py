@@ -25,20 +25,19 @@ def _glorot(t: Tensor) -> None:
         t.uniform_(-bound, bound)
 
 
-def factored_edge_projection(lin: nn.Linear, f: TypedEdgeFeatures, heads: int) -> tuple[Tensor | None, Tensor]:
-    """``W f_e + b = w_e u + B_{t_e}`` for the linear map ``lin`` of factored edge features ``f``: ``u (H, C)``
-    (None when the weight is not a feature) and ``B (K, H, C)`` (one row, ``b`` or zeros, when the type is
-    not a feature)."""
-    weight, bias = lin.weight, lin.bias                        # (H*C, F_e), (H*C,) or None
+def factored_edge_projection(weight: Tensor, bias: Tensor | None, f: TypedEdgeFeatures) -> tuple[Tensor | None, Tensor]:
+    """``W f_e + b = w_e u + B_{t_e}`` for a linear map ``W (M, F_e)``, ``b (M,)`` (or None) of factored edge
+    features ``f``: ``u (M,)`` (None when the weight is not a feature) and ``B (K, M)`` (one row, ``b`` or
+    zeros, when the type is not a feature)."""
     width = int(f.weight is not None) + (f.table.shape[1] if f.table is not None else 0)
     if width != weight.shape[1]:
         raise ValueError(f"edge features have {width} columns but the layer was built with edge_dim={weight.shape[1]}")
     off = int(f.weight is not None)
     if f.table is not None:
-        per_type = f.table @ weight[:, off:].t() + (bias if bias is not None else 0)   # (K, H*C)
+        per_type = f.table @ weight[:, off:].t() + (bias if bias is not None else 0)
     else:
         per_type = bias.unsqueeze(0) if bias is not None else weight.new_zeros((1, weight.shape[0]))
-    return (weight[:, 0].view(heads, -1) if off else None), per_type.view(per_type.shape[0], heads, -1)
+    return (weight[:, 0] if off else None), per_type
 
 
 class _Attends(nn.Module):
@@ -61,8 +60,13 @@ class _Attends(nn.Module):
     def last_attention(self, value: Tensor | None) -> None:
         self._last_attention, self._pending_attention = value, None
 
-    def _keep_fused_attention(self, alpha: Tensor, order) -> None:
+    def _take_fused(self, fused: tuple[Tensor, Tensor, object] | None) -> Tensor | None:
+        """The output of a backend's fused kernel, ``(out, alpha, order)`` or None, keeping its attention."""
+        if fused is None:
+            return None
+        out, alpha, order = fused
         self._last_attention, self._pending_attention = None, (alpha, order)
+        return out
 
     def _fusable(self) -> bool:
         """Attention dropout sits between the softmax and the sum while training, so no fused kernel then."""
@@ -71,10 +75,8 @@ class _Attends(nn.Module):
     def _softmax_sum(self, score: Tensor, x: Tensor, ops: GraphOps) -> Tensor:
         """``alpha = softmax`` of ``score (E, H)`` over each target's incoming edges (then attention dropout),
         ``out_i = sum_e alpha_e x_j``: ``(N, H, C)``. The backend's fused kernel when it has one."""
-        fused = ops.edge_softmax_sum(score, x) if self._fusable() else None
-        if fused is not None:
-            out, alpha, order = fused
-            self._keep_fused_attention(alpha, order)
+        out = self._take_fused(ops.edge_softmax_sum(score, x) if self._fusable() else None)
+        if out is not None:
             return out
         alpha = ops.edge_softmax(score)
         self.last_attention = alpha.detach()
@@ -146,12 +148,12 @@ class GATConv(_AttentionConv):
             # sum_c (W_e f_e)_{h,c} a_{edge,h,c} = f_e . (sum_c W_e[h,c,:] a_{edge,h,c}): fold the attention vector
             # into the edge projection so only an (E, H) tensor is made, never the (E, H, C) projection
             w = (self.lin_edge.weight.view(H, C, -1) * self.att_edge.view(H, C, 1)).sum(1)   # (H, F_e)
-            if isinstance(edge_attr, TypedEdgeFeatures):   # f_e . w = w_e w[:, 0] + (T w[:, 1:]^T)[t_e]
-                off = int(edge_attr.weight is not None)
-                if off:
-                    score = score + edge_attr.weight.unsqueeze(-1) * w[:, 0]
+            if isinstance(edge_attr, TypedEdgeFeatures):   # f_e . w = w_e u + B[t_e], per type
+                u, per_type = factored_edge_projection(w, None, edge_attr)
+                if u is not None:
+                    score = score + edge_attr.weight.unsqueeze(-1) * u
                 if edge_attr.table is not None:
-                    score = score + (edge_attr.table @ w[:, off:].t())[edge_attr.etype]
+                    score = score + per_type[edge_attr.etype]
             else:
                 score = score + edge_attr @ w.t()
         score = F.leaky_relu(score, self.negative_slope)
@@ -198,10 +200,8 @@ class GATv2Conv(_AttentionConv):
         if self.lin_edge is not None and edge_attr is None:
             raise ValueError("this layer was built with edge_dim; pass edge_attr")
         if self._fusable() and (self.lin_edge is None or isinstance(edge_attr, TypedEdgeFeatures)):
-            fused = self._fused(xl, xr, ops, edge_attr)
-            if fused is not None:   # the backend's fused kernel (same math, no (E, H, C) tensor)
-                out, alpha, order = fused
-                self._keep_fused_attention(alpha, order)
+            out = self._take_fused(self._fused(xl, xr, ops, edge_attr))
+            if out is not None:   # the backend's fused kernel (same math, no (E, H, C) tensor)
                 return self._finish(out)
         if isinstance(edge_attr, TypedEdgeFeatures):
             edge_attr = edge_attr.dense()
@@ -222,10 +222,10 @@ class GATv2Conv(_AttentionConv):
         if self.lin_edge is None:
             u, per_type, weight, etype = None, xl.new_zeros((1, H, C)), None, None
         else:
-            u, per_type = factored_edge_projection(self.lin_edge, f, H)
-            weight, etype = f.weight, (f.etype if f.table is not None else None)
-        return ops.gatv2_attention(xl, xr, u if u is not None else xl.new_zeros((H, C)), per_type, self.att[0],
-                                   weight, etype, self.negative_slope)
+            u, per_type = factored_edge_projection(self.lin_edge.weight, None, f)
+            per_type, weight, etype = per_type.view(-1, H, C), f.weight, (f.etype if f.table is not None else None)
+        u = u.view(H, C) if u is not None else xl.new_zeros((H, C))
+        return ops.gatv2_attention(xl, xr, u, per_type, self.att[0], weight, etype, self.negative_slope)
 
 
 class ExphormerAttention(_Attends):
@@ -270,9 +270,8 @@ class ExphormerAttention(_Attends):
             fused = ops.typed_dot_attention(
                 q, k, v, u if u is not None else q.new_zeros((H, C)), per_type, edge_attr.weight,
                 edge_attr.etype if edge_attr.table is not None else None, self.clamp)
-            if fused is not None:   # the backend's fused kernel (same math, one pass over the edges)
-                out, alpha, order = fused
-                self._keep_fused_attention(alpha, order)
+            out = self._take_fused(fused)
+            if out is not None:   # the backend's fused kernel (same math, one pass over the edges)
                 return self.lin_o(out.reshape(out.shape[0], H * C))
         if isinstance(edge_attr, TypedEdgeFeatures):
             score = self._typed_score(q, k, ops, edge_attr) / math.sqrt(C)  # (E, H)
@@ -283,8 +282,10 @@ class ExphormerAttention(_Attends):
         return self.lin_o(out.reshape(out.shape[0], H * C))
 
     def _edge_projection(self, f: TypedEdgeFeatures) -> tuple[Tensor | None, Tensor]:
-        """``W_E f_e + b_E = w_e u + B_{t_e}`` (:func:`factored_edge_projection`)."""
-        return factored_edge_projection(self.lin_e, f, self.heads)
+        """``W_E f_e + b_E = w_e u + B_{t_e}`` (:func:`factored_edge_projection`): ``u (H, C)`` or None,
+        ``B (K, H, C)``."""
+        u, per_type = factored_edge_projection(self.lin_e.weight, self.lin_e.bias, f)
+        return (u.view(self.heads, -1) if u is not None else None), per_type.view(per_type.shape[0], self.heads, -1)
 
     def _typed_score(self, q: Tensor, k: Tensor, ops: GraphOps, f: TypedEdgeFeatures) -> Tensor:
         """``sum_c q[dst] k[src] (W_E f_e + b_E)`` per head, ``(E, H)``, for factored features (class docstring)."""
