@@ -202,38 +202,48 @@ def step_seconds(model, target) -> float:
 
 
 def dense_seconds(model, target, repeats: int) -> tuple[float, float]:
-    """The dense part of one step alone: every dense 2-D matrix product the step runs (``aten::mm`` and
-    ``aten::addmm`` on strided tensors, forward and backward -- the linear layers, however a layer calls them;
-    recorded with a dispatch mode), replayed on random inputs of the same shapes; median wall seconds of the
-    replay and its GFLOP (``2 m k n`` summed)."""
+    """The dense part of one step alone: every dense 2-D matrix product the step runs (``aten::mm``,
+    ``aten::addmm`` and oneDNN's ``mkldnn::_linear_pointwise`` on strided tensors, forward and backward -- the
+    linear layers, however a layer calls them; recorded with a dispatch mode), replayed on random inputs of the
+    same shapes; median wall seconds of the replay and its GFLOP (``2 m k n`` summed)."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
     aten = torch.ops.aten
+    onednn = getattr(getattr(torch.ops.mkldnn, "_linear_pointwise", None), "default", None)
     calls = []
+
+    def flop(func, shapes) -> int:
+        if func is onednn:          # x (m, k) times w (n, k) transposed
+            (m, k), (n, _) = shapes[0], shapes[1]
+        else:                       # [bias,] a (m, k) @ b (k, n)
+            (m, k), (_, n) = shapes[-2], shapes[-1]
+        return 2 * m * k * n
 
     class Record(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             tensors = [a for a in args if isinstance(a, torch.Tensor)]
-            if func in (aten.mm.default, aten.addmm.default) and all(t.layout == torch.strided for t in tensors):
-                calls.append((func, [tuple(t.shape) for t in tensors], tensors[0].dtype))
+            if func in (aten.mm.default, aten.addmm.default, onednn) and all(t.layout == torch.strided for t in tensors):
+                shapes = [tuple(t.shape) for t in tensors]
+                template = [("tensor", tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else ("value", a)
+                            for a in args]
+                calls.append((func, template, flop(func, shapes)))
             return func(*args, **(kwargs or {}))
 
     with Record():
         step_seconds(model, target)
     gen = torch.Generator().manual_seed(2)
-    replay = [(func, [torch.randn(shape, generator=gen, dtype=dtype) for shape in shapes])
-              for func, shapes, dtype in calls]
+    replay = [(func, [torch.randn(a[1], generator=gen, dtype=a[2]) if a[0] == "tensor" else a[1] for a in template])
+              for func, template, _ in calls]
 
     def run() -> float:
         t0 = time.perf_counter()
-        for func, tensors in replay:
-            func(*tensors)
+        for func, args in replay:
+            func(*args)
         return time.perf_counter() - t0
 
     run()
-    gflop = sum(2 * t[-2].shape[0] * t[-2].shape[1] * t[-1].shape[1] for _, t in replay) / 1e9
-    return statistics.median(run() for _ in range(repeats)), gflop
+    return statistics.median(run() for _ in range(repeats)), sum(f for _, _, f in calls) / 1e9
 
 
 def pair_worker(args) -> None:

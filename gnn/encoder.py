@@ -22,6 +22,7 @@ from gnn.effects import EffectInputs
 from gnn.kinds.multigraph import BMPBody, HybridBody, MLGBody
 from gnn.kinds.single import ExphormerBody, GATBody
 from gnn.kinds.spec import EncoderSpec
+from gnn.layers.linear import Linear
 from kgbuild.graph import MultiGraph
 
 #: kind -> (body class, fixed keyword arguments)
@@ -132,7 +133,7 @@ class PerturbationEncoder(nn.Module):
         else:
             self.embedding = None
             self.effects = EffectInputs(graph, len(self.vocab), code_dim, gene_dim)
-            self.input_proj = nn.Linear(self.effects.dim, dim)
+            self.input_proj = Linear(self.effects.dim, dim)
         self.unknown = nn.Parameter(torch.zeros(dim)) if unknown_token else None
         # which rows use their own input embedding (set_known); not saved in checkpoints: callers set it
         self.register_buffer("known", torch.ones(len(self.vocab), dtype=torch.bool), persistent=False)

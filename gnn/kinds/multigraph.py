@@ -15,6 +15,7 @@ from gnn.backends.base import Backend
 from gnn.edges import EdgeSet, self_loops
 from gnn.kinds.spec import EncoderSpec, concat_edges, typed
 from gnn.layers.blocks import ConvBlock, EdgeFeatures, LayerAttention, conv_edge_features, make_conv
+from gnn.layers.linear import Linear
 
 
 class HybridBody(nn.Module):
@@ -110,7 +111,7 @@ class BMPBlock(nn.Module):
         super().__init__()
         self.conv_in = make_conv(conv, dim, heads, edge_dim, dropout)
         self.conv_out = make_conv(conv, dim, heads, edge_dim, dropout)
-        self.mix = nn.Linear(2 * dim, dim)
+        self.mix = Linear(2 * dim, dim)
         self.norm = nn.LayerNorm(dim)
         self.dropout = dropout
 

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from gnn.backends.base import GraphOps
 from gnn.edges import TypedEdgeFeatures
+from gnn.layers.linear import Linear
 
 
 def _glorot(t: Tensor) -> None:
@@ -117,11 +118,11 @@ class GATConv(_AttentionConv):
     def __init__(self, in_dim: int, out_dim: int, heads: int = 1, edge_dim: int | None = None, concat: bool = True,
                  negative_slope: float = 0.2, dropout: float = 0.0, bias: bool = True):
         super().__init__(in_dim, out_dim, heads, edge_dim, concat, negative_slope, dropout, bias)
-        self.lin = nn.Linear(in_dim, heads * out_dim, bias=False)
+        self.lin = Linear(in_dim, heads * out_dim, bias=False)
         self.att_src = nn.Parameter(torch.empty(1, heads, out_dim))
         self.att_dst = nn.Parameter(torch.empty(1, heads, out_dim))
         if edge_dim is not None:
-            self.lin_edge = nn.Linear(edge_dim, heads * out_dim, bias=False)
+            self.lin_edge = Linear(edge_dim, heads * out_dim, bias=False)
             self.att_edge = nn.Parameter(torch.empty(1, heads, out_dim))
         else:
             self.lin_edge, self.att_edge = None, None
@@ -177,10 +178,10 @@ class GATv2Conv(_AttentionConv):
     def __init__(self, in_dim: int, out_dim: int, heads: int = 1, edge_dim: int | None = None, concat: bool = True,
                  negative_slope: float = 0.2, dropout: float = 0.0, bias: bool = True):
         super().__init__(in_dim, out_dim, heads, edge_dim, concat, negative_slope, dropout, bias)
-        self.lin_l = nn.Linear(in_dim, heads * out_dim, bias=bias)
-        self.lin_r = nn.Linear(in_dim, heads * out_dim, bias=bias)
+        self.lin_l = Linear(in_dim, heads * out_dim, bias=bias)
+        self.lin_r = Linear(in_dim, heads * out_dim, bias=bias)
         self.att = nn.Parameter(torch.empty(1, heads, out_dim))
-        self.lin_edge = nn.Linear(edge_dim, heads * out_dim, bias=False) if edge_dim is not None else None
+        self.lin_edge = Linear(edge_dim, heads * out_dim, bias=False) if edge_dim is not None else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -254,11 +255,11 @@ class ExphormerAttention(_Attends):
         if out_dim % heads:
             raise ValueError(f"out_dim {out_dim} must be divisible by heads {heads}")
         self.heads, self.head_dim, self.clamp, self.dropout = heads, out_dim // heads, clamp, dropout
-        self.lin_q = nn.Linear(in_dim, out_dim, bias=True)
-        self.lin_k = nn.Linear(in_dim, out_dim, bias=True)
-        self.lin_v = nn.Linear(in_dim, out_dim, bias=True)
-        self.lin_e = nn.Linear(edge_dim, out_dim, bias=True)
-        self.lin_o = nn.Linear(out_dim, out_dim, bias=True)
+        self.lin_q = Linear(in_dim, out_dim, bias=True)
+        self.lin_k = Linear(in_dim, out_dim, bias=True)
+        self.lin_v = Linear(in_dim, out_dim, bias=True)
+        self.lin_e = Linear(edge_dim, out_dim, bias=True)
+        self.lin_o = Linear(out_dim, out_dim, bias=True)
 
     def forward(self, x: Tensor, ops: GraphOps, edge_attr: Tensor) -> Tensor:
         H, C = self.heads, self.head_dim

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from gnn.backends.base import Backend, GraphOps
 from gnn.edges import EdgeSet, TypedEdgeFeatures
 from gnn.layers.attention_convs import ExphormerAttention, GATConv, GATv2Conv
+from gnn.layers.linear import Linear
 
 
 class EdgeFeatures(nn.Module):
@@ -98,7 +99,7 @@ class ExphormerBlock(nn.Module):
         super().__init__()
         self.attn = ExphormerAttention(dim, dim, heads, edge_dim, dropout=dropout)
         self.norm1 = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, 2 * dim), nn.ReLU(), nn.Linear(2 * dim, dim))
+        self.ffn = nn.Sequential(Linear(dim, 2 * dim), nn.ReLU(), Linear(2 * dim, dim))
         self.norm2 = nn.LayerNorm(dim)
         self.dropout = dropout
 
@@ -120,8 +121,8 @@ class LayerAttention(nn.Module):
     def __init__(self, dim: int, hidden: int | None = None):
         super().__init__()
         hidden = hidden or dim
-        self.proj = nn.Linear(dim, hidden)
-        self.query = nn.Linear(hidden, 1, bias=False)
+        self.proj = Linear(dim, hidden)
+        self.query = Linear(hidden, 1, bias=False)
         self.last_weights: Tensor | None = None
 
     def forward(self, h: Tensor) -> Tensor:

@@ -43,6 +43,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from gnn.layers.linear import Linear
+
 BASAL_KINDS = ("mlp", "none")
 
 
@@ -50,7 +52,7 @@ def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
     """Linear layers with GELU (and dropout) between them, none after the last."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
+        layers.append(Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(nn.GELU())
             if dropout > 0:
@@ -96,7 +98,7 @@ class TxPert(nn.Module):
             if row_to_col is None:
                 raise ValueError("target_term needs row_to_col")
             self.register_buffer("row_to_col", row_to_col.long().clone())
-            self.target_head = nn.Linear(d, 1)
+            self.target_head = Linear(d, 1)
             nn.init.zeros_(self.target_head.weight)
             nn.init.zeros_(self.target_head.bias)
             self.target_gain = nn.Parameter(torch.zeros(()))
@@ -114,7 +116,7 @@ class TxPert(nn.Module):
             self.register_buffer("nbr_weights", weights.float()[order].clone(), persistent=False)
             self.register_buffer("nbr_layers", layers.long()[order].clone(), persistent=False)
             self.nbr_gain = nn.Parameter(torch.zeros(n_layers))
-            self.nbr_head = nn.Linear(d, n_layers, bias=False)
+            self.nbr_head = Linear(d, n_layers, bias=False)
             nn.init.zeros_(self.nbr_head.weight)
 
     @torch.no_grad()

@@ -1,0 +1,116 @@
+r"""The linear layer every model here uses: ``y = x W^T + b``, with its large float32 CPU products run by oneDNN.
+
+Shapes: ``x (..., F_in)``, ``W (F_out, F_in)``, ``b (F_out,)`` or None, ``y (..., F_out)``; with ``M`` the
+number of rows of ``x`` (all leading dimensions flattened) and ``g = dL/dy``:
+
+.. math::
+    y = x W^\top + b,\qquad dx = g W,\qquad dW = g^\top x,\qquad db = \textstyle\sum_m g_m.
+
+:class:`Linear` is :class:`torch.nn.Linear` (same parameters, initialisation and ``state_dict``); only the
+routine that multiplies changes. torch multiplies float32 matrices on the CPU with MKL, which on AMD
+processors takes a code path about half as fast as the vector units allow (``docs/training-and-evaluation.md``,
+"Speed on the CPU"). oneDNN, the other matrix library inside torch's CPU builds, dispatches on the vector
+units themselves. Measured on the 2-core AMD Zen 5 machines here (``benchmarks/bench_linear.py``), oneDNN
+takes ``y`` and ``dx`` in 0.4-0.8 of MKL's time once ``M F_in F_out`` is several million, and is slower on
+small products. So:
+
+* ``y`` and ``dx`` through oneDNN (``torch.ops.mkldnn._linear_pointwise``, the routine torch's own compiler
+  uses for CPU linear layers) when ``M F_in F_out >= 2^23`` (and, for ``dx``, ``M >= 256``);
+* ``dW`` too when ``F_in F_out >= M`` (a head's wide layer over a batch; oneDNN reads ``g^T`` and ``x^T`` as
+  copies), else by torch: over a whole graph's nodes ``dW`` is a long reduction into a small matrix, where
+  MKL is 2-3x faster;
+* ``db`` and every smaller product as torch does them (MKL).
+
+Only for float32 tensors on the CPU, without autocast, when torch was built with oneDNN, and unless
+``TXPERT_ONEDNN_LINEAR=0``; otherwise :func:`torch.nn.functional.linear`. The result is the same product up to
+float32 rounding (each library sums in its own order), as between any two thread counts.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ENV_SWITCH = "TXPERT_ONEDNN_LINEAR"   # "0": always torch.nn.functional.linear
+MIN_WORK = 1 << 23                    # M * F_in * F_out from which oneDNN is faster (module docstring)
+MIN_ROWS_DX = 256                     # and the rows from which it is faster for dx
+
+
+def _onednn_linear():
+    """torch's oneDNN linear routine, or None when this torch build has none."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    return getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+
+
+_ROUTINE = _onednn_linear()
+
+
+def _autocast_on() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:   # torch < 2.4 takes no device
+        return torch.is_autocast_cpu_enabled()
+
+
+def uses_onednn(x: Tensor, weight: Tensor) -> bool:
+    """Whether :func:`linear` multiplies ``x`` by ``weight`` with oneDNN (module docstring)."""
+    if _ROUTINE is None or os.environ.get(ENV_SWITCH, "1") == "0":
+        return False
+    if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32 or _autocast_on():
+        return False
+    return x.numel() * weight.shape[0] >= MIN_WORK
+
+
+def _mm_onednn(a: Tensor, b_t: Tensor, bias: Tensor | None) -> Tensor:
+    """``a b_t^T + bias`` by oneDNN: ``a (M, K)``, ``b_t (N, K)`` -> ``(M, N)``."""
+    return _ROUTINE(a.contiguous(), b_t.contiguous(), bias, "none", [], "")
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """``y = x W^T + b`` for 2-d ``x (M, F_in)``; ``y`` and (large) ``dx`` by oneDNN, ``dW``, ``db`` by torch."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _mm_onednn(x, weight, bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: Tensor):
+        x, weight = ctx.saved_tensors
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            if x.shape[0] >= MIN_ROWS_DX:
+                dx = _mm_onednn(g, weight.t(), None)
+            else:
+                dx = g.mm(weight)
+        if ctx.needs_input_grad[1]:
+            if weight.numel() >= x.shape[0]:   # a large W over a short reduction: oneDNN, on transposed copies
+                dw = _mm_onednn(g.t(), x.t(), None)
+            else:
+                dw = g.t().mm(x)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            db = g.sum(0)
+        return dx, dw, db
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``x W^T + b`` (:func:`torch.nn.functional.linear`), large float32 CPU products by oneDNN (module docstring)."""
+    if not uses_onednn(x, weight):
+        return F.linear(x, weight, bias)
+    if x.dim() == 2:
+        return _OneDNNLinear.apply(x, weight, bias)
+    lead = x.shape[:-1]
+    return _OneDNNLinear.apply(x.reshape(-1, x.shape[-1]), weight, bias).view(*lead, weight.shape[0])
+
+
+class Linear(nn.Linear):
+    """:class:`torch.nn.Linear` whose products go through :func:`linear`: ``(..., in_features) -> (..., out_features)``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return linear(x, self.weight, self.bias)
