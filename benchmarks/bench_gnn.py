@@ -250,6 +250,7 @@ def pair_worker(args) -> None:
     """Two models in one process, steps alternated, so machine load hits both alike: median time of each."""
     import torch
 
+    set_allocator(args)
     torch.set_num_threads(args.threads)
     graph = load_or_make_graph(args)
     specs = [tuple(part.split(":")) for part in args.pair.split(",")]
@@ -265,9 +266,19 @@ def pair_worker(args) -> None:
     print(json.dumps({"pair": args.pair, "seconds": [statistics.median(t) for t in times], "floor_s": floors}))
 
 
+def set_allocator(args) -> None:
+    """``--allocator keep``: freed memory kept in the process, as every ``txpert`` entry point sets it
+    (:mod:`txpert_head.training.allocator`); ``default``: malloc's defaults."""
+    if args.allocator == "keep":
+        from txpert_head.training.allocator import keep_freed_memory
+
+        keep_freed_memory()
+
+
 def worker(args) -> None:
     import torch
 
+    set_allocator(args)
     torch.set_num_threads(args.threads)
     graph = load_or_make_graph(args)
     model = build_model(graph, args.kind, args.backend, args)
@@ -292,7 +303,7 @@ def run_cell(python: str, kind: str, backend: str, args, pair: str | None = None
            "--nodes", str(args.nodes), "--edges", str(args.edges), "--layers", str(args.layers),
            "--dim", str(args.dim), "--heads", str(args.heads), "--graph-layers", str(args.graph_layers),
            "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--threads", str(args.threads),
-           "--seed", str(args.seed)] + (["--graph", str(args.graph)] if args.graph else [])
+           "--seed", str(args.seed), "--allocator", args.allocator] + (["--graph", str(args.graph)] if args.graph else [])
     env = dict(os.environ, DGLBACKEND="pytorch", PYTHONPATH=str(REPO), OMP_NUM_THREADS=str(args.threads))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -317,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kinds", default=",".join(KINDS), help="comma-separated encoder kinds")
     p.add_argument("--dgl-python", default=str(REPO / ".venv-dgl" / "bin" / "python"),
                    help="interpreter of the DGL environment ('' to skip the DGL columns)")
+    p.add_argument("--allocator", choices=["keep", "default"], default="keep",
+                   help="keep: freed memory kept in the process, as the txpert command and API set it (default); "
+                        "default: malloc's defaults (every step faults its large tensors in again)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--kind", help=argparse.SUPPRESS)
     p.add_argument("--backend", default="pyg", help=argparse.SUPPRESS)
@@ -344,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         where = f"synthetic graph: {args.nodes:,} nodes, {args.edges:,} edges in {args.graph_layers} layers"
     print(f"{where}; {args.layers} layers, "
-          f"hidden {args.dim}, {args.heads} heads; {args.threads} thread(s); median of {args.repeats} forward+backward steps")
+          f"hidden {args.dim}, {args.heads} heads; {args.threads} thread(s); median of {args.repeats} forward+backward steps; "
+          f"allocator: {'freed memory kept, as txpert runs' if args.allocator == 'keep' else 'malloc defaults'}")
     rows = [REFERENCE] + kinds
     results: dict[tuple[str, str, str], dict | None] = {}
     for kind in rows:

@@ -178,6 +178,10 @@ def child(args) -> dict:
     from txpert_head.training.config import TrainConfig
     from txpert_head.training.trainer import Trainer
 
+    if args.allocator == "keep":   # as every txpert entry point does
+        from txpert_head.training.allocator import keep_freed_memory
+
+        keep_freed_memory()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     if args.source == "memory":
@@ -242,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "txpert-kg" / "bench"),
                     help="folder of the synthetic .h5ad files (written once, reused; default %(default)s)")
     ap.add_argument("--memory-budget", default=None, help="memory budget of load_h5ad (e.g. 4GB; default its default)")
+    ap.add_argument("--allocator", choices=["keep", "default"], default="keep",
+                    help="keep: freed memory kept in the process, as the txpert command and API set it (default); "
+                         "default: malloc's defaults")
     ap.add_argument("--setting", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.setting:
@@ -259,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             prof = ["-m", "cProfile", "-o", str(Path(args.profile) / f"{setting}.pstats")]
         cmd = [sys.executable, *prof, __file__, "--setting", setting, "--cells", str(args.cells), "--genes", str(args.genes),
                "--perts", str(args.perts), "--graph-nodes", str(args.graph_nodes), "--threads", str(args.threads),
-               "--source", args.source, "--cache", args.cache]
+               "--source", args.source, "--cache", args.cache, "--allocator", args.allocator]
         if args.memory_budget:
             cmd += ["--memory-budget", args.memory_budget]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True)
@@ -272,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             pstats.Stats(str(Path(args.profile) / f"{setting}.pstats")).sort_stats("cumulative").print_stats(25)
     print(f"{args.cells:,} cells x {args.genes:,} genes (sparse, {results[0]['nnz']:,} non-zero), "
           f"{args.perts:,} perturbations, graph {args.graph_nodes:,} nodes, {args.threads} thread(s), "
-          f"data: {args.source}")
+          f"data: {args.source}, allocator: {'freed memory kept (as txpert runs)' if args.allocator == 'keep' else 'malloc defaults'}")
     print(f"{'setting':<12}{'train cells':>12}{'steps':>7}{'load s':>8}{'train s':>9}{'epoch s (+eval)':>17}"
           f"{'floor s':>9}{'train/floor':>13}{'epoch/floor':>13}{'cells/s':>10}{'peak GB':>9}{'  (data only)':>13}")
     for r in results:

@@ -16,6 +16,14 @@ from txpert_head.data.perturb_data import CONTROL, TARGET_SUM
 __all__ = ["baselines", "evaluate", "identify", "predict", "score", "train"]
 
 
+def _work() -> None:
+    """What every work function does first, as the ``txpert`` command does: keep freed memory in the process
+    (:func:`txpert_head.training.allocator.keep_freed_memory`; ``TXPERT_KEEP_FREED_MEMORY=0`` leaves malloc's defaults)."""
+    from txpert_head.training.allocator import keep_freed_memory
+
+    keep_freed_memory()
+
+
 def _data_options(data: str | Path, perturbation_col: str | None, control: str | Sequence[str] | None,
                   cell_line_col: str | None, batch_col: str | None, normalize: str, target_sum: float,
                   gene_info: str | Path | None, backed: bool | str = "auto", memory_budget: int | str | None = None):
@@ -52,6 +60,7 @@ def train(data: str | Path, graph: str | Path, out: str | Path, *, task: str = "
     expression matrix on disk and read rows as needed -- auto: when it takes more than ``memory_budget``, bytes or
     ``"8GB"``, default 4 GB; the numbers are the same either way); ``task`` is ``unseen_single``, ``double`` or ``cross_cell_line`` (with ``holdout_line``).
     ``baselines`` / ``vcc``: also compare with the baselines / compute the VCC metrics (slower)."""
+    _work()
     from txpert_head.runs.predictor import Predictor
     from txpert_head.runs.folder import read_config_file, train_run
     from txpert_head.data.splits import TASKS
@@ -84,6 +93,7 @@ def predict(run: str | Path, perturbations: Sequence[str] | str, cell_line: str 
     ``A+B`` combinations) in ``cell_line``: a :class:`~txpert_head.runs.predictor.Prediction` (``mean``, ``delta``
     against batch-matched controls, ``obs``; ``.to_anndata()``). With ``out`` it is also written as ``.h5ad``.
     See :meth:`Predictor.predict <txpert_head.runs.predictor.Predictor.predict>`."""
+    _work()
     from txpert_head.runs.predictor import Predictor
 
     pred = run if isinstance(run, Predictor) else Predictor.load(run)
@@ -99,6 +109,7 @@ def evaluate(run: str | Path, part: str = "test", *, baselines: bool = True, vcc
     """Metrics of a run's best weights on its ``test`` (or ``val``) split beside the baselines -- ``txpert
     evaluate`` without writing files: ``(table, summary)`` (one row per condition; mean metrics, ``baselines``,
     ``paired``, ``vcc``). Reads the training data (``data_path`` when it moved since training)."""
+    _work()
     from txpert_head.runs.folder import evaluate_run
 
     return evaluate_run(run, part, baselines=baselines, vcc=vcc, split_half_seeds=split_half_seeds,
@@ -114,6 +125,7 @@ def baselines(data: str | Path, out: str | Path, *, task: str = "unseen_single",
     """The baselines on a split of ``data`` (no training) -- ``txpert baseline``: writes ``out/baselines.json``
     and ``out/baselines_per_perturbation.csv`` and returns the report (``report["baselines"]``: mean metrics
     per baseline). ``graph`` adds the graph baselines (``graph_neighbours``, ``linear_graph``)."""
+    _work()
     from txpert_head.runs.folder import baseline_run
     from txpert_head.data.splits import TASKS
 
@@ -135,6 +147,7 @@ def identify(run: str | Path, data: str | Path, out: str | Path, *, groups: Sequ
     default every gene of the run's graph) for each group of cells of ``data`` by how well the run's predicted
     change matches the group's observed change. Writes the ranked table ``out`` and ``<out>.summary.json``;
     returns the summary (``evaluate``: the group labels are the true targets, also MRR / hit@k)."""
+    _work()
     from txpert_head.identification.targets import SCOPES
     from txpert_head.runs.identify import identify_run
 
@@ -161,6 +174,7 @@ def score(predictions: str | Path, data: str | Path, split: str | Path | None = 
     is scored, and the data options, graph and seed it recorded fill the ones not given here); without it every
     predicted perturbation with truth in ``data`` is scored. ``pred_*_col``: columns of the predictions file;
     the other data options describe ``data`` as for :func:`train`."""
+    _work()
     from txpert_head.runs.scoring import score_files
 
     if isinstance(control, str):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from kgbuild.cli_common import common_group_options, set_short_help, setup_logging
+from txpert_head.training.allocator import keep_freed_memory
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -17,6 +18,7 @@ def main(verbose: int) -> None:
     perturbations never seen in training, from gene-gene knowledge graphs built with kgbuild.
     """
     setup_logging(verbose)
+    keep_freed_memory()  # large tensors' pages are reused, not faulted in again at every step
 
 
 from txpert_head.cli.simulate import simulate  # noqa: E402  (txpert simulate)
