@@ -107,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                      "none", [], ""),
             "layer_ref": lambda: step(ref), "layer_ours": lambda: step(ours),
         })
-        takes = [n for n, on in (("y", lin.uses_onednn(x, w)),
-                                 ("dx", lin.uses_onednn(x, w) and m >= lin.MIN_ROWS_DX)) if on]
+        takes = [n for n, on in zip(("y", "dx", "dW"), lin.onednn_products(m, i, o)) if on]
 
         def cell(k):
             return f"{t[k + '_mkl'] * 1e3:8.3f} ms {t[k + '_mkl'] / t[k + '_dnn']:4.2f}x"

@@ -35,3 +35,20 @@ def test_bench_attention_prints_its_table_on_a_tiny_graph(capsys, monkeypatch):
     out = capsys.readouterr().out
     for row in ("layer, fused", "layer, composed", "fused forward", "fused backward", "gather-sum yardstick"):
         assert row in out
+
+
+def test_bench_linear_prints_a_row_per_shape_and_which_products_go_to_onednn(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import bench_linear
+
+    from gnn.layers import linear as lin
+
+    assert bench_linear.main(["--repeats", "1", "--shapes", "8192x64x64,300x1000x300,16x8x8"]) == 0
+    out = capsys.readouterr().out
+    if lin._ROUTINE is None:
+        assert "no oneDNN linear routine" in out
+        return
+    rows = {line.split(" ->")[0].strip(): line for line in out.splitlines() if " -> " in line and " ms" in line}
+    assert rows["8192 x 64"].rstrip().endswith("y, dx"), "a whole graph's projection: y and dx by oneDNN"
+    assert rows["16 x 8"].rstrip().endswith("-"), "a small product stays with torch"
+    assert rows["300 x 1000"].rstrip().endswith("y, dx, dW"), "a head's wide layer: dW by oneDNN too"

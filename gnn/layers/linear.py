@@ -11,8 +11,8 @@ routine that multiplies changes. torch multiplies float32 matrices on the CPU wi
 processors takes a code path about half as fast as the vector units allow (``docs/training-and-evaluation.md``,
 "Speed on the CPU"). oneDNN, the other matrix library inside torch's CPU builds, dispatches on the vector
 units themselves. Measured on the 2-core AMD Zen 5 machines here (``benchmarks/bench_linear.py``), oneDNN
-takes ``y`` and ``dx`` in 0.4-0.8 of MKL's time once ``M F_in F_out`` is several million, and is slower on
-small products. So:
+computes ``y`` in about half of MKL's time once ``M F_in F_out`` is several million, ``dx`` mostly in less (0.4-0.9
+of it, with exceptions from run to run), and is slower on small products. So:
 
 * ``y`` and ``dx`` through oneDNN (``torch.ops.mkldnn._linear_pointwise``, the routine torch's own compiler
   uses for CPU linear layers) when ``M F_in F_out >= 2^23`` (and, for ``dx``, ``M >= 256``);
@@ -56,13 +56,20 @@ def _autocast_on() -> bool:
         return torch.is_autocast_cpu_enabled()
 
 
+def onednn_products(rows: int, in_features: int, out_features: int) -> tuple[bool, bool, bool]:
+    """Which of ``y``, ``dx``, ``dW`` oneDNN computes for a float32 CPU product of this shape (module docstring)."""
+    if rows * in_features * out_features < MIN_WORK:
+        return False, False, False
+    return True, rows >= MIN_ROWS_DX, in_features * out_features >= rows
+
+
 def uses_onednn(x: Tensor, weight: Tensor) -> bool:
     """Whether :func:`linear` multiplies ``x`` by ``weight`` with oneDNN (module docstring)."""
     if _ROUTINE is None or os.environ.get(ENV_SWITCH, "1") == "0":
         return False
     if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32 or _autocast_on():
         return False
-    return x.numel() * weight.shape[0] >= MIN_WORK
+    return onednn_products(x.numel() // max(x.shape[-1], 1), weight.shape[1], weight.shape[0])[0]
 
 
 def _mm_onednn(a: Tensor, b_t: Tensor, bias: Tensor | None) -> Tensor:
@@ -71,7 +78,8 @@ def _mm_onednn(a: Tensor, b_t: Tensor, bias: Tensor | None) -> Tensor:
 
 
 class _OneDNNLinear(torch.autograd.Function):
-    """``y = x W^T + b`` for 2-d ``x (M, F_in)``; ``y`` and (large) ``dx`` by oneDNN, ``dW``, ``db`` by torch."""
+    """``y = x W^T + b`` for 2-d ``x (M, F_in)``: ``y`` by oneDNN, ``dx`` and ``dW`` as :func:`onednn_products`
+    says, ``db`` by torch."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -83,17 +91,12 @@ class _OneDNNLinear(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, g: Tensor):
         x, weight = ctx.saved_tensors
+        _, dx_onednn, dw_onednn = onednn_products(x.shape[0], weight.shape[1], weight.shape[0])
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
-            if x.shape[0] >= MIN_ROWS_DX:
-                dx = _mm_onednn(g, weight.t(), None)
-            else:
-                dx = g.mm(weight)
-        if ctx.needs_input_grad[1]:
-            if weight.numel() >= x.shape[0]:   # a large W over a short reduction: oneDNN, on transposed copies
-                dw = _mm_onednn(g.t(), x.t(), None)
-            else:
-                dw = g.t().mm(x)
+            dx = _mm_onednn(g, weight.t(), None) if dx_onednn else g.mm(weight)
+        if ctx.needs_input_grad[1]:   # oneDNN reads g^T and x^T as copies
+            dw = _mm_onednn(g.t(), x.t(), None) if dw_onednn else g.t().mm(x)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             db = g.sum(0)
         return dx, dw, db

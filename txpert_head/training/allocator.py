@@ -8,7 +8,7 @@ top of the heap is given back. A forward and backward pass over a whole graph al
 tensors of 1-30 MB (``N x d`` activations, ``E x H`` attention, their gradients), so every step pays a page
 fault per 4 kB page it touches again: about 6,000-14,000 faults and 8-18 ms of a 0.11 s ``exphormer-mg``
 pass over the merged real graph on the 2-core machines here, more for the multigraph encoders
-(``benchmarks/bench_gnn.py`` prints both ways with ``--allocator``).
+(``benchmarks/bench_gnn.py`` measures a pass either way: ``--allocator keep`` or ``default``).
 
 :func:`keep_freed_memory` sets the two thresholds once (``mallopt``): blocks up to 32 MB (glibc's largest
 mmap threshold) come from the heap, and up to 1 GB of free heap is kept. Peak memory is unchanged (freed
