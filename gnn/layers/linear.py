@@ -49,11 +49,16 @@ def _onednn_linear():
 _ROUTINE = _onednn_linear()
 
 
-def _autocast_on() -> bool:
+def _cpu_autocast_query():
+    """torch's "is CPU autocast on?", chosen once (it is asked on every call of :func:`linear`)."""
     try:
-        return torch.is_autocast_enabled("cpu")
+        torch.is_autocast_enabled("cpu")
     except TypeError:   # torch < 2.4 takes no device
-        return torch.is_autocast_cpu_enabled()
+        return torch.is_autocast_cpu_enabled
+    return lambda: torch.is_autocast_enabled("cpu")
+
+
+_autocast_on = _cpu_autocast_query()
 
 
 def onednn_products(rows: int, in_features: int, out_features: int) -> tuple[bool, bool, bool]:
