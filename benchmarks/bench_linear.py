@@ -9,7 +9,9 @@ layers' copies) and the TxPert head's MLPs at ``bench_train``'s batch of 256 and
   (``torch.ops.mkldnn._linear_pointwise``), with the ratio torch / oneDNN (> 1: oneDNN is faster);
 * ``layer``: forward + backward of :class:`gnn.layers.linear.Linear` against :class:`torch.nn.Linear` with
   the same parameters, and which products the layer gives oneDNN (``y``, ``dx``: see
-  :mod:`gnn.layers.linear`).
+  :mod:`gnn.layers.linear`), measured with ``TXPERT_ONEDNN_LINEAR=1`` so the rule's products go to oneDNN on
+  any processor; the line above the table says whether the layer does so here unasked (on AMD processors
+  with AVX-512 only: :func:`gnn.layers.linear.mkl_below_the_cpu`).
 
 Usage::
 
@@ -52,23 +54,13 @@ def _shape(text: str) -> tuple[int, int, int, str]:
     return m, i, o, ""
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeats", type=int, default=15)
-    p.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 2))
-    p.add_argument("--shapes", type=lambda s: [_shape(v) for v in s.split(",")], default=SHAPES,
-                   help="comma-separated ROWSxINxOUT (default: the models' shapes, listed in the description)")
-    args = p.parse_args(argv)
-
+def table(args) -> None:
+    """Print the table (module docstring), the layer's switch set to use oneDNN."""
     import torch
     from torch import nn
 
     from gnn.layers import linear as lin
 
-    torch.set_num_threads(args.threads)
-    if lin._ROUTINE is None:
-        print("this torch build has no oneDNN linear routine: the layer is torch's own linear")
-        return 0
     routine = lin._ROUTINE
 
     def timed(fns: dict) -> dict:
@@ -84,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"float32, {args.threads} thread(s), torch {torch.__version__}; median of {args.repeats} alternated calls; "
           "ratio = torch (MKL) time / oneDNN time")
+    here = "unasked" if lin.mkl_below_the_cpu() else f"only with {lin.ENV_SWITCH}=1"
+    print(f"this processor: {torch.backends.cpu.get_cpu_capability()}, {lin._cpu_vendor() or 'vendor unknown'}; "
+          f"the layer gives oneDNN its products here {here} (the layer column is measured with {lin.ENV_SWITCH}=1)")
     print(f"{'rows x in -> out':<22}{'y':>16}{'dx':>16}{'dW':>16}{'layer fwd+bwd':>26}  {'oneDNN takes':<12} shape")
     gen = torch.Generator().manual_seed(0)
     for m, i, o, what in args.shapes:
@@ -115,6 +110,35 @@ def main(argv: list[str] | None = None) -> int:
         layer = f"{t['layer_ref'] * 1e3:8.3f} -> {t['layer_ours'] * 1e3:7.3f} ms {t['layer_ref'] / t['layer_ours']:4.2f}x"
         print(f"{f'{m} x {i} -> {o}':<22}{cell('y'):>16}{cell('dx'):>16}{cell('dw'):>16}{layer:>26}  "
               f"{', '.join(takes) or '-':<12} {what}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 2))
+    p.add_argument("--shapes", type=lambda s: [_shape(v) for v in s.split(",")], default=SHAPES,
+                   help="comma-separated ROWSxINxOUT (default: the models' shapes, listed in the description)")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from gnn.layers import linear as lin
+
+    torch.set_num_threads(args.threads)
+    if lin._ROUTINE is None:
+        print("this torch build has no oneDNN linear routine: the layer is torch's own linear")
+        return 0
+    # the layer column shows the rule's products on oneDNN whatever the processor (whether the layer takes
+    # them here unasked is printed above the table); the switch is put back afterwards
+    before = os.environ.get(lin.ENV_SWITCH)
+    os.environ[lin.ENV_SWITCH] = "1"
+    try:
+        table(args)
+    finally:
+        if before is None:
+            del os.environ[lin.ENV_SWITCH]
+        else:
+            os.environ[lin.ENV_SWITCH] = before
     return 0
 
 

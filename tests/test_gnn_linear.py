@@ -37,7 +37,8 @@ def _forward_backward(layer, x, g):
     ((100, 500), 300, True),       # y, dW by oneDNN, dx by torch (< 256 rows)
     ((3, 2800, 64), 32, True),     # leading dimensions (LayerAttention's (L, N, d))
 ])
-def test_linear_equals_torch_linear_forward_and_gradients(x_shape, out_features, bias):
+def test_linear_equals_torch_linear_forward_and_gradients(monkeypatch, x_shape, out_features, bias):
+    monkeypatch.setenv(lin.ENV_SWITCH, "1")   # the oneDNN path on any processor
     ours, ref, x = _both(x_shape, out_features, bias)
     assert lin.uses_onednn(x, ours.weight), "the shape must take the oneDNN path for this test to mean anything"
     g = torch.randn(*x_shape[:-1], out_features)
@@ -52,6 +53,7 @@ def test_linear_equals_torch_linear_forward_and_gradients(x_shape, out_features,
 @needs_onednn
 @pytest.mark.parametrize("x_shape,out_features,products", [((8192, 64), 64, 2), ((256, 1000), 256, 3)])
 def test_linear_takes_the_onednn_routine_and_the_switch_turns_it_off(monkeypatch, x_shape, out_features, products):
+    monkeypatch.setenv(lin.ENV_SWITCH, "1")
     ours, ref, x = _both(x_shape, out_features)
     calls = []
     routine = lin._ROUTINE
@@ -66,7 +68,29 @@ def test_linear_takes_the_onednn_routine_and_the_switch_turns_it_off(monkeypatch
     assert torch.equal(y, ref(x)), "switched off, the layer is torch's own linear, bit for bit"
 
 
-def test_small_float64_and_autocast_products_stay_with_torch():
+@needs_onednn
+@pytest.mark.parametrize("capability,vendor,expected", [
+    ("AVX512", "AuthenticAMD", True),     # Zen 4 / Zen 5: MKL runs its AVX2 code there
+    ("AVX2", "AuthenticAMD", False),      # Zen 3 and older: MKL's AVX2 code is the best there is
+    ("AVX512", "GenuineIntel", False),    # MKL gives Intel its AVX-512 code
+    ("DEFAULT", "", False),
+])
+def test_onednn_only_where_mkl_runs_below_the_processor(monkeypatch, capability, vendor, expected):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(lin, "_cpu_vendor", lambda: vendor)
+    assert lin.mkl_below_the_cpu() is expected
+    monkeypatch.setattr(lin, "_MKL_BELOW_THE_CPU", lin.mkl_below_the_cpu())
+    x, w = torch.randn(8192, 64), torch.randn(64, 64)
+    monkeypatch.delenv(lin.ENV_SWITCH, raising=False)
+    assert lin.uses_onednn(x, w) is expected, "unset, the switch follows the processor"
+    monkeypatch.setenv(lin.ENV_SWITCH, "1")
+    assert lin.uses_onednn(x, w), "=1: oneDNN on any processor"
+    monkeypatch.setenv(lin.ENV_SWITCH, "0")
+    assert not lin.uses_onednn(x, w), "=0: torch's own linear"
+
+
+def test_small_float64_and_autocast_products_stay_with_torch(monkeypatch):
+    monkeypatch.setenv(lin.ENV_SWITCH, "1")
     w32 = torch.randn(64, 64)
     assert not lin.uses_onednn(torch.randn(16, 64), w32), "small products: torch (MKL) is faster"
     assert not lin.uses_onednn(torch.randn(4096, 64, dtype=torch.float64), w32.double()), "float64: torch"
@@ -76,7 +100,8 @@ def test_small_float64_and_autocast_products_stay_with_torch():
     assert torch.equal(ours(x), ref(x))
 
 
-def test_frozen_weight_and_input_without_gradient():
+def test_frozen_weight_and_input_without_gradient(monkeypatch):
+    monkeypatch.setenv(lin.ENV_SWITCH, "1")
     ours, ref, x = _both((8192, 64), 64)
     ours.weight.requires_grad_(False)
     ref.weight.requires_grad_(False)

@@ -78,13 +78,9 @@ for the per-block partial sums of the parameter gradients (``du``, ``dB``, ``da`
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import math
 import os
-import platform
-import subprocess
 import threading
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -92,58 +88,12 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from kgbuild.atomic import atomic_path
+from gnn.backends.compiled import CompiledLibrary
 
 SOURCE = Path(__file__).with_suffix(".c")
-#: what the C kernels are compiled with: -O3 and the host's vector units; reassociation (not the rest of
-#: -ffast-math: infinities and NaN keep their meaning) so the per-head dot products vectorise; OpenMP, which
-#: resolves to the libgomp.so.1 torch has already loaded (one thread pool, not two competing for the cores)
-CFLAGS = ["-O3", "-march=native", "-std=gnu11", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math",
-          "-fassociative-math", "-fno-signed-zeros"]
 ENV_SWITCH = "TXPERT_FUSED_ATTENTION"   # "0": always compose the primitives instead
-ENV_CACHE = "TXPERT_KERNEL_CACHE"       # where compiled kernels are kept (default ~/.cache/txpert-kg/kernels)
 
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
-_LIB: ctypes.CDLL | None = None
-_LIB_ERROR: str | None = None
-_LIB_LOCK = threading.Lock()
-
-
-def _cpu_identity() -> str:
-    """What ``-march=native`` depends on: the architecture, CPU model and feature flags."""
-    text = platform.machine() + platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("model name", "flags", "Features", "CPU part")):
-                text += line
-                if line.startswith(("flags", "Features")):
-                    break
-    except OSError:
-        pass
-    return text
-
-
-def _compiler() -> str:
-    return os.environ.get("CC", "cc")
-
-
-def kernel_path() -> Path:
-    """The compiled library's path for this source, compiler, flags and CPU (built there on first use):
-    ``$TXPERT_KERNEL_CACHE``, else ``kernels`` in the toolkit's cache folder (``~/.cache/txpert-kg``)."""
-    from kgbuild.fetch import DEFAULT_CACHE_DIR
-
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([_compiler(), *CFLAGS]).encode() + _cpu_identity().encode())
-    base = Path(os.environ[ENV_CACHE]) if os.environ.get(ENV_CACHE) else DEFAULT_CACHE_DIR.expanduser() / "kernels"
-    return base / f"fused_attention-{key.hexdigest()[:20]}.so"
-
-
-def _compile(target: Path) -> None:
-    """Compile :data:`SOURCE` to ``target`` (an atomic write: never half-written)."""
-    with atomic_path(target) as tmp:
-        cmd = [_compiler(), *CFLAGS, "-o", str(tmp), str(SOURCE), "-lm"]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr.strip()}")
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -166,26 +116,19 @@ def _declare(lib: ctypes.CDLL) -> None:
             getattr(lib, f"txk_{kind}_{sfx}").restype = ctypes.c_int
 
 
+_KERNELS = CompiledLibrary(SOURCE, _declare, "the fused attention kernels",
+                           "Exphormer and GAT layers compose the graph primitives instead (same numbers, slower)")
+
+
 def library() -> ctypes.CDLL | None:
     """The compiled kernels (compiled on first use, then loaded from :func:`kernel_path`), or None when they
     cannot be built here (one warning says why)."""
-    global _LIB, _LIB_ERROR
-    if _LIB is not None or _LIB_ERROR is not None:
-        return _LIB
-    with _LIB_LOCK:
-        if _LIB is None and _LIB_ERROR is None:
-            try:
-                path = kernel_path()
-                if not path.exists():
-                    _compile(path)
-                lib = ctypes.CDLL(str(path))
-                _declare(lib)
-                _LIB = lib
-            except (OSError, RuntimeError) as err:
-                _LIB_ERROR = str(err)
-                warnings.warn(f"the fused attention kernels could not be built ({err}); Exphormer layers compose "
-                              f"the graph primitives instead (same numbers, slower)", RuntimeWarning, stacklevel=3)
-    return _LIB
+    return _KERNELS.load()
+
+
+def kernel_path() -> Path:
+    """Where the compiled kernels are kept (:meth:`gnn.backends.compiled.CompiledLibrary.path`)."""
+    return _KERNELS.path()
 
 
 def available(*tensors: Tensor) -> bool:

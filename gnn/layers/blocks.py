@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from gnn.backends.base import Backend, GraphOps
 from gnn.edges import EdgeSet, TypedEdgeFeatures
+from gnn.layers import fused_blocks
 from gnn.layers.attention_convs import ExphormerAttention, GATConv, GATv2Conv
 from gnn.layers.linear import Linear
 
@@ -81,8 +82,12 @@ class ConvBlock(nn.Module):
         self.dropout = dropout
 
     def forward(self, h: Tensor, ops: GraphOps, edge_attr: Tensor | None) -> Tensor:
-        m = F.elu(self.conv(h, ops, edge_attr))
-        return self.norm(h + F.dropout(m, self.dropout, self.training))
+        c = self.conv(h, ops, edge_attr)
+        if not (self.training and self.dropout > 0):   # one fused pass when no dropout sits in between
+            out = fused_blocks.residual_elu_norm(h, c, self.norm)
+            if out is not None:
+                return out
+        return self.norm(h + F.dropout(F.elu(c), self.dropout, self.training))
 
 
 class ExphormerBlock(nn.Module):
@@ -126,7 +131,13 @@ class LayerAttention(nn.Module):
         self.last_weights: Tensor | None = None
 
     def forward(self, h: Tensor) -> Tensor:
-        s = self.query(torch.tanh(self.proj(h))).squeeze(-1)   # (L, N)
+        p = self.proj(h)                                        # (L, N, hidden)
+        fused = fused_blocks.layer_attention(p, h, self.query.weight[0])
+        if fused is not None:                                   # one fused pass (gnn.layers.fused_blocks)
+            z, beta = fused
+            self.last_weights = beta.detach()
+            return z
+        s = self.query(torch.tanh(p)).squeeze(-1)               # (L, N)
         beta = torch.softmax(s, dim=0)                          # (L, N)
         self.last_weights = beta.detach().t()
         return (beta.unsqueeze(-1) * h).sum(0)

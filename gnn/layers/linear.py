@@ -7,12 +7,15 @@ number of rows of ``x`` (all leading dimensions flattened) and ``g = dL/dy``:
     y = x W^\top + b,\qquad dx = g W,\qquad dW = g^\top x,\qquad db = \textstyle\sum_m g_m.
 
 :class:`Linear` is :class:`torch.nn.Linear` (same parameters, initialisation and ``state_dict``); only the
-routine that multiplies changes. torch multiplies float32 matrices on the CPU with MKL, which on AMD
-processors takes a code path about half as fast as the vector units allow (``docs/training-and-evaluation.md``,
-"Speed on the CPU"). oneDNN, the other matrix library inside torch's CPU builds, dispatches on the vector
-units themselves. Measured on the 2-core AMD Zen 5 machines here (``benchmarks/bench_linear.py``), oneDNN
-computes ``y`` in about half of MKL's time once ``M F_in F_out`` is several million, ``dx`` mostly in less (0.4-0.9
-of it, with exceptions from run to run), and is slower on small products. So:
+routine that multiplies changes. torch multiplies float32 matrices on the CPU with MKL, which gives its
+AVX-512 code to Intel processors only: on an AMD processor with AVX-512 (Zen 4, Zen 5) it runs AVX2 code at
+about half of what the vector units allow (``docs/training-and-evaluation.md``, "Speed on the CPU"). oneDNN,
+the other matrix library inside torch's CPU builds, dispatches on the vector units themselves. Measured on
+2-core AMD Zen 5 machines (``benchmarks/bench_linear.py``), oneDNN computes ``y`` in about half of MKL's time
+once ``M F_in F_out`` is several million, ``dx`` mostly in less (0.4-0.9 of it, with exceptions from run to
+run), and is slower on small products. On a 2-core AMD Zen 3 (AVX2 only, where MKL's AVX2 code is the best
+there is) oneDNN gained nothing overall: 0.8-1.3x MKL's speed per product, and a head's layers 10-15 %
+slower. So, on an AMD processor whose widest vectors torch reports as AVX-512 (:func:`mkl_below_the_cpu`):
 
 * ``y`` and ``dx`` through oneDNN (``torch.ops.mkldnn._linear_pointwise``, the routine torch's own compiler
   uses for CPU linear layers) when ``M F_in F_out >= 2^23`` (and, for ``dx``, ``M >= 256``);
@@ -21,20 +24,23 @@ of it, with exceptions from run to run), and is slower on small products. So:
   MKL is 2-3x faster;
 * ``db`` and every smaller product as torch does them (MKL).
 
-Only for float32 tensors on the CPU, without autocast, when torch was built with oneDNN, and unless
-``TXPERT_ONEDNN_LINEAR=0``; otherwise :func:`torch.nn.functional.linear`. The result is the same product up to
-float32 rounding (each library sums in its own order), as between any two thread counts.
+Only for float32 tensors on the CPU, without autocast, when torch was built with oneDNN. ``TXPERT_ONEDNN_LINEAR=0``
+keeps every product with torch, ``=1`` uses the rule above on any processor (unset: on those that need it);
+otherwise :func:`torch.nn.functional.linear`. The result is the same product up to float32 rounding (each
+library sums in its own order), as between any two thread counts.
 """
 
 from __future__ import annotations
 
 import os
+import platform
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-ENV_SWITCH = "TXPERT_ONEDNN_LINEAR"   # "0": always torch.nn.functional.linear
+ENV_SWITCH = "TXPERT_ONEDNN_LINEAR"   # "0": always torch.nn.functional.linear; "1": oneDNN on any CPU
 MIN_WORK = 1 << 23                    # M * F_in * F_out from which oneDNN is faster (module docstring)
 MIN_ROWS_DX = 256                     # and the rows from which it is faster for dx
 
@@ -49,6 +55,31 @@ def _onednn_linear():
 _ROUTINE = _onednn_linear()
 
 
+def _cpu_vendor() -> str:
+    """The processor's vendor string (``AuthenticAMD``, ``GenuineIntel``), or "" when unknown."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    text = platform.processor()   # e.g. "AMD64 Family 25 Model 17 Stepping 1, AuthenticAMD" on Windows
+    return next((v for v in ("AuthenticAMD", "GenuineIntel") if v in text), "")
+
+
+def mkl_below_the_cpu() -> bool:
+    """Whether MKL runs float32 products below this processor's vector units: an AMD processor whose widest
+    vectors torch reports as AVX-512 (MKL gives AVX-512 code to Intel processors only)."""
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except AttributeError:   # torch < 2.1
+        return False
+    return capability.startswith("AVX512") and _cpu_vendor() == "AuthenticAMD"
+
+
+_MKL_BELOW_THE_CPU = mkl_below_the_cpu()
+
+
 def _cpu_autocast_query():
     """torch's "is CPU autocast on?", chosen once (it is asked on every call of :func:`linear`)."""
     try:
@@ -58,7 +89,8 @@ def _cpu_autocast_query():
     return lambda: torch.is_autocast_enabled("cpu")
 
 
-_autocast_on = _cpu_autocast_query()
+#: whether CPU autocast is on (a function; torch's own query, chosen once)
+cpu_autocast_on = _cpu_autocast_query()
 
 
 def onednn_products(rows: int, in_features: int, out_features: int) -> tuple[bool, bool, bool]:
@@ -70,9 +102,10 @@ def onednn_products(rows: int, in_features: int, out_features: int) -> tuple[boo
 
 def uses_onednn(x: Tensor, weight: Tensor) -> bool:
     """Whether :func:`linear` multiplies ``x`` by ``weight`` with oneDNN (module docstring)."""
-    if _ROUTINE is None or os.environ.get(ENV_SWITCH, "1") == "0":
+    switch = os.environ.get(ENV_SWITCH, "")
+    if _ROUTINE is None or switch == "0" or (switch != "1" and not _MKL_BELOW_THE_CPU):
         return False
-    if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32 or _autocast_on():
+    if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32 or cpu_autocast_on():
         return False
     return onednn_products(x.numel() // max(x.shape[-1], 1), weight.shape[1], weight.shape[0])[0]
 
