@@ -9,9 +9,10 @@ layers' copies) and the TxPert head's MLPs at ``bench_train``'s batch of 256 and
   (``torch.ops.mkldnn._linear_pointwise``), with the ratio torch / oneDNN (> 1: oneDNN is faster);
 * ``layer``: forward + backward of :class:`gnn.layers.linear.Linear` against :class:`torch.nn.Linear` with
   the same parameters, and which products the layer gives oneDNN (``y``, ``dx``: see
-  :mod:`gnn.layers.linear`), measured with ``TXPERT_ONEDNN_LINEAR=1`` so the rule's products go to oneDNN on
-  any processor; the line above the table says whether the layer does so here unasked (on AMD processors
-  with AVX-512 only: :func:`gnn.layers.linear.mkl_below_the_cpu`).
+  :mod:`gnn.layers.linear`), measured with ``TXPERT_ONEDNN_LINEAR=1`` (the scope ``all``, on any processor);
+  the last column gives the products the layer hands oneDNN here unasked, in this processor's scope
+  (:func:`gnn.layers.linear.onednn_scope`: ``all`` on AMD processors with AVX-512, ``tall`` on other AMD
+  processors, ``none`` elsewhere).
 
 Usage::
 
@@ -76,10 +77,10 @@ def table(args) -> None:
 
     print(f"float32, {args.threads} thread(s), torch {torch.__version__}; median of {args.repeats} alternated calls; "
           "ratio = torch (MKL) time / oneDNN time")
-    here = "unasked" if lin.mkl_below_the_cpu() else f"only with {lin.ENV_SWITCH}=1"
-    print(f"this processor: {torch.backends.cpu.get_cpu_capability()}, {lin._cpu_vendor() or 'vendor unknown'}; "
-          f"the layer gives oneDNN its products here {here} (the layer column is measured with {lin.ENV_SWITCH}=1)")
-    print(f"{'rows x in -> out':<22}{'y':>16}{'dx':>16}{'dW':>16}{'layer fwd+bwd':>26}  {'oneDNN takes':<12} shape")
+    print(f"this processor: {torch.backends.cpu.get_cpu_capability()}, {lin._cpu_vendor() or 'vendor unknown'}: "
+          f"scope {lin.onednn_scope()!r}; the layer column is measured with {lin.ENV_SWITCH}=1 (scope 'all')")
+    print(f"{'rows x in -> out':<22}{'y':>16}{'dx':>16}{'dW':>16}{'layer fwd+bwd':>26}  {'oneDNN takes':<12} "
+          f"{'here':<12} shape")
     gen = torch.Generator().manual_seed(0)
     for m, i, o, what in args.shapes:
         x = torch.randn(m, i, generator=gen)
@@ -102,14 +103,15 @@ def table(args) -> None:
                                                                      "none", [], ""),
             "layer_ref": lambda: step(ref), "layer_ours": lambda: step(ours),
         })
-        takes = [n for n, on in zip(("y", "dx", "dW"), lin.onednn_products(m, i, o)) if on]
+        takes, here = ([n for n, on in zip(("y", "dx", "dW"), lin.onednn_products(m, i, o, scope)) if on]
+                       for scope in ("all", lin.onednn_scope()))
 
         def cell(k):
             return f"{t[k + '_mkl'] * 1e3:8.3f} ms {t[k + '_mkl'] / t[k + '_dnn']:4.2f}x"
 
         layer = f"{t['layer_ref'] * 1e3:8.3f} -> {t['layer_ours'] * 1e3:7.3f} ms {t['layer_ref'] / t['layer_ours']:4.2f}x"
         print(f"{f'{m} x {i} -> {o}':<22}{cell('y'):>16}{cell('dx'):>16}{cell('dw'):>16}{layer:>26}  "
-              f"{', '.join(takes) or '-':<12} {what}")
+              f"{', '.join(takes) or '-':<12} {', '.join(here) or '-':<12} {what}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@ here (a benchmark prints figures; this only checks that every cell of its table 
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -49,6 +50,16 @@ def test_bench_linear_prints_a_row_per_shape_and_which_products_go_to_onednn(cap
         assert "no oneDNN linear routine" in out
         return
     rows = {line.split(" ->")[0].strip(): line for line in out.splitlines() if " -> " in line and " ms" in line}
-    assert rows["8192 x 64"].rstrip().endswith("y, dx"), "a whole graph's projection: y and dx by oneDNN"
-    assert rows["16 x 8"].rstrip().endswith("-"), "a small product stays with torch"
-    assert rows["300 x 1000"].rstrip().endswith("y, dx, dW"), "a head's wide layer: dW by oneDNN too"
+
+    def columns(m, i, o):   # "oneDNN takes" (scope all) and "here" (this processor's scope), as printed
+        return [", ".join(n for n, on in zip(("y", "dx", "dW"), lin.onednn_products(m, i, o, scope)) if on) or "-"
+                for scope in ("all", lin.onednn_scope())]
+
+    for key, shape, why in [("8192 x 64", (8192, 64, 64), "a whole graph's projection: y and dx by oneDNN"),
+                            ("16 x 8", (16, 8, 8), "a small product stays with torch"),
+                            ("300 x 1000", (300, 1000, 300), "a head's wide layer: dW by oneDNN too")]:
+        takes, here = columns(*shape)
+        assert re.search(re.escape(takes) + r"\s+" + re.escape(here) + r"\s*$", rows[key]), why
+    assert columns(8192, 64, 64)[0] == "y, dx" and columns(16, 8, 8)[0] == "-"
+    assert columns(300, 1000, 300)[0] == "y, dx, dW"
+    assert f"scope {lin.onednn_scope()!r}" in out

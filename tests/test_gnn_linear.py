@@ -69,24 +69,29 @@ def test_linear_takes_the_onednn_routine_and_the_switch_turns_it_off(monkeypatch
 
 
 @needs_onednn
-@pytest.mark.parametrize("capability,vendor,expected", [
-    ("AVX512", "AuthenticAMD", True),     # Zen 4 / Zen 5: MKL runs its AVX2 code there
-    ("AVX2", "AuthenticAMD", False),      # Zen 3 and older: MKL's AVX2 code is the best there is
-    ("AVX512", "GenuineIntel", False),    # MKL gives Intel its AVX-512 code
-    ("DEFAULT", "", False),
+@pytest.mark.parametrize("capability,vendor,scope", [
+    ("AVX512", "AuthenticAMD", "all"),     # Zen 4 / Zen 5: MKL runs its AVX2 code there
+    ("AVX2", "AuthenticAMD", "tall"),      # Zen 3 and older: oneDNN only over a whole graph's rows
+    ("AVX512", "GenuineIntel", "none"),    # MKL gives Intel its AVX-512 code
+    ("DEFAULT", "", "none"),
 ])
-def test_onednn_only_where_mkl_runs_below_the_processor(monkeypatch, capability, vendor, expected):
+def test_onednn_scope_follows_the_processor_and_the_switch(monkeypatch, capability, vendor, scope):
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     monkeypatch.setattr(lin, "_cpu_vendor", lambda: vendor)
-    assert lin.mkl_below_the_cpu() is expected
-    monkeypatch.setattr(lin, "_MKL_BELOW_THE_CPU", lin.mkl_below_the_cpu())
-    x, w = torch.randn(8192, 64), torch.randn(64, 64)
+    assert lin.onednn_scope() == scope
+    monkeypatch.setattr(lin, "_SCOPE", lin.onednn_scope())
+    graph, batch = (torch.randn(20000, 64), torch.randn(64, 64)), (torch.randn(256, 1000), torch.randn(300, 1000))
     monkeypatch.delenv(lin.ENV_SWITCH, raising=False)
-    assert lin.uses_onednn(x, w) is expected, "unset, the switch follows the processor"
+    assert lin.uses_onednn(*graph) is (scope != "none"), "a whole graph's projection: oneDNN on AMD processors"
+    assert lin.uses_onednn(*batch) is (scope == "all"), "a head's layer over a batch: oneDNN only in scope all"
+    assert lin.onednn_products(20000, 64, 64) == {"all": (True, True, False), "tall": (True, True, False),
+                                                  "none": (False, False, False)}[scope]
+    assert lin.onednn_products(8000, 64, 64) == {"all": (True, True, False), "tall": (False, False, False),
+                                                 "none": (False, False, False)}[scope]
     monkeypatch.setenv(lin.ENV_SWITCH, "1")
-    assert lin.uses_onednn(x, w), "=1: oneDNN on any processor"
+    assert lin.uses_onednn(*batch) and lin.onednn_products(256, 1000, 300) == (True, True, True), "=1: scope all"
     monkeypatch.setenv(lin.ENV_SWITCH, "0")
-    assert not lin.uses_onednn(x, w), "=0: torch's own linear"
+    assert not lin.uses_onednn(*graph) and lin.onednn_products(20000, 64, 64) == (False, False, False)
 
 
 def test_small_float64_and_autocast_products_stay_with_torch(monkeypatch):

@@ -14,8 +14,11 @@ the other matrix library inside torch's CPU builds, dispatches on the vector uni
 2-core AMD Zen 5 machines (``benchmarks/bench_linear.py``), oneDNN computes ``y`` in about half of MKL's time
 once ``M F_in F_out`` is several million, ``dx`` mostly in less (0.4-0.9 of it, with exceptions from run to
 run), and is slower on small products. On a 2-core AMD Zen 3 (AVX2 only, where MKL's AVX2 code is the best
-there is) oneDNN gained nothing overall: 0.8-1.3x MKL's speed per product, and a head's layers 10-15 %
-slower. So, on an AMD processor whose widest vectors torch reports as AVX-512 (:func:`mkl_below_the_cpu`):
+there is) oneDNN still wins a whole graph's projections (a layer 1.1-1.4x faster from about 20,000 rows; an
+encoder pass over the merged real graph 5-9 % faster) but loses a head's products over a batch (``dx`` and
+``dW`` 0.7-0.8x, a training step about 8 % slower). So the layer's scope (:func:`onednn_scope`):
+
+``"all"`` (an AMD processor whose widest vectors torch reports as AVX-512):
 
 * ``y`` and ``dx`` through oneDNN (``torch.ops.mkldnn._linear_pointwise``, the routine torch's own compiler
   uses for CPU linear layers) when ``M F_in F_out >= 2^23`` (and, for ``dx``, ``M >= 256``);
@@ -24,8 +27,13 @@ slower. So, on an AMD processor whose widest vectors torch reports as AVX-512 (:
   MKL is 2-3x faster;
 * ``db`` and every smaller product as torch does them (MKL).
 
+``"tall"`` (other AMD processors): ``y`` and ``dx`` of products over at least 16,384 rows (and
+``M F_in F_out >= 2^23``) through oneDNN, everything else by torch.
+
+``"none"`` (other processors, where MKL picks its own best code): torch.
+
 Only for float32 tensors on the CPU, without autocast, when torch was built with oneDNN. ``TXPERT_ONEDNN_LINEAR=0``
-keeps every product with torch, ``=1`` uses the rule above on any processor (unset: on those that need it);
+keeps every product with torch, ``=1`` takes the scope ``"all"`` on any processor (unset: the processor's);
 otherwise :func:`torch.nn.functional.linear`. The result is the same product up to float32 rounding (each
 library sums in its own order), as between any two thread counts.
 """
@@ -40,9 +48,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-ENV_SWITCH = "TXPERT_ONEDNN_LINEAR"   # "0": always torch.nn.functional.linear; "1": oneDNN on any CPU
+ENV_SWITCH = "TXPERT_ONEDNN_LINEAR"   # "0": always torch.nn.functional.linear; "1": scope "all" on any CPU
 MIN_WORK = 1 << 23                    # M * F_in * F_out from which oneDNN is faster (module docstring)
 MIN_ROWS_DX = 256                     # and the rows from which it is faster for dx
+MIN_ROWS_TALL = 1 << 14               # scope "tall": the rows from which oneDNN takes y and dx
 
 
 def _onednn_linear():
@@ -67,17 +76,26 @@ def _cpu_vendor() -> str:
     return next((v for v in ("AuthenticAMD", "GenuineIntel") if v in text), "")
 
 
-def mkl_below_the_cpu() -> bool:
-    """Whether MKL runs float32 products below this processor's vector units: an AMD processor whose widest
-    vectors torch reports as AVX-512 (MKL gives AVX-512 code to Intel processors only)."""
+def onednn_scope() -> str:
+    """Which products the layer gives oneDNN on this processor (module docstring): ``"all"`` on an AMD processor
+    whose widest vectors torch reports as AVX-512 (MKL gives AVX-512 code to Intel processors only, so it
+    runs below the vector units there), ``"tall"`` on other AMD processors, ``"none"`` elsewhere."""
+    if _cpu_vendor() != "AuthenticAMD":
+        return "none"
     try:
         capability = torch.backends.cpu.get_cpu_capability()
     except AttributeError:   # torch < 2.1
-        return False
-    return capability.startswith("AVX512") and _cpu_vendor() == "AuthenticAMD"
+        return "none"
+    return "all" if capability.startswith("AVX512") else "tall"
 
 
-_MKL_BELOW_THE_CPU = mkl_below_the_cpu()
+_SCOPE = onednn_scope()
+
+
+def _scope() -> str:
+    """The scope in force: the switch's, else the processor's."""
+    switch = os.environ.get(ENV_SWITCH, "")
+    return "none" if switch == "0" or _ROUTINE is None else "all" if switch == "1" else _SCOPE
 
 
 def _cpu_autocast_query():
@@ -93,18 +111,19 @@ def _cpu_autocast_query():
 cpu_autocast_on = _cpu_autocast_query()
 
 
-def onednn_products(rows: int, in_features: int, out_features: int) -> tuple[bool, bool, bool]:
-    """Which of ``y``, ``dx``, ``dW`` oneDNN computes for a float32 CPU product of this shape (module docstring)."""
-    if rows * in_features * out_features < MIN_WORK:
+def onednn_products(rows: int, in_features: int, out_features: int, scope: str | None = None) -> tuple[bool, bool, bool]:
+    """Which of ``y``, ``dx``, ``dW`` oneDNN computes for a float32 CPU product of this shape in ``scope``
+    (default: the one in force; module docstring)."""
+    scope = scope or _scope()
+    if scope == "none" or rows * in_features * out_features < MIN_WORK:
         return False, False, False
+    if scope == "tall":
+        return rows >= MIN_ROWS_TALL, rows >= MIN_ROWS_TALL, False
     return True, rows >= MIN_ROWS_DX, in_features * out_features >= rows
 
 
 def uses_onednn(x: Tensor, weight: Tensor) -> bool:
     """Whether :func:`linear` multiplies ``x`` by ``weight`` with oneDNN (module docstring)."""
-    switch = os.environ.get(ENV_SWITCH, "")
-    if _ROUTINE is None or switch == "0" or (switch != "1" and not _MKL_BELOW_THE_CPU):
-        return False
     if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32 or cpu_autocast_on():
         return False
     return onednn_products(x.numel() // max(x.shape[-1], 1), weight.shape[1], weight.shape[0])[0]
