@@ -349,22 +349,28 @@ kernel_gatv2_backward_by_target_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t
             const T we = w[p], *lj = l + col[p] * HC, *bt = b + typ[p] * HC;                                  \
             T *rec = ad + (int64_t)tinv[p] * 2 * H, *dbt = rdb + typ[p] * HC;                                 \
             for (int64_t h = 0; h < H; h++) {                                                                 \
-                const T a = alpha[p * H + h], ds = rec[H + h] - a * dot[h];                                   \
+                const T a = alpha[p * H + h], ds = rec[H + h] - a * dot[h], ds_neg = ds * slope;              \
                 rec[h] = a;                                                                                   \
                 rec[H + h] = ds;                                                                              \
                 for (int64_t c = h * C; c < (h + 1) * C; c++) {                                               \
+                    /* m = ds LeakyReLU'(z): dz = att m, and ds LeakyReLU(z) = m z, so att multiplies the     \
+                     * row's sums once at its end (below) instead of every edge */                            \
                     const T z = (lj[c] + ri[c]) + (we * u[c] + bt[c]);                                        \
-                    const T dz = z > 0 ? ds * att[c] : ds * att[c] * slope;                                   \
-                    rdatt[c] += ds * (z > 0 ? z : z * slope);                                                 \
-                    dri[c] += dz;                                                                             \
-                    rdu[c] += we * dz;                                                                        \
-                    dbt[c] += dz;                                                                             \
+                    const T m = z > 0 ? ds : ds_neg;                                                          \
+                    rdatt[c] += m * z;                                                                        \
+                    dri[c] += m;                                                                              \
+                    rdu[c] += we * m;                                                                         \
+                    dbt[c] += m;                                                                              \
                 }                                                                                             \
             }                                                                                                 \
         }                                                                                                     \
-        memcpy(dr + i * HC, dri, sizeof(T) * HC);                                                             \
-        for (int64_t c = 0; c < HC; c++) { du[c] += rdu[c]; datt[c] += rdatt[c]; }                            \
-        for (int64_t c = 0; c < NT * HC; c++) db[c] += rdb[c];                                                \
+        for (int64_t c = 0; c < HC; c++) {                                                                    \
+            dr[i * HC + c] = att[c] * dri[c];                                                                 \
+            du[c] += att[c] * rdu[c];                                                                         \
+            datt[c] += rdatt[c];                                                                              \
+        }                                                                                                     \
+        for (int64_t t = 0; t < NT; t++)                                                                      \
+            for (int64_t c = 0; c < HC; c++) db[t * HC + c] += att[c] * rdb[t * HC + c];                      \
     }                                                                                                         \
     free(dot); free(dri); free(rdu); free(rdb); free(rdatt);                                                  \
     return 0;                                                                                                 \
