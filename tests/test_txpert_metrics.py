@@ -165,6 +165,24 @@ def test_centroid_accuracy_hand_computed():
     assert metrics.centroid_accuracy(pred, cand4, [0, 1, 2]).tolist() == [1 / 3, 1.0, 0.0]
 
 
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_centroid_accuracy_equals_pairwise_distances(scale):
+    """The Gram-identity distances give what scipy's pairwise distances give, ties included: identical
+    centroids (rows 0 and 1), a prediction equidistant from two centroids (row 2), predictions on their own
+    centroid and very close to it."""
+    from scipy.spatial.distance import cdist
+
+    rng = np.random.default_rng(7)
+    for n, genes, noise in [(60, 500, 0.3), (200, 2000, 1e-9), (9, 3, 0.0), (120, 50, 3.0)]:
+        cand = scale * rng.normal(size=(n, genes))
+        cand[1] = cand[0]
+        pred = cand + scale * noise * rng.normal(size=cand.shape)
+        pred[2] = (cand[3] + cand[4]) / 2
+        dist = cdist(pred, cand)
+        want = (dist > dist[np.arange(n), np.arange(n)][:, None]).sum(1) / (n - 1)
+        np.testing.assert_array_equal(metrics.centroid_accuracy(pred, cand, np.arange(n)), want)
+
+
 def test_perturbench_rank_hand_computed():
     """True A = [1,0], B = [0,1], C = [1,1]; predictions A -> [1, 0.1], B -> [1, 0] (wrong), C -> [1, 1].
 
