@@ -91,6 +91,28 @@ def test_predictions_equal_the_old_path(which, request, tmp_path, monkeypatch):
     np.testing.assert_allclose(again.mean, res.mean, atol=1e-6, rtol=0)
 
 
+def test_conditions_predicted_together_equal_one_at_a_time(batch_run, monkeypatch):
+    """Prediction runs several conditions through the model in one pass (perturbation rows padded with -1):
+    the same cells and means as one pass per condition, singles and doubles mixed, with and without data
+    rows (control cells as inputs, so the inputs' draws matter)."""
+    from txpert_head.training import prediction
+
+    trainer, _ = load_run(batch_run)
+    conds = [("all", p) for p in ["G3", "G1+G3", "G10", "G2+G5", "G7"]]
+    runs = {}
+    for rows_per_pass in (1, prediction.PREDICT_ROWS):
+        monkeypatch.setattr(prediction, "PREDICT_ROWS", rows_per_pass)
+        cells = list(trainer.iter_predicted_cells(conds, rows_for={}))
+        runs[rows_per_pass] = (trainer.predict_means(conds), trainer.predict_means(conds, rows_for={}), cells)
+    (m1, e1, c1), (m2, e2, c2) = runs[1], runs[prediction.PREDICT_ROWS]
+    assert sum(len(c) for _, c in c2) < prediction.PREDICT_ROWS, "one pass holds every condition here"
+    np.testing.assert_allclose(m2, m1, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(e2, e1, atol=1e-5, rtol=0)
+    for (rows_a, cells_a), (rows_b, cells_b) in zip(c1, c2):
+        np.testing.assert_array_equal(rows_a, rows_b)
+        np.testing.assert_allclose(cells_b, cells_a, atol=1e-5, rtol=0)
+
+
 def test_gene_outside_the_receptive_field_uses_the_whole_graph(run):
     pred = Predictor.load(run)
     gene = _outside_field(pred)
