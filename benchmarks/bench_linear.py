@@ -28,6 +28,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -132,15 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     # the layer column shows the rule's products on oneDNN whatever the processor (whether the layer takes
     # them here unasked is printed above the table); the switch is put back afterwards
-    before = os.environ.get(lin.ENV_SWITCH)
-    os.environ[lin.ENV_SWITCH] = "1"
-    try:
+    with mock.patch.dict(os.environ, {lin.ENV_SWITCH: "1"}):
         table(args)
-    finally:
-        if before is None:
-            del os.environ[lin.ENV_SWITCH]
-        else:
-            os.environ[lin.ENV_SWITCH] = before
     return 0
 
 

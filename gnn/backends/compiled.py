@@ -18,6 +18,9 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from kgbuild.atomic import atomic_path
 
 #: what the C kernels are compiled with: -O3 and the host's vector units; reassociation (not the rest of
@@ -48,10 +51,15 @@ def _compiler() -> str:
 
 class CompiledLibrary:
     """The C source ``source`` as a loaded shared library; ``declare(lib)`` sets its functions' ``argtypes``
-    and ``restype``; ``label`` names it in messages ("the fused attention kernels")."""
+    and ``restype``; ``label`` names it in messages ("the fused attention kernels"), ``fallback`` says what
+    runs instead when it cannot be built; the environment variable ``switch`` set to ``0`` turns it off.
+    Every function comes in a float32 and a float64 build, ``<name>_f32`` and ``<name>_f64``, and returns
+    nonzero when it could not allocate its scratch buffers."""
 
-    def __init__(self, source: Path, declare: Callable[[ctypes.CDLL], None], label: str, fallback: str):
+    def __init__(self, source: Path, declare: Callable[[ctypes.CDLL], None], label: str, fallback: str,
+                 switch: str):
         self.source, self.declare, self.label, self.fallback = Path(source), declare, label, fallback
+        self.switch = switch
         self._lib: ctypes.CDLL | None = None
         self.error: str | None = None
         self._lock = threading.Lock()
@@ -93,3 +101,18 @@ class CompiledLibrary:
                     warnings.warn(f"{self.label} could not be built ({err}); {self.fallback}", RuntimeWarning,
                                   stacklevel=3)
         return self._lib
+
+    def takes(self, *tensors: torch.Tensor) -> bool:
+        """Whether the kernels take these tensors: not switched off (``switch=0``), built, CPU, float32 or
+        float64, one dtype."""
+        t0 = tensors[0]
+        return os.environ.get(self.switch, "1") != "0" and t0.dtype in (torch.float32, torch.float64) and \
+            all(t.device.type == "cpu" and t.dtype == t0.dtype for t in tensors) and self.load() is not None
+
+    def call(self, name: str, dtype: torch.dtype, *args) -> None:
+        """Run function ``name`` in its build for ``dtype``; tensors and numpy arrays go as pointers."""
+        fn = getattr(self.load(), f"{name}_{'f32' if dtype == torch.float32 else 'f64'}")
+        ptrs = [a.data_ptr() if isinstance(a, torch.Tensor) else a.ctypes.data if isinstance(a, np.ndarray) else a
+                for a in args]
+        if fn(*ptrs):
+            raise MemoryError(f"{self.label}, {name}: out of memory for its scratch buffers")

@@ -79,7 +79,6 @@ from __future__ import annotations
 
 import ctypes
 import math
-import os
 import threading
 from pathlib import Path
 
@@ -117,26 +116,21 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 
 _KERNELS = CompiledLibrary(SOURCE, _declare, "the fused attention kernels",
-                           "Exphormer and GAT layers compose the graph primitives instead (same numbers, slower)")
+                           "Exphormer and GAT layers compose the graph primitives instead (same numbers, slower)",
+                           ENV_SWITCH)
 
 
 def library() -> ctypes.CDLL | None:
-    """The compiled kernels (compiled on first use, then loaded from :func:`kernel_path`), or None when they
-    cannot be built here (one warning says why)."""
+    """The compiled kernels (compiled on first use, then loaded from the kernel cache:
+    :meth:`gnn.backends.compiled.CompiledLibrary.path`), or None when they cannot be built here (one warning
+    says why)."""
     return _KERNELS.load()
-
-
-def kernel_path() -> Path:
-    """Where the compiled kernels are kept (:meth:`gnn.backends.compiled.CompiledLibrary.path`)."""
-    return _KERNELS.path()
 
 
 def available(*tensors: Tensor) -> bool:
     """Whether the fused kernels take these tensors: not switched off (``TXPERT_FUSED_ATTENTION=0``), kernels
     built, CPU, float32/64, one dtype."""
-    t0 = tensors[0]
-    return os.environ.get(ENV_SWITCH, "1") != "0" and t0.dtype in (torch.float32, torch.float64) and \
-        all(t.device.type == "cpu" and t.dtype == t0.dtype for t in tensors) and library() is not None
+    return _KERNELS.takes(*tensors)
 
 
 def _bounds(indptr: np.ndarray, parts: int) -> np.ndarray:
@@ -210,15 +204,9 @@ class TypedAttentionIndex:
         return hit
 
 
-def _ptr(t: Tensor | np.ndarray) -> int:
-    return t.data_ptr() if isinstance(t, Tensor) else t.ctypes.data
-
-
 def _call(name: str, dtype: torch.dtype, bounds: np.ndarray, *args) -> None:
-    """Run kernel ``name`` (its float32 or float64 build) over the row blocks ``bounds``; arrays go as pointers."""
-    fn = getattr(library(), f"txk_{name}_{'f32' if dtype == torch.float32 else 'f64'}")
-    if fn(len(bounds) - 1, _ptr(bounds), *[_ptr(a) if isinstance(a, (Tensor, np.ndarray)) else a for a in args]):
-        raise MemoryError(f"fused attention kernel {name}: out of memory for its row buffers")
+    """Run kernel ``name`` (its float32 or float64 build) over the row blocks ``bounds``."""
+    _KERNELS.call(f"txk_{name}", dtype, len(bounds) - 1, bounds, *args)
 
 
 class _TypedAttention(torch.autograd.Function):

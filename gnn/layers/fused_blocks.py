@@ -40,7 +40,6 @@ torch operations.
 from __future__ import annotations
 
 import ctypes
-import os
 from pathlib import Path
 
 import torch
@@ -68,22 +67,17 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 
 _KERNELS = CompiledLibrary(SOURCE, _declare, "the fused block kernels",
-                           "encoder blocks compose torch operations instead (same numbers, slower)")
+                           "encoder blocks compose torch operations instead (same numbers, slower)", ENV_SWITCH)
 
 
 def available(*tensors: Tensor) -> bool:
     """Whether the kernels take these tensors: not switched off (``TXPERT_FUSED_BLOCKS=0``), kernels built,
     CPU, float32/64, one dtype, no autocast."""
-    t0 = tensors[0]
-    return os.environ.get(ENV_SWITCH, "1") != "0" and t0.dtype in (torch.float32, torch.float64) and \
-        all(t.device.type == "cpu" and t.dtype == t0.dtype for t in tensors) and \
-        not cpu_autocast_on() and _KERNELS.load() is not None
+    return not cpu_autocast_on() and _KERNELS.takes(*tensors)
 
 
 def _call(name: str, dtype: torch.dtype, *args) -> None:
-    fn = getattr(_KERNELS.load(), f"tbk_{name}_{'f32' if dtype == torch.float32 else 'f64'}")
-    if fn(*[a.data_ptr() if isinstance(a, Tensor) else a for a in args]):
-        raise MemoryError(f"fused block kernel {name}: out of memory for its scratch")
+    _KERNELS.call(f"tbk_{name}", dtype, *args)
 
 
 def _blocks(rows: int) -> int:

@@ -94,6 +94,7 @@ class ModelPredictions:
         rng = np.random.default_rng([self.cfg.seed if seed is None else seed, 999_983])
         rows_for = self.rows if rows_for is None else rows_for
         pending: list[tuple[np.ndarray, torch.Tensor, torch.Tensor]] = []   # (rows, inputs, perturbation rows)
+        pending_rows = 0                                                       # their input cells
 
         def run_pending() -> Iterator[tuple[np.ndarray, torch.Tensor]]:
             """One forward pass over the pending conditions' inputs (perturbation rows padded with -1, which
@@ -119,8 +120,10 @@ class ModelPredictions:
                 idx = np.sort(rng.choice(idx, self.cfg.eval_cells, replace=False))
             x = torch.from_numpy(np.ascontiguousarray(self.controls.inputs(idx, self.cfg.control_mode, rng)))
             pending.append((idx, x, self.pert_rows_for(pert).unsqueeze(0).expand(len(idx), -1)))
-            if sum(len(i) for i, _, _ in pending) >= PREDICT_ROWS:
+            pending_rows += len(idx)
+            if pending_rows >= PREDICT_ROWS:
                 yield from run_pending()
+                pending_rows = 0
         if pending:
             yield from run_pending()
 
