@@ -127,6 +127,11 @@ def library() -> ctypes.CDLL | None:
     return _KERNELS.load()
 
 
+def kernel_path() -> Path:
+    """Where the compiled kernels are kept (``.ci``'s wheel check reads it)."""
+    return _KERNELS.path()
+
+
 def available(*tensors: Tensor) -> bool:
     """Whether the fused kernels take these tensors: not switched off (``TXPERT_FUSED_ATTENTION=0``), kernels
     built, CPU, float32/64, one dtype."""
