@@ -51,23 +51,35 @@ def retrieval_candidates(data: PerturbData, controls: ControlIndex, test: Sequen
     """True changes of every non-control condition (R, G) and the row of each test condition in it (P,).
 
     Retrieval compares each test prediction with all perturbations of the dataset, not only the (few)
-    test ones, so its resolution does not depend on the size of the test split.
+    test ones, so its resolution does not depend on the size of the test split. The candidates do not depend
+    on ``test``: a caller scoring several splits keeps them and asks :meth:`Candidates.index_of` for the rows.
     """
     rows = rows_by_condition(data) if rows is None else rows
     everything = [c for c in rows if c[1] != "ctrl"]
     mean, ref = true_profiles(data, controls, everything, rows)
-    pos = {c: k for k, c in enumerate(everything)}
-    return Candidates(mean - ref, [c[0] for c in everything]), np.asarray([pos[c] for c in test], dtype=np.int64)
+    cand = Candidates(mean - ref, [c[0] for c in everything], everything)
+    return cand, cand.index_of(test)
 
 
 class Candidates(np.ndarray):
     """True changes of candidate conditions (R, G) that also know each row's cell line (``.lines``), so that
-    :func:`txpert_head.metrics.expression.evaluate` can compare within a cell line (Systema metrics)."""
+    :func:`txpert_head.metrics.expression.evaluate` can compare within a cell line (Systema metrics), and
+    each row's condition (``.conditions``, or None)."""
 
-    def __new__(cls, values: np.ndarray, lines: Sequence[str]):
+    def __new__(cls, values: np.ndarray, lines: Sequence[str], conditions: Sequence[Condition] | None = None):
         obj = np.asarray(values).view(cls)
         obj.lines = list(lines)
+        obj.conditions = list(conditions) if conditions is not None else None
         return obj
 
     def __array_finalize__(self, obj):
         self.lines = getattr(obj, "lines", None)
+        self.conditions = getattr(obj, "conditions", None)
+
+    def index_of(self, conditions: Sequence[Condition]) -> np.ndarray:
+        """The row of each of ``conditions`` (P,) int64; KeyError names a condition that is not a candidate."""
+        pos = {c: k for k, c in enumerate(self.conditions or [])}
+        missing = [c for c in conditions if c not in pos]
+        if missing:
+            raise KeyError(f"not among the retrieval candidates: {missing[:5]}")
+        return np.asarray([pos[c] for c in conditions], dtype=np.int64)

@@ -94,20 +94,42 @@ def retrieval(
     ``None`` uses every other candidate ("normalized"); an int samples that many per perturbation with
     ``seed`` ("fast", :data:`FAST_REFERENCE` = 100 in the paper).
     """
+    own, corr, idx = _retrieval_correlations(pred_delta, true_delta, candidates, self_index)
+    return _retrieval_from(own, corr, idx, n_reference, seed)
+
+
+def _retrieval_correlations(pred_delta: np.ndarray, true_delta: np.ndarray, candidates: np.ndarray | None,
+                            self_index: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(own (P,), corr (P, R), idx (P,))``: ``corr(δ̂_p, δ_p)``, ``corr(δ̂_p, δ_q)`` for every candidate q and
+    p's own row among the candidates -- what both retrieval variants compare (one product for the two)."""
     pred = _unit_rows(pred_delta)
     own = row_pearson(pred_delta, true_delta)
     cand = _unit_rows(true_delta if candidates is None else candidates)
     idx = np.arange(len(pred)) if self_index is None else np.asarray(self_index, dtype=np.int64)
-    corr = pred @ cand.T  # (P, R)
+    return own, pred @ cand.T, idx
+
+
+def _retrieval_from(own: np.ndarray, corr: np.ndarray, idx: np.ndarray, n_reference: int | None,
+                    seed: int) -> np.ndarray:
+    """The retrieval scores (P,) from :func:`_retrieval_correlations`: the share of p's reference candidates
+    (every other candidate, or ``n_reference`` of them drawn with ``seed``) no closer to the prediction than
+    p's own truth."""
+    P, R = corr.shape
+    hits = own[:, None] + 1e-12 >= corr  # (P, R); NaN compares False
+    out = np.full(P, np.nan)
+    if n_reference is None:   # every candidate but p's own
+        valid = ~np.isnan(own) & (R > 1)
+        count = hits.sum(axis=1) - hits[np.arange(P), idx]
+        out[valid] = count[valid] / (R - 1)
+        return out
     rng = np.random.default_rng(seed)
-    out = np.full(len(pred), np.nan)
-    for p in range(len(pred)):
-        others = np.delete(np.arange(cand.shape[0]), idx[p])
-        if n_reference is not None and len(others) > n_reference:
+    for p in range(P):
+        others = np.delete(np.arange(R), idx[p])
+        if len(others) > n_reference:
             others = np.sort(rng.choice(others, n_reference, replace=False))
         if len(others) == 0 or np.isnan(own[p]):
             continue
-        out[p] = float(np.mean(own[p] + 1e-12 >= corr[p, others]))
+        out[p] = float(np.mean(hits[p, others]))
     return out
 
 
@@ -244,9 +266,9 @@ def evaluate(
     flat = np.ptp(pred_delta, axis=1) == 0
     table["pearson_delta"] = np.where(flat, 0.0, pearson_delta(pred_delta, true_delta))
     table["mse"] = mse(pred_mean, true_mean)
-    table["retrieval"] = retrieval(pred_delta, true_delta, candidates, self_index)
-    table["retrieval_fast"] = retrieval(pred_delta, true_delta, candidates, self_index,
-                                        n_reference=FAST_REFERENCE, seed=seed)
+    own, corr, own_row = _retrieval_correlations(pred_delta, true_delta, candidates, self_index)
+    table["retrieval"] = _retrieval_from(own, corr, own_row, None, seed)
+    table["retrieval_fast"] = _retrieval_from(own, corr, own_row, FAST_REFERENCE, seed)
     table.loc[flat, ["retrieval", "retrieval_fast"]] = 0.5
     cand = true_delta if candidates is None else np.asarray(candidates, np.float64)
     idx = np.arange(len(names)) if self_index is None else np.asarray(self_index, dtype=np.int64)

@@ -139,33 +139,72 @@ class TxPert(nn.Module):
         :class:`gnn.PerturbationEncoder`).
         """
         enc = self.encoder.encode(hide) if enc is None else enc
+        return self._output(self.decoder[-1](self._hidden(x, pert_rows, enc)), x, pert_rows, enc)
+
+    @torch.no_grad()
+    def forward_means(self, x: Tensor, pert_rows: Tensor, groups: Tensor, n_groups: int, enc=None) -> Tensor:
+        """The mean of :meth:`forward`'s rows per group, (n_groups, G) float64, where the rows of a group share
+        their perturbation (``groups`` (B,) long in ``[0, n_groups)``, every group non-empty; the rows of a
+        group must have equal ``pert_rows``).
+
+        Everything after the decoder's hidden layer is affine in the hidden state ``h`` and the input ``x``
+        for a fixed perturbation (the output layer ``W_2 h + b_2``, the prior decoding, the target term
+        ``w·z + b + γ x_{j_p}``, the neighbour term), so the mean of the outputs is that part applied to
+        ``h̄`` and ``x̄``, the group means: ``mean_c ŷ_c = W_2 h̄ + b_2 + ...``. It runs the ``(hidden, G)``
+        output layer once per group instead of once per row (half of the head's arithmetic when predicting
+        means), in float64. Equal to ``forward(...).double()`` averaged per group up to float32 rounding (to
+        float64 rounding for a float64 model).
+        """
+        enc = self.encoder.encode() if enc is None else enc
+        h = self._hidden(x, pert_rows, enc)
+        counts = torch.bincount(groups, minlength=n_groups).to(torch.float64).unsqueeze(1)
+        if bool((counts == 0).any()):
+            raise ValueError("forward_means: every group needs at least one row")
+
+        def group_mean(t: Tensor) -> Tensor:
+            return t.new_zeros((n_groups, t.shape[1]), dtype=torch.float64).index_add_(0, groups, t.double()) / counts
+
+        first = torch.full((n_groups,), len(groups), dtype=torch.long, device=groups.device)
+        first = first.scatter_reduce(0, groups, torch.arange(len(groups), device=groups.device), reduce="amin")
+        out = self.decoder[-1]
+        y = torch.nn.functional.linear(group_mean(h), out.weight.double(),
+                                       out.bias.double() if out.bias is not None else None)
+        return self._output(y, group_mean(x), pert_rows[first], enc)
+
+    def _hidden(self, x: Tensor, pert_rows: Tensor, enc) -> Tensor:
+        """The decoder's last hidden layer (B, hidden): ``g``'s layers before its output layer, on
+        ``s + Σ_p z_p`` (or ``Σ_p z_p`` without a basal encoder)."""
         Z = enc.Z
         mask = pert_rows >= 0
-        z = Z[pert_rows.clamp(min=0)] * mask.unsqueeze(-1).to(Z.dtype)  # (B, K, d)
-        shift = z.sum(1)
+        shift = (Z[pert_rows.clamp(min=0)] * mask.unsqueeze(-1).to(Z.dtype)).sum(1)  # (B, d)
+        return self.decoder[:-1](shift if self.basal is None else self.basal(x) + shift)
+
+    def _output(self, y: Tensor, x: Tensor, pert_rows: Tensor, enc) -> Tensor:
+        """ŷ from the decoder's output ``y`` (B, G): the input (no basal encoder) and the prior, target and
+        neighbour terms added, in ``y``'s dtype (all affine in ``y`` and ``x`` for given ``pert_rows``)."""
+        Z = enc.Z
+        mask = pert_rows >= 0
         if self.basal is None:
-            y = x + self.decoder(shift)
-        else:
-            y = self.decoder(self.basal(x) + shift)
+            y = x.to(y.dtype) + y
         use_prior = self.prior_basis is not None and enc.prior is not None
         if use_prior:
             codes = (enc.prior[pert_rows.clamp(min=0)] * mask.unsqueeze(-1).to(enc.prior.dtype)).sum(1)  # (B, r)
-            y = y + codes @ self.prior_basis.t()
+            y = y + (codes @ self.prior_basis.t()).to(y.dtype)
         if self.target_term:
             cols = torch.where(mask, self.row_to_col[pert_rows.clamp(min=0)], torch.full_like(pert_rows, -1))
             valid = cols >= 0
             if bool(valid.any()):
                 b_idx, k_idx = valid.nonzero(as_tuple=True)
                 c = cols[b_idx, k_idx]
-                t = self.target_head(z[b_idx, k_idx]).squeeze(-1) + self.target_gain * x[b_idx, c]
+                t = self.target_head(Z[pert_rows[b_idx, k_idx]]).squeeze(-1) + self.target_gain * x[b_idx, c]
                 if use_prior and enc.visible is not None:  # a visible gene's prior holds its own change
                     t = t * (~enc.visible[pert_rows[b_idx, k_idx]]).to(t.dtype)
-                y = y.index_put((b_idx, c), t, accumulate=True)
+                y = y.index_put((b_idx, c), t.to(y.dtype), accumulate=True)
         if self.neighbour_term:
             gate = None
             if use_prior and enc.visible is not None:  # a visible gene's prior holds its partners' changes too
-                gate = (~enc.visible).to(y.dtype)
-            y = y + self._neighbour_shift(pert_rows, mask, Z, gate, y.shape[1])
+                gate = (~enc.visible).to(Z.dtype)
+            y = y + self._neighbour_shift(pert_rows, mask, Z, gate, y.shape[1]).to(y.dtype)
         return y
 
     def _neighbour_shift(self, pert_rows: Tensor, mask: Tensor, Z: Tensor, gate: Tensor | None, n_genes: int

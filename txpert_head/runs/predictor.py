@@ -638,8 +638,8 @@ class Predictor(ModelPredictions):
         """Predicted means (as ``Trainer.predict_means``) and the batch-matched references of their inputs."""
         mean = np.zeros((len(conds), self.data.n_genes), dtype=np.float64)
         ref = np.zeros_like(mean)
-        for k, (idx, y) in enumerate(self._predicted_batches(conds, rows_for, seed)):
-            mean[k] = y.double().mean(0).cpu().numpy()
+        for k, (idx, m) in enumerate(self.iter_predicted_means(conds, rows_for, seed)):
+            mean[k] = m
             ref[k] = self.controls.means[self.controls.group_of_row[np.asarray(idx)]].astype(np.float64).mean(0)
         return mean, ref
 

@@ -74,14 +74,16 @@ def build_model(graph: MultiGraph, genes: Sequence[str], encoder_genes: Sequence
 class ModelPredictions:
     """Prediction methods of a host holding a trained model (see the module docstring for what it provides)."""
 
-    def _predicted_batches(self, conditions: Sequence[Condition], rows_for: dict[Condition, np.ndarray] | None,
-                           seed: int | None) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-        """The one prediction loop behind :meth:`predict_means` and :meth:`predict_cells`.
+    def _input_passes(self, conditions: Sequence[Condition], rows_for: dict[Condition, np.ndarray] | None,
+                      seed: int | None) -> Iterator[tuple[list[np.ndarray], torch.Tensor, torch.Tensor, object]]:
+        """The one input loop behind :meth:`predict_means` and :meth:`predict_cells`.
 
-        Yields, per condition, ``(rows, y)``: ``rows`` (n,) the data rows whose matched control inputs were
-        used and ``y`` (n, G) the model's output for each (one predicted cell per input). Conditions are run
-        through the model together, :data:`PREDICT_ROWS` input cells at a time (a condition has few cells;
-        one product per condition ran the head at a fraction of its speed). For a condition
+        Yields, per forward pass, ``(rows, x, perts, enc)``: for each condition of the pass in order, ``rows``
+        holds the data rows whose matched control inputs are used (one predicted cell per input); ``x``
+        (n, G) the inputs of all of them one after the other, ``perts`` (n, K) their perturbation rows
+        (padded with -1, which adds nothing) and ``enc`` the encoder's output (one pass for all). Conditions
+        are run through the model together, :data:`PREDICT_ROWS` input cells at a time (a condition has
+        few cells; one product per condition ran the head at a fraction of its speed). For a condition
         with data rows, inputs are matched to those rows' cell line and batch (up to ``eval_cells`` rows,
         deterministic given ``seed``); a condition without rows (``predict``) uses the control rows of its
         cell line (up to ``eval_cells``) as inputs.
@@ -96,19 +98,13 @@ class ModelPredictions:
         pending: list[tuple[np.ndarray, torch.Tensor, torch.Tensor]] = []   # (rows, inputs, perturbation rows)
         pending_rows = 0                                                       # their input cells
 
-        def run_pending() -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-            """One forward pass over the pending conditions' inputs (perturbation rows padded with -1, which
-            adds nothing), split back per condition."""
+        def one_pass():
             width = max(p.shape[1] for _, _, p in pending)
-            x = torch.cat([x for _, x, _ in pending])
+            x = torch.cat([x for _, x, _ in pending]).to(self.device)
             perts = torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1]), value=-1) for _, _, p in pending])
-            with torch.no_grad():
-                y = self.model(x.to(self.device), perts.to(self.device), enc=enc)
-            start = 0
-            for idx, _, _ in pending:
-                yield idx, y[start:start + len(idx)]
-                start += len(idx)
+            out = ([idx for idx, _, _ in pending], x, perts.to(self.device), enc)
             pending.clear()
+            return out
 
         for line, pert in conditions:
             idx = rows_for.get((line, pert))
@@ -122,17 +118,32 @@ class ModelPredictions:
             pending.append((idx, x, self.pert_rows_for(pert).unsqueeze(0).expand(len(idx), -1)))
             pending_rows += len(idx)
             if pending_rows >= PREDICT_ROWS:
-                yield from run_pending()
+                yield one_pass()
                 pending_rows = 0
         if pending:
-            yield from run_pending()
+            yield one_pass()
+
+    def iter_predicted_means(self, conditions: Sequence[Condition], rows_for: dict[Condition, np.ndarray] | None = None,
+                             seed: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Per condition, in order, ``(rows, mean)``: the data rows whose matched controls were the inputs and
+        the predicted mean expression (G,) float64, the mean of the condition's :meth:`iter_predicted_cells`
+        (to float32 rounding), from :meth:`TxPert.forward_means`, which runs the decoder's output layer once
+        per condition instead of once per cell."""
+        import torch
+
+        for rows, x, perts, enc in self._input_passes(conditions, rows_for, seed):
+            sizes = torch.tensor([len(r) for r in rows], device=x.device)
+            groups = torch.repeat_interleave(torch.arange(len(rows), device=x.device), sizes)
+            means = self.model.forward_means(x, perts, groups, len(rows), enc=enc).cpu().numpy()
+            for idx, mean in zip(rows, means):
+                yield np.asarray(idx), mean
 
     def predict_means(self, conditions: Sequence[Condition], rows_for: dict[Condition, np.ndarray] | None = None,
                       seed: int | None = None) -> np.ndarray:
-        """Predicted mean expression (P, G) of each condition: the mean of its :meth:`predict_cells`."""
+        """Predicted mean expression (P, G) of each condition (:meth:`iter_predicted_means`)."""
         out = np.zeros((len(conditions), self.data.n_genes), dtype=np.float64)
-        for k, (_, y) in enumerate(self._predicted_batches(conditions, rows_for, seed)):
-            out[k] = y.double().mean(0).cpu().numpy()
+        for k, (_, mean) in enumerate(self.iter_predicted_means(conditions, rows_for, seed)):
+            out[k] = mean
         return out
 
     def iter_predicted_cells(self, conditions: Sequence[Condition], rows_for: dict[Condition, np.ndarray] | None = None,
@@ -141,11 +152,18 @@ class ModelPredictions:
         the predicted cells, (n_k, G) float64, one row per input. Only the current condition's cells are held
         (with those of the other conditions in its forward pass, :data:`PREDICT_ROWS` cells: the VCC block
         streams a genome-wide screen through this). Inputs and draws are those of
-        :meth:`predict_means`, so the mean of each ``cells`` is that method's row. With ``control_mode="mean"``
+        :meth:`predict_means`, so the mean of each ``cells`` is that method's row (to float32 rounding). With ``control_mode="mean"``
         every input of a batch is the batch's control mean, so a condition's predicted cells are one point
         per batch (a point mass), not a cell distribution."""
-        for idx, y in self._predicted_batches(conditions, rows_for, seed):
-            yield np.asarray(idx), y.double().cpu().numpy()
+        import torch
+
+        for rows, x, perts, enc in self._input_passes(conditions, rows_for, seed):
+            with torch.no_grad():
+                y = self.model(x, perts, enc=enc)
+            start = 0
+            for idx in rows:
+                yield np.asarray(idx), y[start:start + len(idx)].double().cpu().numpy()
+                start += len(idx)
 
     def predict_cells(self, conditions: Sequence[Condition], rows_for: dict[Condition, np.ndarray] | None = None,
                       seed: int | None = None, return_rows: bool = False):

@@ -414,14 +414,20 @@ class Trainer(ModelPredictions):
         key = "|".join(f"{l}/{p}" for l, p in conditions)
         if key not in self._val_cache:
             true_mean, ref = true_profiles(self.data, self.controls, conditions, self.rows)
-            cand, self_index = retrieval_candidates(self.data, self.controls, conditions, self.rows)
-            self._val_cache[key] = (true_mean, ref, cand, self_index)
-        true_mean, ref, cand, self_index = self._val_cache[key]
+            self._val_cache[key] = (true_mean, ref, self._candidates.index_of(conditions))
+        true_mean, ref, self_index = self._val_cache[key]
+        cand = self._candidates
         pred = self.predict_means(conditions)
         names = [condition_name(c) for c in conditions]
         table, summary = metrics.evaluate(names, pred, true_mean, ref, self.data.gene_index, cand, self_index,
                                           seed=self.cfg.seed)
         return (table, summary, pred - ref, true_mean - ref) if with_pred else (table, summary)
+
+    @functools.cached_property
+    def _candidates(self):
+        """The retrieval candidates (:func:`retrieval_candidates`: every condition's true change), computed once
+        for the validation and test scores."""
+        return retrieval_candidates(self.data, self.controls, [], self.rows)[0]
 
     @functools.cached_property
     def _train_centres(self) -> tuple[list[str], np.ndarray]:
