@@ -63,6 +63,25 @@ def test_predict_cells_share_the_loop_with_predict_means(small):
     assert all(np.array_equal(a, b) for a, b in zip(mean_rows, rows))
 
 
+@pytest.mark.parametrize("basal,mode", [("mlp", "batch"), ("mlp", "mean"), ("mlp", "random"), ("none", "mean")])
+def test_predicted_means_are_the_means_of_the_predicted_cells(small, basal, mode):
+    """predict_means runs the basal encoder once per distinct control input and takes the mean inputs from
+    sparse rows; the predicted cells run every input through the whole model: the same draws, the same means."""
+    data, split, _ = small
+    trainer = Trainer(data, synthetic_graph(30, seed=5), split, _cfg(basal=basal, control_mode=mode, eval_cells=25))
+    with torch.no_grad():
+        for p in trainer.model.decoder[-1].parameters():   # the zero-initialised output layer, as if trained
+            p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    conds = split.test + split.val
+    rows, cells = trainer.predict_cells(conds, return_rows=True)
+    means = trainer.predict_means(conds)
+    sources = np.concatenate([s for _, s, _, _ in trainer._input_passes(conds, None, None)])
+    assert len(np.unique(sources)) < len(sources)   # conditions share control inputs
+    for k in range(len(conds)):
+        np.testing.assert_allclose(means[k], cells[k].mean(0), rtol=1e-6, atol=1e-6)
+    assert np.abs(means - means.mean(0)).max() > 1e-3   # the conditions differ (not a trivially flat model)
+
+
 @pytest.mark.parametrize("basal", ["mlp", "none"])
 def test_forward_means_is_the_mean_of_forward_exactly_in_float64(small, basal):
     """Every term after the decoder's hidden layer is affine in the hidden state and the input, so decoding the
@@ -87,12 +106,15 @@ def test_forward_means_is_the_mean_of_forward_exactly_in_float64(small, basal):
     x = torch.rand(len(groups), data.n_genes, generator=gen, dtype=torch.float64) * 3
     with torch.no_grad():
         y = model(x, perts, enc=enc)
-    means = model.forward_means(x, perts, groups, len(sizes), enc=enc)
+        states = model.basal_state(x)
+    assert (states is None) == (basal == "none")
+    x_mean = torch.stack([x[groups == g].mean(0) for g in range(len(sizes))])
+    means = model.forward_means(states, perts, groups, len(sizes), x_mean, enc=enc)
     expected = torch.stack([y[groups == g].mean(0) for g in range(len(sizes))])
     assert means.dtype == torch.float64
     np.testing.assert_allclose(means.numpy(), expected.numpy(), rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="at least one row"):
-        model.forward_means(x, perts, groups, len(sizes) + 1, enc=enc)
+        model.forward_means(states, perts, groups, len(sizes) + 1, torch.cat([x_mean, x_mean[:1]]), enc=enc)
 
 
 def test_mean_control_mode_predicts_one_point_per_batch(small):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from txpert_head.data.backed import group_means
 from txpert_head.data.perturb_data import DataError, PerturbData, check_controls_per_batch, dense_rows
@@ -99,11 +100,34 @@ class ControlIndex:
 
     def inputs(self, rows: np.ndarray, mode: str, rng: np.random.Generator) -> np.ndarray:
         """Dense control input (len(rows), G) float32 for the given perturbed rows."""
+        return self.dense_inputs(self.input_sources(rows, mode, rng), mode)
+
+    def input_sources(self, rows: np.ndarray, mode: str, rng: np.random.Generator) -> np.ndarray:
+        """What each perturbed row's input is made of, (len(rows),) int64: a control row (modes ``random`` and
+        ``batch``, drawn by :meth:`sample`) or the row's group, whose control mean is the input (``mean``)."""
         if mode not in CONTROL_MODES:
             raise ValueError(f"control mode must be one of {CONTROL_MODES}, got {mode!r}")
         if mode == "mean":
-            return self.means[self.group_of_row[np.asarray(rows, dtype=np.int64)]]
-        return dense_rows(self.X, self.sample(rows, mode, rng))
+            return self.group_of_row[np.asarray(rows, dtype=np.int64)]
+        return self.sample(rows, mode, rng)
+
+    def dense_inputs(self, sources: np.ndarray, mode: str) -> np.ndarray:
+        """The inputs (len(sources), G) float32 of :meth:`input_sources`' ids."""
+        if mode == "mean":
+            return self.means[np.asarray(sources, dtype=np.int64)]
+        return dense_rows(self.X, sources)
+
+    def mean_inputs(self, sources: np.ndarray, groups: np.ndarray, n_groups: int, mode: str) -> np.ndarray:
+        """The mean input of each group of entries, (n_groups, G) float64: ``groups`` (len(sources),) in
+        ``[0, n_groups)``, every group non-empty. From the sparse rows (one product with the averaging matrix),
+        without densifying every input."""
+        sources, groups = np.asarray(sources, dtype=np.int64), np.asarray(groups, dtype=np.int64)
+        counts = np.bincount(groups, minlength=n_groups).astype(np.float64)
+        average = sp.csr_matrix((1.0 / counts[groups], (groups, np.arange(len(groups)))),
+                                shape=(n_groups, len(groups)))
+        if mode == "mean":
+            return average @ self.means[sources].astype(np.float64)
+        return np.asarray((average @ self.X[sources].astype(np.float64)).todense())
 
 
 def _flat_pools(pools: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

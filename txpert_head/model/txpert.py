@@ -139,45 +139,48 @@ class TxPert(nn.Module):
         :class:`gnn.PerturbationEncoder`).
         """
         enc = self.encoder.encode(hide) if enc is None else enc
-        return self._output(self.decoder[-1](self._hidden(x, pert_rows, enc)), x, pert_rows, enc)
+        return self._output(self.decoder[-1](self._hidden(self.basal_state(x), pert_rows, enc)), x, pert_rows, enc)
+
+    def basal_state(self, x: Tensor) -> Tensor | None:
+        """``s = f(x)`` (B, d) of the MLP basal encoder; None without one (``basal="none"``)."""
+        return None if self.basal is None else self.basal(x)
 
     @torch.no_grad()
-    def forward_means(self, x: Tensor, pert_rows: Tensor, groups: Tensor, n_groups: int, enc=None) -> Tensor:
+    def forward_means(self, states: Tensor | None, pert_rows: Tensor, groups: Tensor, n_groups: int,
+                      x_mean: Tensor, enc=None) -> Tensor:
         """The mean of :meth:`forward`'s rows per group, (n_groups, G) float64, where the rows of a group share
-        their perturbation (``groups`` (B,) long in ``[0, n_groups)``, every group non-empty; the rows of a
-        group must have equal ``pert_rows``).
+        their perturbation: ``states`` (B, d) the rows' :meth:`basal_state` (None without a basal encoder),
+        ``pert_rows`` (B, K), ``groups`` (B,) long in ``[0, n_groups)`` (every group non-empty, its rows with
+        equal ``pert_rows``) and ``x_mean`` (n_groups, G) the mean input of each group.
 
         Everything after the decoder's hidden layer is affine in the hidden state ``h`` and the input ``x``
         for a fixed perturbation (the output layer ``W_2 h + b_2``, the prior decoding, the target term
-        ``w·z + b + γ x_{j_p}``, the neighbour term), so the mean of the outputs is that part applied to
-        ``h̄`` and ``x̄``, the group means: ``mean_c ŷ_c = W_2 h̄ + b_2 + ...``. It runs the ``(hidden, G)``
-        output layer once per group instead of once per row (half of the head's arithmetic when predicting
-        means), in float64. Equal to ``forward(...).double()`` averaged per group up to float32 rounding (to
-        float64 rounding for a float64 model).
+        ``w·z + b + γ x_{j_p}``, the neighbour term, the input itself without a basal encoder), so the mean of
+        the outputs is that part applied to ``h̄`` and ``x̄``, the group means: ``mean_c ŷ_c = W_2 h̄ + b_2 + ...``.
+        The ``(hidden, G)`` output layer runs once per group instead of once per row (half of the head's
+        arithmetic when predicting means), in float64; the caller computes a basal state once per distinct
+        input and ``x̄`` from sparse rows. Equal to ``forward(...).double()`` averaged per group up to float32
+        rounding (to float64 rounding for a float64 model).
         """
         enc = self.encoder.encode() if enc is None else enc
-        h = self._hidden(x, pert_rows, enc)
+        h = self._hidden(states, pert_rows, enc)
         counts = torch.bincount(groups, minlength=n_groups).to(torch.float64).unsqueeze(1)
-        if bool((counts == 0).any()):
-            raise ValueError("forward_means: every group needs at least one row")
-
-        def group_mean(t: Tensor) -> Tensor:
-            return t.new_zeros((n_groups, t.shape[1]), dtype=torch.float64).index_add_(0, groups, t.double()) / counts
-
+        if len(counts) != n_groups or bool((counts == 0).any()):
+            raise ValueError(f"forward_means: every one of the {n_groups} groups needs at least one row")
+        h_mean = h.new_zeros((n_groups, h.shape[1]), dtype=torch.float64).index_add_(0, groups, h.double()) / counts
         first = torch.full((n_groups,), len(groups), dtype=torch.long, device=groups.device)
         first = first.scatter_reduce(0, groups, torch.arange(len(groups), device=groups.device), reduce="amin")
         out = self.decoder[-1]
-        y = torch.nn.functional.linear(group_mean(h), out.weight.double(),
-                                       out.bias.double() if out.bias is not None else None)
-        return self._output(y, group_mean(x), pert_rows[first], enc)
+        y = torch.nn.functional.linear(h_mean, out.weight.double(), out.bias.double() if out.bias is not None else None)
+        return self._output(y, x_mean.to(y), pert_rows[first], enc)
 
-    def _hidden(self, x: Tensor, pert_rows: Tensor, enc) -> Tensor:
+    def _hidden(self, states: Tensor | None, pert_rows: Tensor, enc) -> Tensor:
         """The decoder's last hidden layer (B, hidden): ``g``'s layers before its output layer, on
-        ``s + Σ_p z_p`` (or ``Σ_p z_p`` without a basal encoder)."""
+        ``s + Σ_p z_p`` (``states`` = s, (B, d)), or on ``Σ_p z_p`` without a basal encoder (``states`` None)."""
         Z = enc.Z
         mask = pert_rows >= 0
         shift = (Z[pert_rows.clamp(min=0)] * mask.unsqueeze(-1).to(Z.dtype)).sum(1)  # (B, d)
-        return self.decoder[:-1](shift if self.basal is None else self.basal(x) + shift)
+        return self.decoder[:-1](shift if states is None else states + shift)
 
     def _output(self, y: Tensor, x: Tensor, pert_rows: Tensor, enc) -> Tensor:
         """ŷ from the decoder's output ``y`` (B, G): the input (no basal encoder) and the prior, target and

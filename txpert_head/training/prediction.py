@@ -75,18 +75,19 @@ class ModelPredictions:
     """Prediction methods of a host holding a trained model (see the module docstring for what it provides)."""
 
     def _input_passes(self, conditions: Sequence[Condition], rows_for: dict[Condition, np.ndarray] | None,
-                      seed: int | None) -> Iterator[tuple[list[np.ndarray], torch.Tensor, torch.Tensor, object]]:
+                      seed: int | None) -> Iterator[tuple[list[np.ndarray], np.ndarray, torch.Tensor, object]]:
         """The one input loop behind :meth:`predict_means` and :meth:`predict_cells`.
 
-        Yields, per forward pass, ``(rows, x, perts, enc)``: for each condition of the pass in order, ``rows``
-        holds the data rows whose matched control inputs are used (one predicted cell per input); ``x``
-        (n, G) the inputs of all of them one after the other, ``perts`` (n, K) their perturbation rows
-        (padded with -1, which adds nothing) and ``enc`` the encoder's output (one pass for all). Conditions
-        are run through the model together, :data:`PREDICT_ROWS` input cells at a time (a condition has
-        few cells; one product per condition ran the head at a fraction of its speed). For a condition
-        with data rows, inputs are matched to those rows' cell line and batch (up to ``eval_cells`` rows,
-        deterministic given ``seed``); a condition without rows (``predict``) uses the control rows of its
-        cell line (up to ``eval_cells``) as inputs.
+        Yields, per forward pass, ``(rows, sources, perts, enc)``: for each condition of the pass in order,
+        ``rows`` holds the data rows whose matched control inputs are used (one predicted cell per input);
+        ``sources`` (n,) what the inputs of all of them are, one after the other
+        (:meth:`~txpert_head.data.controls.ControlIndex.input_sources`), ``perts`` (n, K) their perturbation
+        rows (padded with -1, which adds nothing) and ``enc`` the encoder's output (one pass for all).
+        Conditions are run through the model together, :data:`PREDICT_ROWS` input cells at a time (a
+        condition has few cells; one product per condition ran the head at a fraction of its speed). For a
+        condition with data rows, inputs are matched to those rows' cell line and batch (up to ``eval_cells``
+        rows, deterministic given ``seed``); a condition without rows (``predict``) uses the control rows of
+        its cell line (up to ``eval_cells``) as inputs.
         """
         import torch
 
@@ -95,14 +96,14 @@ class ModelPredictions:
             enc = self.model.encode()
         rng = np.random.default_rng([self.cfg.seed if seed is None else seed, 999_983])
         rows_for = self.rows if rows_for is None else rows_for
-        pending: list[tuple[np.ndarray, torch.Tensor, torch.Tensor]] = []   # (rows, inputs, perturbation rows)
-        pending_rows = 0                                                       # their input cells
+        pending: list[tuple[np.ndarray, np.ndarray, torch.Tensor]] = []   # (rows, input sources, perturbation rows)
+        pending_rows = 0                                                     # their input cells
 
         def one_pass():
             width = max(p.shape[1] for _, _, p in pending)
-            x = torch.cat([x for _, x, _ in pending]).to(self.device)
             perts = torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1]), value=-1) for _, _, p in pending])
-            out = ([idx for idx, _, _ in pending], x, perts.to(self.device), enc)
+            out = ([idx for idx, _, _ in pending], np.concatenate([s for _, s, _ in pending]), perts.to(self.device),
+                   enc)
             pending.clear()
             return out
 
@@ -114,8 +115,8 @@ class ModelPredictions:
                     raise KeyError(f"no cell line {line!r} in the data; lines: {', '.join(self.controls.by_line)}")
             if len(idx) > self.cfg.eval_cells:
                 idx = np.sort(rng.choice(idx, self.cfg.eval_cells, replace=False))
-            x = torch.from_numpy(np.ascontiguousarray(self.controls.inputs(idx, self.cfg.control_mode, rng)))
-            pending.append((idx, x, self.pert_rows_for(pert).unsqueeze(0).expand(len(idx), -1)))
+            sources = self.controls.input_sources(idx, self.cfg.control_mode, rng)
+            pending.append((idx, sources, self.pert_rows_for(pert).unsqueeze(0).expand(len(idx), -1)))
             pending_rows += len(idx)
             if pending_rows >= PREDICT_ROWS:
                 yield one_pass()
@@ -127,14 +128,34 @@ class ModelPredictions:
                              seed: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Per condition, in order, ``(rows, mean)``: the data rows whose matched controls were the inputs and
         the predicted mean expression (G,) float64, the mean of the condition's :meth:`iter_predicted_cells`
-        (to float32 rounding), from :meth:`TxPert.forward_means`, which runs the decoder's output layer once
-        per condition instead of once per cell."""
+        (to float32 rounding), from :meth:`TxPert.forward_means`: the decoder's output layer runs once per
+        condition, the basal encoder once per distinct control input (conditions draw from the same control
+        cells; kept over the call, ``d`` floats each), and each condition's mean input comes from its sparse
+        rows."""
         import torch
 
-        for rows, x, perts, enc in self._input_passes(conditions, rows_for, seed):
-            sizes = torch.tensor([len(r) for r in rows], device=x.device)
-            groups = torch.repeat_interleave(torch.arange(len(rows), device=x.device), sizes)
-            means = self.model.forward_means(x, perts, groups, len(rows), enc=enc).cpu().numpy()
+        mode = self.cfg.control_mode
+        known = np.zeros(0, dtype=np.int64)          # sources with a basal state, sorted
+        states = None                                 # their states, in that order
+        for rows, sources, perts, enc in self._input_passes(conditions, rows_for, seed):
+            sizes = np.asarray([len(r) for r in rows])
+            groups = np.repeat(np.arange(len(rows)), sizes)
+            x_mean = torch.from_numpy(self.controls.mean_inputs(sources, groups, len(rows), mode)).to(self.device)
+            cell_states = None
+            if self.model.basal is not None:
+                new = np.setdiff1d(sources, known)
+                if len(new):
+                    with torch.no_grad():
+                        x = torch.from_numpy(np.ascontiguousarray(self.controls.dense_inputs(new, mode)))
+                        fresh = self.model.basal_state(x.to(self.device))
+                    known = np.concatenate([known, new])
+                    order = np.argsort(known, kind="stable")
+                    known = known[order]
+                    merged = fresh if states is None else torch.cat([states, fresh])
+                    states = merged[torch.from_numpy(order).to(merged.device)]
+                cell_states = states[torch.from_numpy(np.searchsorted(known, sources)).to(states.device)]
+            means = self.model.forward_means(cell_states, perts, torch.from_numpy(groups).to(self.device), len(rows),
+                                             x_mean, enc=enc).cpu().numpy()
             for idx, mean in zip(rows, means):
                 yield np.asarray(idx), mean
 
@@ -152,14 +173,15 @@ class ModelPredictions:
         the predicted cells, (n_k, G) float64, one row per input. Only the current condition's cells are held
         (with those of the other conditions in its forward pass, :data:`PREDICT_ROWS` cells: the VCC block
         streams a genome-wide screen through this). Inputs and draws are those of
-        :meth:`predict_means`, so the mean of each ``cells`` is that method's row (to float32 rounding). With ``control_mode="mean"``
-        every input of a batch is the batch's control mean, so a condition's predicted cells are one point
+        :meth:`predict_means`, so the mean of each ``cells`` is that method's row (to float32 rounding). With
+        ``control_mode="mean"`` every input of a batch is the batch's control mean, so a condition's predicted cells are one point
         per batch (a point mass), not a cell distribution."""
         import torch
 
-        for rows, x, perts, enc in self._input_passes(conditions, rows_for, seed):
+        for rows, sources, perts, enc in self._input_passes(conditions, rows_for, seed):
+            x = torch.from_numpy(np.ascontiguousarray(self.controls.dense_inputs(sources, self.cfg.control_mode)))
             with torch.no_grad():
-                y = self.model(x, perts, enc=enc)
+                y = self.model(x.to(self.device), perts, enc=enc)
             start = 0
             for idx in rows:
                 yield np.asarray(idx), y[start:start + len(idx)].double().cpu().numpy()
