@@ -6,6 +6,7 @@ switched off or in dropout training; every encoder kind gives the same numbers e
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -150,3 +151,27 @@ def test_every_encoder_gives_the_same_numbers_with_and_without_the_kernels(monke
     assert len(g1) == len(g0)
     for a, b in zip(g1, g0):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_a_kernel_library_is_named_by_its_source_and_the_headers_it_includes(tmp_path, monkeypatch):
+    """Both kernel sources include gnn/backends/fast_math.h; editing a header must give a new library name (a
+    rebuild), not a stale cached library."""
+    from gnn.backends.compiled import CompiledLibrary
+
+    monkeypatch.setenv("TXPERT_KERNEL_CACHE", str(tmp_path / "kernels"))
+    (tmp_path / "inc").mkdir()
+    (tmp_path / "inc" / "deep.h").write_text("#define DEEP 1\n")
+    (tmp_path / "shared.h").write_text('#include "inc/deep.h"\n#define SHARED 1\n')
+    source = tmp_path / "k.c"
+    source.write_text('#include <math.h>\n  #  include "shared.h"\nint txk_one_f32(void) { return SHARED - DEEP; }\n'
+                      'int txk_one_f64(void) { return 0; }\n')
+    lib = CompiledLibrary(source, lambda lib: None, "test kernels", "nothing", "TXPERT_TEST_SWITCH")
+    assert lib.files() == [source.resolve(), (tmp_path / "shared.h").resolve(), (tmp_path / "inc" / "deep.h").resolve()]
+    first = lib.path()
+    (tmp_path / "inc" / "deep.h").write_text("#define DEEP 0\n")
+    assert lib.path() != first
+    assert lib.load() is not None and lib.load().txk_one_f32() == 1   # built with the edited header
+    from gnn.backends import fused_attention
+
+    assert Path(fused_attention.SOURCE).with_name("fast_math.h").resolve() in fused_attention._KERNELS.files()
+    assert Path(fused_attention.SOURCE).with_name("fast_math.h").resolve() in fused_blocks._KERNELS.files()

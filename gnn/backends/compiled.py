@@ -1,9 +1,10 @@
 """C kernels compiled here on first use: one :class:`CompiledLibrary` per C source file.
 
 A library is compiled with the host's C compiler (``$CC``, else ``cc``) and :data:`CFLAGS` into the toolkit's
-cache folder, under a name that hashes the source, the compiler, the flags and the CPU (``-march=native``
-code runs only on the CPU it was compiled for), then loaded with :mod:`ctypes`. When it cannot be built (no
-compiler, a read-only cache), one warning says why and the caller composes torch operations instead.
+cache folder, under a name that hashes the source and the local headers it includes, the compiler, the flags
+and the CPU (``-march=native`` code runs only on the CPU it was compiled for), then loaded with
+:mod:`ctypes`. When it cannot be built (no compiler, a read-only cache), one warning says why and the caller
+composes torch operations instead.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import re
 import subprocess
 import threading
 import warnings
@@ -29,6 +31,7 @@ from kgbuild.atomic import atomic_path
 CFLAGS = ["-O3", "-march=native", "-std=gnu11", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math",
           "-fassociative-math", "-fno-signed-zeros"]
 ENV_CACHE = "TXPERT_KERNEL_CACHE"       # where compiled kernels are kept (default ~/.cache/txpert-kg/kernels)
+_LOCAL_INCLUDE = re.compile(r'\s*#\s*include\s+"([^"]+)"')
 
 
 def _cpu_identity() -> str:
@@ -69,10 +72,26 @@ class CompiledLibrary:
         ``$TXPERT_KERNEL_CACHE``, else ``kernels`` in the toolkit's cache folder (``~/.cache/txpert-kg``)."""
         from kgbuild.fetch import DEFAULT_CACHE_DIR
 
-        key = hashlib.sha256(self.source.read_bytes() + " ".join([_compiler(), *CFLAGS]).encode()
-                             + _cpu_identity().encode())
+        key = hashlib.sha256(b"".join(f.read_bytes() for f in self.files())
+                             + " ".join([_compiler(), *CFLAGS]).encode() + _cpu_identity().encode())
         base = Path(os.environ[ENV_CACHE]) if os.environ.get(ENV_CACHE) else DEFAULT_CACHE_DIR.expanduser() / "kernels"
         return base / f"{self.source.stem}-{key.hexdigest()[:20]}.so"
+
+    def files(self) -> list[Path]:
+        """The source and the local headers it includes (``#include "name"``, relative to the including file,
+        followed recursively): what the compiled library is built from, so what its cache name hashes."""
+        found: list[Path] = []
+        todo = [self.source]
+        while todo:
+            path = todo.pop(0).resolve()
+            if path in found:
+                continue
+            found.append(path)
+            for line in path.read_text().splitlines():
+                match = _LOCAL_INCLUDE.match(line)
+                if match:
+                    todo.append(path.parent / match.group(1))
+        return found
 
     def _compile(self, target: Path) -> None:
         """Compile the source to ``target`` (an atomic write: never half-written)."""

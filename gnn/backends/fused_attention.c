@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fast_math.h"
+
 
 /* Software prefetch, AHEAD edges ahead: the kernels are bound by the latency of rows gathered (and, in the
  * first backward pass, of records scattered) at random; the hardware prefetcher cannot guess those addresses,
@@ -499,7 +501,7 @@ static int block_gatv2_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t 
     SHAPES_##SFX(GBS, SFX)                                                                                    \
 }
 
-DEFINE_KERNELS(float, f32, expf)
+DEFINE_KERNELS(float, f32, exp_nonpos_f32)   /* softmax arguments are s - max <= 0 */
 DEFINE_KERNELS(double, f64, exp)
 DEFINE_BLOCKS(float, f32)
 DEFINE_BLOCKS(double, f64)

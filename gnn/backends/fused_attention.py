@@ -69,6 +69,11 @@ with ``ds`` as for the softmax-and-sum. ``z`` is recomputed in each pass instead
 ``(E, H, C)`` tensor exists (the composed layer makes three); the parameter sums ``da, du, dB`` run per
 row in the working precision and across rows in float64.
 
+In float32 the softmax's ``exp`` (of ``s - max <= 0``) is the vectorised polynomial of
+``gnn/backends/fast_math.h`` (relative error about 1e-7), which the fused block kernels share: libm's
+``expf``, a call per edge and head, took a quarter of the GATv2 forward on the merged real graph's GO layer
+(12.8 -> 9.4 ms on a 2-core Zen 3). Float64 calls libm's ``exp``.
+
 Rows are split into contiguous blocks of about equal edge counts, one per thread (OpenMP,
 ``torch.get_num_threads()`` threads, in the runtime torch runs on). Summation order differs from the
 composed primitives, so results agree to float rounding; they do not depend on the thread count except
