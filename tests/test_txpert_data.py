@@ -113,3 +113,17 @@ def test_split_sizes_and_seed():
     assert all("+" in p for _, p in dbl.test)
     assert sum(len(v) for v in dbl.subgroups.values()) == len(dbl.test)
     assert set(dbl.subgroups) <= {"seen0", "seen1", "seen2"}
+
+
+def test_average_rows_takes_each_groups_mean_of_repeated_sparse_or_dense_rows():
+    from txpert_head.data.controls import average_rows
+
+    rng = np.random.default_rng(3)
+    dense = rng.random((6, 5)).astype(np.float32) * (rng.random((6, 5)) < 0.5)
+    members = np.array([[0, 1], [0, 1], [0, 4], [1, 0], [2, 5], [2, 2], [2, 5]])   # row 1 twice in group 0
+    d64 = dense.astype(np.float64)
+    expected = np.stack([d64[[1, 1, 4]].mean(0), d64[[0]].mean(0), d64[[5, 2, 5]].mean(0)])
+    for rows in (dense, sp.csr_matrix(dense)):
+        out = average_rows(rows, members, 3)
+        assert out.dtype == np.float64 and out.shape == (3, 5)
+        np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)

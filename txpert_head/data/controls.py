@@ -117,17 +117,25 @@ class ControlIndex:
             return self.means[np.asarray(sources, dtype=np.int64)]
         return dense_rows(self.X, sources)
 
-    def mean_inputs(self, sources: np.ndarray, groups: np.ndarray, n_groups: int, mode: str) -> np.ndarray:
-        """The mean input of each group of entries, (n_groups, G) float64: ``groups`` (len(sources),) in
-        ``[0, n_groups)``, every group non-empty. From the sparse rows (one product with the averaging matrix),
-        without densifying every input."""
-        sources, groups = np.asarray(sources, dtype=np.int64), np.asarray(groups, dtype=np.int64)
-        counts = np.bincount(groups, minlength=n_groups).astype(np.float64)
-        average = sp.csr_matrix((1.0 / counts[groups], (groups, np.arange(len(groups)))),
-                                shape=(n_groups, len(groups)))
-        if mode == "mean":
-            return average @ self.means[sources].astype(np.float64)
-        return np.asarray((average @ self.X[sources].astype(np.float64)).todense())
+    def source_rows(self, sources: np.ndarray, mode: str):
+        """The inputs of :meth:`input_sources`' ids as stored, read once: sparse rows of ``X`` (CSR,
+        (len(sources), G)) for control rows, dense float32 control means for groups (``mean``). For
+        :meth:`dense_inputs` and :func:`average_rows` without reading a row twice (from disk, when backed)."""
+        sources = np.asarray(sources, dtype=np.int64)
+        return self.means[sources] if mode == "mean" else self.X[sources]
+
+
+def average_rows(rows, of_group: np.ndarray, n_groups: int) -> np.ndarray:
+    """The mean of each group's rows, (n_groups, G) float64: entry k of the groups' members is row
+    ``of_group[k][1]`` of ``rows`` (CSR or dense, (R, G)) in group ``of_group[k][0]``; ``of_group`` (K, 2)
+    int64, rows may repeat within and across groups, every group non-empty. One product with the (sparse)
+    averaging matrix."""
+    of_group = np.asarray(of_group, dtype=np.int64).reshape(-1, 2)
+    counts = np.bincount(of_group[:, 0], minlength=n_groups).astype(np.float64)
+    average = sp.csr_matrix((1.0 / counts[of_group[:, 0]], (of_group[:, 0], of_group[:, 1])),
+                            shape=(n_groups, rows.shape[0]))   # repeated (group, row) entries are summed
+    out = average @ (rows.astype(np.float64) if sp.issparse(rows) else np.asarray(rows, dtype=np.float64))
+    return out.toarray() if sp.issparse(out) else np.asarray(out)
 
 
 def _flat_pools(pools: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

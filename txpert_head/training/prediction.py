@@ -134,28 +134,33 @@ class ModelPredictions:
         rows."""
         import torch
 
+        from txpert_head.data.controls import average_rows
+
         mode = self.cfg.control_mode
         known = np.zeros(0, dtype=np.int64)          # sources with a basal state, sorted
         states = None                                 # their states, in that order
         for rows, sources, perts, enc in self._input_passes(conditions, rows_for, seed):
             sizes = np.asarray([len(r) for r in rows])
             groups = np.repeat(np.arange(len(rows)), sizes)
-            x_mean = torch.from_numpy(self.controls.mean_inputs(sources, groups, len(rows), mode)).to(self.device)
+            distinct, position = np.unique(sources, return_inverse=True)
+            stored = self.controls.source_rows(distinct, mode)          # each input row read once
+            x_mean = average_rows(stored, np.stack([groups, position], axis=1), len(rows))
             cell_states = None
             if self.model.basal is not None:
-                new = np.setdiff1d(sources, known)
-                if len(new):
+                fresh_rows = ~np.isin(distinct, known)
+                if fresh_rows.any():
+                    new = stored[fresh_rows]
+                    x = np.asarray(new.toarray() if hasattr(new, "toarray") else new, dtype=np.float32)
                     with torch.no_grad():
-                        x = torch.from_numpy(np.ascontiguousarray(self.controls.dense_inputs(new, mode)))
-                        fresh = self.model.basal_state(x.to(self.device))
-                    known = np.concatenate([known, new])
+                        fresh = self.model.basal_state(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
+                    known = np.concatenate([known, distinct[fresh_rows]])
                     order = np.argsort(known, kind="stable")
                     known = known[order]
                     merged = fresh if states is None else torch.cat([states, fresh])
                     states = merged[torch.from_numpy(order).to(merged.device)]
                 cell_states = states[torch.from_numpy(np.searchsorted(known, sources)).to(states.device)]
             means = self.model.forward_means(cell_states, perts, torch.from_numpy(groups).to(self.device), len(rows),
-                                             x_mean, enc=enc).cpu().numpy()
+                                             torch.from_numpy(x_mean).to(self.device), enc=enc).cpu().numpy()
             for idx, mean in zip(rows, means):
                 yield np.asarray(idx), mean
 
