@@ -180,7 +180,10 @@ class TxPert(nn.Module):
         Z = enc.Z
         mask = pert_rows >= 0
         shift = (Z[pert_rows.clamp(min=0)] * mask.unsqueeze(-1).to(Z.dtype)).sum(1)  # (B, d)
-        return self.decoder[:-1](shift if states is None else states + shift)
+        h = shift if states is None else states + shift
+        for layer in list(self.decoder)[:-1]:   # (slicing the Sequential would build a new module every step)
+            h = layer(h)
+        return h
 
     def _output(self, y: Tensor, x: Tensor, pert_rows: Tensor, enc) -> Tensor:
         """ŷ from the decoder's output ``y`` (B, G): the input (no basal encoder) and the prior, target and

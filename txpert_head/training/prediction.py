@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
-from txpert_head.data.perturb_data import constituents
+from txpert_head.data.perturb_data import constituents, dense_rows
 
 #: input cells per forward pass when predicting: conditions are batched together up to this many
 PREDICT_ROWS = 2048
@@ -134,6 +134,8 @@ class ModelPredictions:
         rows."""
         import torch
 
+        import scipy.sparse as sp
+
         from txpert_head.data.controls import average_rows
 
         mode = self.cfg.control_mode
@@ -149,8 +151,7 @@ class ModelPredictions:
             if self.model.basal is not None:
                 fresh_rows = ~np.isin(distinct, known)
                 if fresh_rows.any():
-                    new = stored[fresh_rows]
-                    x = np.asarray(new.toarray() if hasattr(new, "toarray") else new, dtype=np.float32)
+                    x = dense_rows(stored, np.flatnonzero(fresh_rows)) if sp.issparse(stored) else stored[fresh_rows]
                     with torch.no_grad():
                         fresh = self.model.basal_state(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
                     known = np.concatenate([known, distinct[fresh_rows]])
@@ -179,8 +180,8 @@ class ModelPredictions:
         (with those of the other conditions in its forward pass, :data:`PREDICT_ROWS` cells: the VCC block
         streams a genome-wide screen through this). Inputs and draws are those of
         :meth:`predict_means`, so the mean of each ``cells`` is that method's row (to float32 rounding). With
-        ``control_mode="mean"`` every input of a batch is the batch's control mean, so a condition's predicted cells are one point
-        per batch (a point mass), not a cell distribution."""
+        ``control_mode="mean"`` every input of a batch is the batch's control mean, so a condition's predicted
+        cells are one point per batch (a point mass), not a cell distribution."""
         import torch
 
         for rows, sources, perts, enc in self._input_passes(conditions, rows_for, seed):
