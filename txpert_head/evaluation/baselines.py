@@ -59,7 +59,8 @@ from txpert_head.metrics import expression as metrics
 from txpert_head.data.backed import group_means
 from txpert_head.data.controls import ControlIndex
 from txpert_head.data.perturb_data import PerturbData, constituents
-from txpert_head.data.profiles import condition_name, retrieval_candidates, rows_by_condition, true_profiles
+from txpert_head.data.profiles import (ConditionMeans, condition_name, retrieval_candidates, rows_by_condition,
+                                      true_profiles)
 from txpert_head.data.splits import Condition, Split
 
 log = logging.getLogger(__name__)
@@ -77,9 +78,9 @@ def _nan_stat(fn, values) -> float:
 
 
 def training_changes(data: PerturbData, controls: ControlIndex, train: Sequence[Condition],
-                     rows: dict[Condition, np.ndarray]) -> dict[Condition, np.ndarray]:
-    """``Δ_q`` (G,) for every training condition."""
-    mean, ref = true_profiles(data, controls, list(train), rows)
+                     rows: dict[Condition, np.ndarray], means: ConditionMeans | None = None) -> dict[Condition, np.ndarray]:
+    """``Δ_q`` (G,) for every training condition (the means from ``means`` when it has them)."""
+    mean, ref = true_profiles(data, controls, list(train), rows, means)
     return {c: mean[k] - ref[k] for k, c in enumerate(train)}
 
 
@@ -370,7 +371,7 @@ def split_half(data: PerturbData, controls: ControlIndex, conditions: Sequence[C
 
 def run_baselines(data: PerturbData, split: Split, which: Sequence[str] = BASELINES, split_half_seeds: int = 5,
                   controls: ControlIndex | None = None, seed: int = 0,
-                  graph: MultiGraph | None = None) -> dict[str, dict]:
+                  graph: MultiGraph | None = None, means: ConditionMeans | None = None) -> dict[str, dict]:
     """Evaluate baselines on ``split.test``; returns ``{name: {"summary", "table", ["summary_sd"], ["pred"]}}``.
 
     ``pred`` (P, G): the predicted mean expression of each test condition (in ``split.test`` order), for
@@ -379,16 +380,19 @@ def run_baselines(data: PerturbData, split: Split, which: Sequence[str] = BASELI
     ``additive`` is only run for splits with combinations, ``nearest_cell_line`` only with several cell
     lines, ``graph_neighbours`` and ``linear_graph`` only with a ``graph``, ``linear`` only when at least two
     training singles are measured genes, ``split_half`` only when conditions have at least two rows and
-    ``split_half_seeds`` > 0.
+    ``split_half_seeds`` > 0. ``means``: the data's :class:`~txpert_head.data.profiles.ConditionMeans`, when the
+    caller has read them already.
     """
     controls = controls or ControlIndex(data)
     rows = rows_by_condition(data)
+    # one pass over the data for the test truths, the training changes and the candidates (unless given)
+    means = ConditionMeans(data, rows) if means is None else means
     test = list(split.test)
     names = [condition_name(c) for c in test]
-    true_mean, ref = true_profiles(data, controls, test, rows)
-    deltas = training_changes(data, controls, split.train, rows)
+    true_mean, ref = true_profiles(data, controls, test, rows, means)
+    deltas = training_changes(data, controls, split.train, rows, means)
     gene_index = data.gene_index
-    cand, self_index = retrieval_candidates(data, controls, test, rows)
+    cand, self_index = retrieval_candidates(data, controls, test, rows, means)
     out: dict[str, dict] = {}
     has_doubles = any(len(constituents(p)) > 1 for _, p in test)
     n_lines = len(set(data.cell_line.tolist()))

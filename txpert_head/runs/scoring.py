@@ -53,7 +53,8 @@ from txpert_head.evaluation.baselines import run_baselines
 from txpert_head.data.controls import ControlIndex
 from txpert_head.data.perturb_data import (CONTROL, LOG_SCALE_MAX, DataError, PerturbData, looks_like_counts, normalize_counts,
                               parse_label)
-from txpert_head.data.profiles import condition_name, retrieval_candidates, rows_by_condition, true_profiles
+from txpert_head.data.profiles import (ConditionMeans, condition_name, retrieval_candidates, rows_by_condition,
+                                      true_profiles)
 from txpert_head.data.splits import Condition, Split
 
 log = logging.getLogger(__name__)
@@ -341,10 +342,11 @@ def score_predictions(predictions: str | Path | Predictions, data: PerturbData,
     left_out = [condition_name(c) for c in pred.conditions if c not in set(conds)]
     seed = (split.seed if split is not None else 0) if seed is None else seed
     controls = ControlIndex(data)
-    true_mean, ref = true_profiles(data, controls, conds, rows)
+    profile_means = ConditionMeans(data, rows)   # one pass over the data: the truths, candidates and baselines
+    true_mean, ref = true_profiles(data, controls, conds, rows, profile_means)
     X = pred.X[[have[c] for c in conds]]
     _check_scale(X, true_mean, where, data.source)
-    cand, self_index = retrieval_candidates(data, controls, conds, rows)
+    cand, self_index = retrieval_candidates(data, controls, conds, rows, profile_means)
     names = [condition_name(c) for c in conds]
     table, means = metrics.evaluate(names, X, true_mean, ref, data.gene_index, cand, self_index,
                                     seed=seed if metric_seed is None else metric_seed)
@@ -359,7 +361,7 @@ def score_predictions(predictions: str | Path | Predictions, data: PerturbData,
         summary["baselines_skipped"] = "no other perturbation in the data to train the baselines on"
     elif baselines:
         base = run_baselines(data, base_split, split_half_seeds=split_half_seeds, controls=controls, seed=seed,
-                             graph=graph)
+                             graph=graph, means=profile_means)
         table = _baseline_section(summary, table, base, seed)
     return table, summary, summary.get("paired", {})
 

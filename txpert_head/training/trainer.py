@@ -51,7 +51,8 @@ from kgbuild.graph import MultiGraph
 from txpert_head.data.backed import budget_bytes, group_sums, row_blocks
 from txpert_head.data.controls import ControlIndex
 from txpert_head.data.perturb_data import PerturbData, constituents, dense_rows
-from txpert_head.data.profiles import condition_name, retrieval_candidates, rows_by_condition, true_profiles
+from txpert_head.data.profiles import (ConditionMeans, condition_name, retrieval_candidates, rows_by_condition,
+                                      true_profiles)
 from txpert_head.data.splits import Condition, Split
 from txpert_head.metrics import expression as metrics
 from txpert_head.model.effects import effect_codes
@@ -132,9 +133,12 @@ class Trainer(ModelPredictions):
         self.device = self.dist.device(resolve_device(cfg.device))
         self.controls = controls or ControlIndex(data)
         self.rows = rows_by_condition(data)
+        # every condition's mean in one pass: the training changes, the validation and test truths and the
+        # retrieval candidates all take theirs from it
+        self.condition_means = ConditionMeans(data, self.rows)
         self.encoder_genes = data.perturbed_genes()
         train = [c for c in split.train if c in self.rows]
-        train_mean, train_ref = true_profiles(data, self.controls, train, self.rows)
+        train_mean, train_ref = true_profiles(data, self.controls, train, self.rows, self.condition_means)
         self.train_deltas = {c: train_mean[k] - train_ref[k] for k, c in enumerate(train)}
         self.effects = effect_codes(self.train_deltas, data.n_genes, cfg.effect_rank) if cfg.node_inputs == "effects" else None
         self.encoder_graph = self._encoder_graph()
@@ -413,7 +417,7 @@ class Trainer(ModelPredictions):
         conditions = list(conditions)
         key = "|".join(f"{l}/{p}" for l, p in conditions)
         if key not in self._val_cache:
-            true_mean, ref = true_profiles(self.data, self.controls, conditions, self.rows)
+            true_mean, ref = true_profiles(self.data, self.controls, conditions, self.rows, self.condition_means)
             self._val_cache[key] = (true_mean, ref, self._candidates.index_of(conditions))
         true_mean, ref, self_index = self._val_cache[key]
         cand = self._candidates
@@ -427,7 +431,7 @@ class Trainer(ModelPredictions):
     def _candidates(self):
         """The retrieval candidates (:func:`retrieval_candidates`: every condition's true change), computed once
         for the validation and test scores."""
-        return retrieval_candidates(self.data, self.controls, [], self.rows)[0]
+        return retrieval_candidates(self.data, self.controls, [], self.rows, self.condition_means)[0]
 
     @functools.cached_property
     def _train_centres(self) -> tuple[list[str], np.ndarray]:
