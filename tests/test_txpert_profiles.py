@@ -31,13 +31,16 @@ def _loop_references(controls: ControlIndex, row_sets) -> np.ndarray:
     return ref
 
 
-def test_references_are_the_per_condition_sums_bit_for_bit(data):
-    controls = ControlIndex(data)
-    rows = rows_by_condition(data)
+@pytest.mark.parametrize("n_batches", [3, 24])   # 24: more groups than numpy's pairwise-summation block
+def test_references_are_the_per_condition_sums_bit_for_bit(data, n_batches):
+    many = data if n_batches == 3 else synthetic_data(n_cells=4000, n_genes=40, n_perts=6, n_batches=24, seed=6)
+    controls = ControlIndex(many)
+    rows = rows_by_condition(many)
     row_sets = [rows[c] for c in rows]
     rng = np.random.default_rng(0)
-    row_sets += [np.sort(rng.choice(data.n_obs, size, replace=False)) for size in (1, 2, 7, 300)]
-    assert len(set(controls.group_of_row.tolist())) == 3
+    row_sets += [np.sort(rng.choice(many.n_obs, size, replace=False)) for size in (1, 2, 7, 300)]
+    row_sets.append(np.arange(many.n_obs))
+    assert len(set(controls.group_of_row.tolist())) == n_batches
     assert np.array_equal(batch_matched_references(controls, row_sets), _loop_references(controls, row_sets))
     # by hand: two rows of group 0 and one of group 2 weigh the control means 2 : 1
     g0, g2 = np.flatnonzero(controls.group_of_row == 0)[:2], np.flatnonzero(controls.group_of_row == 2)[:1]

@@ -78,7 +78,8 @@ def _nan_stat(fn, values) -> float:
 
 
 def training_changes(data: PerturbData, controls: ControlIndex, train: Sequence[Condition],
-                     rows: dict[Condition, np.ndarray], means: ConditionMeans | None = None) -> dict[Condition, np.ndarray]:
+                     rows: dict[Condition, np.ndarray],
+                     means: ConditionMeans | None = None) -> dict[Condition, np.ndarray]:
     """``Δ_q`` (G,) for every training condition (the means from ``means`` when it has them)."""
     mean, ref = true_profiles(data, controls, list(train), rows, means)
     return {c: mean[k] - ref[k] for k, c in enumerate(train)}
