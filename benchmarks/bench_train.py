@@ -229,8 +229,7 @@ def child(args) -> dict:
     floor_s = mlp_floor(trainer.model, sizes, data.n_genes)
     return {"setting": args.setting, "source": args.source, "cells": int(len(trainer.train_rows)), "nnz": int(data.X.nnz),
             "steps": steps, "data_s": t_data, "setup_s": t_setup, "train_s": train_s, "epoch_s": t_epoch,
-            "floor_s": floor_s,
-            "cells_per_s": len(trainer.train_rows) / train_s, "peak_gb_data": mem_data, "peak_gb": peak}
+            "floor_s": floor_s, "cells_per_s": len(trainer.train_rows) / train_s, "peak_gb_data": mem_data, "peak_gb": peak}
 
 
 def main(argv: list[str] | None = None) -> int:
