@@ -37,9 +37,10 @@ loops / expander / coupling edges, ``N_s`` nodes; every :class:`gnn.edges.EdgeSe
 over 5 copies of a float32 tensor of ``max_s E_s * dim`` elements (at least 2**24: 64 MiB, beyond the caches)
 into another (``B = 2 * bytes / seconds``, read + write), with the same thread count. On the 2-core AMD Zen 5
 VMs here ``B`` reads about 36-45 GB/s in most processes and 66-72 GB/s in some, so a ratio can move by up to 2x
-with it; on a 2-core AMD Zen 3 VM (AVX2 only) it read 16-25 GB/s, and the same passes took 2-3x as long as on
-Zen 5 (the kernels' arithmetic and the dense products run at AVX2's width there, so their time does not fall
-with the floor's). The table prints ``B`` beside every floor. The floor ignores
+with it; on a 2-core AMD Zen 3 VM (AVX2 only) it read 16-25 GB/s in most processes and 28-37 GB/s in some, and
+the same passes took 2-3x as long as on Zen 5 (the kernels' arithmetic and the dense products run at AVX2's
+width there, so their time does not fall with the floor's: on Zen 3 ``gat-hybrid`` took 0.26-0.28 s in three
+runs whose ratios read 2.8x, 3.1x and 4.5x). The table prints ``B`` beside every floor. The floor ignores
 attention scores, edge weights, the ``(E, H, C)`` tensors of GATv2 and all arithmetic -- e.g. the dense
 projections and feed-forward layers of Exphormer, ``O(N dim^2)`` flops that are compute-bound on a CPU --
 so ``measured / floor`` is how far a pass is from only moving its messages. That arithmetic is measured
