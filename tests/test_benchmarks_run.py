@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,30 @@ def test_bench_gnn_fills_every_cell_on_a_tiny_graph():
     assert {"pyg-GATv2Conv", "gat", "gatv2", "exphormer", "exphormer-mg", "gat-hybrid", "gat-mlg",
             "hybrid-bmp"} <= rows
     assert "our gatv2 (pyg backend) / PyG GATv2Conv stack" in done.stdout
+    kind_rows = [line for line in done.stdout.splitlines() if line.split()[:1] and line.split()[0] in
+                 {"pyg-GATv2Conv", "gat", "gatv2", "exphormer", "exphormer-mg", "gat-hybrid", "gat-mlg", "hybrid-bmp"}]
+    side = re.compile(r"side by side [0-9.]+ s at B [0-9.]+ GB/s = [0-9.]+x the floor .*best [0-9.]+ s at [0-9.]+ GB/s")
+    assert len(kind_rows) == 8 and all(side.search(line) for line in kind_rows), "\n".join(kind_rows)
+
+
+def test_side_by_side_ratio_is_the_median_step_times_the_median_bandwidth_over_the_floor(monkeypatch):
+    """bench_gnn's side-by-side ratio from alternated steps and copies (stubbed times: nothing is timed)."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import bench_gnn
+
+    steps = iter([0.30, 0.10, 0.20, 0.40, 0.50])
+    bandwidths = iter([10e9, 30e9, 20e9, 50e9, 40e9])
+    monkeypatch.setattr(bench_gnn, "copy_numel", lambda model, dim: 16)
+    monkeypatch.setattr(bench_gnn, "copy_buffers", lambda numel: (None, None))
+    monkeypatch.setattr(bench_gnn, "step_seconds", lambda model, target: next(steps))
+    monkeypatch.setattr(bench_gnn, "copy_bandwidth", lambda a, b: next(bandwidths))
+    got = bench_gnn.side_by_side(None, None, floor_bytes=1e9, dim=8, rounds=5)
+    assert got["round_seconds"] == pytest.approx(0.30) and got["round_bandwidth"] == pytest.approx(30e9)
+    assert got["ratio"] == pytest.approx(0.30 * 30)              # median step x median B / floor bytes
+    assert got["ratio_best"] == pytest.approx(0.10 * 50)         # fastest step x fastest copy / floor bytes
+    per_round = sorted([0.30 * 10, 0.10 * 30, 0.20 * 20, 0.40 * 50, 0.50 * 40])
+    q1, _, q3 = statistics.quantiles(per_round, n=4)
+    assert (got["ratio_q1"], got["ratio_q3"]) == (pytest.approx(q1), pytest.approx(q3))
 
 
 @pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler: nothing fused to compare")
