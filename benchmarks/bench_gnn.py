@@ -174,12 +174,13 @@ def side_by_side(model, target, floor_bytes: int, dim: int, rounds: int) -> dict
     for _ in range(rounds):
         steps.append(step_seconds(model, target))
         bandwidths.append(copy_bandwidth(a, b))
-    per_round = sorted(s * bw / floor_bytes for s, bw in zip(steps, bandwidths))
+    per_round = [s * bw / floor_bytes for s, bw in zip(steps, bandwidths)]
     q1, _, q3 = statistics.quantiles(per_round, n=4) if rounds > 1 else per_round * 3
-    return {"ratio": statistics.median(steps) * statistics.median(bandwidths) / floor_bytes, "ratio_q1": q1,
-            "ratio_q3": q3, "round_seconds": statistics.median(steps), "round_bandwidth": statistics.median(bandwidths),
-            "ratio_best": min(steps) * max(bandwidths) / floor_bytes, "best_seconds": min(steps),
-            "best_bandwidth": max(bandwidths)}
+    step, bandwidth = statistics.median(steps), statistics.median(bandwidths)
+    best_step, best_bandwidth = min(steps), max(bandwidths)
+    return {"ratio": step * bandwidth / floor_bytes, "ratio_q1": q1, "ratio_q3": q3, "round_seconds": step,
+            "round_bandwidth": bandwidth, "ratio_best": best_step * best_bandwidth / floor_bytes,
+            "best_seconds": best_step, "best_bandwidth": best_bandwidth}
 
 
 def reference_model(graph, dim: int, layers: int, heads: int):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+BENCH_GNN_ROWS = {"pyg-GATv2Conv", "gat", "gatv2", "exphormer", "exphormer-mg", "gat-hybrid", "gat-mlg", "hybrid-bmp"}
 
 
 @pytest.mark.slow
@@ -23,11 +24,9 @@ def test_bench_gnn_fills_every_cell_on_a_tiny_graph():
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "failed" not in done.stdout
     rows = {line.split()[0] for line in done.stdout.splitlines() if line.strip()}
-    assert {"pyg-GATv2Conv", "gat", "gatv2", "exphormer", "exphormer-mg", "gat-hybrid", "gat-mlg",
-            "hybrid-bmp"} <= rows
+    assert BENCH_GNN_ROWS <= rows
     assert "our gatv2 (pyg backend) / PyG GATv2Conv stack" in done.stdout
-    kind_rows = [line for line in done.stdout.splitlines() if line.split()[:1] and line.split()[0] in
-                 {"pyg-GATv2Conv", "gat", "gatv2", "exphormer", "exphormer-mg", "gat-hybrid", "gat-mlg", "hybrid-bmp"}]
+    kind_rows = [line for line in done.stdout.splitlines() if line.split()[:1] and line.split()[0] in BENCH_GNN_ROWS]
     side = re.compile(r"side by side [0-9.]+ s at B [0-9.]+ GB/s = [0-9.]+x the floor .*best [0-9.]+ s at [0-9.]+ GB/s")
     assert len(kind_rows) == 8 and all(side.search(line) for line in kind_rows), "\n".join(kind_rows)
 
