@@ -3,8 +3,10 @@
  * parallel. Layouts (row-major): q, k, v, g, out, dq, dk, dv (N, H, C); u (H, C); b (T, H, C);
  * alpha, keep (E, H) in by-target order; ad (E, 2, H): alpha and d_e (the score gradient) in by-source
  * order (position tinv[p] for by-target position p), written by backward_by_target; du (H, C), db (T, H, C)
- * accumulated (+=) by the caller's block. Indices: int64 row pointers, int32 sources / targets / positions,
- * uint8 edge types. Compiled once per machine by fused_attention.py. */
+ * accumulated (+=) by the caller's block. The GATv2 and softmax-and-sum kernels below keep their records in
+ * by-target order instead and read them at tpos[r], the by-target position of by-source position r.
+ * Indices: int64 row pointers, int32 sources / targets / positions, uint8 edge types. Compiled once per
+ * machine by fused_attention.py. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -19,6 +21,12 @@
  * index sits AHEAD positions after P in IDX (nothing past PEND, the end of the caller's block). */
 #ifndef AHEAD
 #define AHEAD 16
+#endif
+/* GATv2's first backward pass sums its parameter gradients per FLUSH_ROWS target rows in the working
+ * precision before adding them to the block's float64 sums (per row, the flush of the NT + 2 accumulators
+ * cost as much as the edges of an average row). */
+#ifndef FLUSH_ROWS
+#define FLUSH_ROWS 32
 #endif
 #define PREFETCH_ROW(BASE, IDX, P, PEND, HC)                                                                  \
     if ((P) + AHEAD < (PEND)) {                                                                               \
@@ -54,8 +62,9 @@ row_softmax_sum_##SFX(int64_t p0, int64_t p1, int64_t H, int64_t C, const int32_
 }                                                                                                             \
                                                                                                               \
 /* The first half of one target row's softmax backward: t_e = alpha_e <g_i, x_j> per head, written to         \
- * slot + idx[p] * stride (the caller's record of edge p), and dot = sum_e t_e; the rows x_j are gathered and \
- * the records prefetched for writing, AHEAD edges ahead (PEND: the end of the caller's block). */            \
+ * slot + idx[p] * stride (the caller's record of edge p; slot + p * stride when idx is NULL), and            \
+ * dot = sum_e t_e; the rows x_j are gathered and scattered records prefetched for writing, AHEAD edges ahead \
+ * (PEND: the end of the caller's block). */                                                                  \
 static inline __attribute__((always_inline)) void                                                             \
 row_softmax_backward_##SFX(int64_t p0, int64_t p1, int64_t pend, int64_t H, int64_t C, const int32_t *restrict col,\
                            const T *restrict x, const T *restrict gi, const T *restrict alpha,                \
@@ -63,9 +72,9 @@ row_softmax_backward_##SFX(int64_t p0, int64_t p1, int64_t pend, int64_t H, int6
     for (int64_t h = 0; h < H; h++) dot[h] = 0;                                                               \
     for (int64_t p = p0; p < p1; p++) {                                                                       \
         PREFETCH_ROW(x, col, p, pend, H * C)                                                                  \
-        if (p + AHEAD < pend) __builtin_prefetch(slot + (int64_t)idx[p + AHEAD] * stride, 1, 3);              \
+        if (idx && p + AHEAD < pend) __builtin_prefetch(slot + (int64_t)idx[p + AHEAD] * stride, 1, 3);       \
         const T *xj = x + col[p] * H * C;                                                                     \
-        T *rec = slot + (int64_t)idx[p] * stride;                                                             \
+        T *rec = slot + (idx ? (int64_t)idx[p] : p) * stride;                                                 \
         for (int64_t h = 0; h < H; h++) {                                                                     \
             T s = 0;                                                                                          \
             for (int64_t c = h * C; c < (h + 1) * C; c++) s += gi[c] * xj[c];                                 \
@@ -209,7 +218,7 @@ kernel_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, in
 /* Edge softmax, then the alpha-weighted sum of source rows (GAT's aggregation; GATv2's when composed):       \
  * alpha_e = softmax over i's incoming edges of score_e (per head), out_i = sum_e alpha_e x_j. score and      \
  * dscore are (E, H) in the edge set's order (eid[p]: the edge id of by-target position p); alpha (E, H) by   \
- * target; at (E, H) alpha by source, written by the first backward pass for the second. */                   \
+ * target, read by the second backward pass at tpos[r]. */                                                    \
 static inline __attribute__((always_inline)) int                                                              \
 kernel_softmax_sum_forward_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, const int64_t *restrict indptr,\
                                  const int32_t *restrict col, const int32_t *restrict eid,                    \
@@ -239,9 +248,8 @@ kernel_softmax_sum_forward_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, c
 static inline __attribute__((always_inline)) int                                                              \
 kernel_softmax_sum_backward_by_target_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C,                     \
                                             const int64_t *restrict indptr, const int32_t *restrict col,      \
-                                            const int32_t *restrict eid, const int32_t *restrict tinv,        \
-                                            const T *restrict x, const T *restrict g, const T *restrict alpha,\
-                                            T *restrict dscore, T *restrict at) {                             \
+                                            const int32_t *restrict eid, const T *restrict x,                 \
+                                            const T *restrict g, const T *restrict alpha, T *restrict dscore) { \
     const int64_t HC = H * C, pend = indptr[r1];                                                              \
     T *dot = malloc(sizeof(T) * H);                                                                           \
     if (!dot) return 1;                                                                                       \
@@ -250,13 +258,8 @@ kernel_softmax_sum_backward_by_target_##SFX(int64_t r0, int64_t r1, int64_t H, i
         const T *gi = g + i * HC;                                                                             \
         row_softmax_backward_##SFX(p0, p1, pend, H, C, col, x, gi, alpha, eid, dscore, H, dot);               \
         for (int64_t p = p0; p < p1; p++) {                                                                   \
-            if (p + AHEAD < pend) __builtin_prefetch(at + (int64_t)tinv[p + AHEAD] * H, 1, 3);                \
             T *ds = dscore + (int64_t)eid[p] * H;                                                             \
-            for (int64_t h = 0; h < H; h++) {                                                                 \
-                const T a = alpha[p * H + h];                                                                 \
-                ds[h] -= a * dot[h];                                                                          \
-                at[(int64_t)tinv[p] * H + h] = a;                                                             \
-            }                                                                                                 \
+            for (int64_t h = 0; h < H; h++) ds[h] -= alpha[p * H + h] * dot[h];                               \
         }                                                                                                     \
     }                                                                                                         \
     free(dot);                                                                                                \
@@ -266,7 +269,8 @@ kernel_softmax_sum_backward_by_target_##SFX(int64_t r0, int64_t r1, int64_t H, i
 static inline __attribute__((always_inline)) int                                                              \
 kernel_softmax_sum_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C,                     \
                                             const int64_t *restrict tptr, const int32_t *restrict tdst,       \
-                                            const T *restrict at, const T *restrict g, T *restrict dx) {      \
+                                            const int32_t *restrict tpos, const T *restrict alpha,            \
+                                            const T *restrict g, T *restrict dx) {                            \
     const int64_t HC = H * C, rend = tptr[r1];                                                                \
     T *acc = malloc(sizeof(T) * HC);                                                                          \
     if (!acc) return 1;                                                                                       \
@@ -274,9 +278,10 @@ kernel_softmax_sum_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, i
         for (int64_t c = 0; c < HC; c++) acc[c] = 0;                                                          \
         for (int64_t r = tptr[j]; r < tptr[j + 1]; r++) {                                                     \
             PREFETCH_ROW(g, tdst, r, rend, HC)                                                                \
-            const T *gi = g + tdst[r] * HC;                                                                   \
+            if (r + AHEAD < rend) __builtin_prefetch(alpha + (int64_t)tpos[r + AHEAD] * H, 0, 3);              \
+            const T *gi = g + tdst[r] * HC, *ar = alpha + (int64_t)tpos[r] * H;                               \
             for (int64_t h = 0; h < H; h++) {                                                                 \
-                const T a = at[r * H + h];                                                                    \
+                const T a = ar[h];                                                                            \
                 for (int64_t c = h * C; c < (h + 1) * C; c++) acc[c] += a * gi[c];                            \
             }                                                                                                 \
         }                                                                                                     \
@@ -291,7 +296,7 @@ kernel_softmax_sum_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, i
  * Backward: t_e = alpha_e <g_i, l_j>, ds_e = t_e - alpha_e sum_{e'->i} t_e', dz_e = ds_e att LeakyReLU'(z_e);\
  * dr_i = sum_{e->i} dz_e, du = sum_e w_e dz_e, dB_t = sum_{t_e=t} dz_e, datt = sum_e ds_e LeakyReLU(z_e) (by \
  * target; the parameter sums per block), dl_j = sum_{e=(j->i)} alpha_e g_i + dz_e (by source, from the       \
- * (alpha, ds) records the first backward pass scatters into by-source order, as for Exphormer). */           \
+ * (alpha, ds) records the first backward pass writes in by-target order, read at tpos, as for Exphormer). */ \
 static inline __attribute__((always_inline)) int                                                              \
 kernel_gatv2_forward_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,                          \
                            const int64_t *restrict indptr, const int32_t *restrict col, const uint8_t *restrict typ,\
@@ -330,26 +335,27 @@ kernel_gatv2_backward_by_target_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t
                                       const uint8_t *restrict typ, const T *restrict w, const T *restrict l,  \
                                       const T *restrict r, const T *restrict u, const T *restrict b,          \
                                       const T *restrict att, T slope, const T *restrict g,                    \
-                                      const T *restrict alpha, const int32_t *restrict tinv, T *restrict ad,  \
-                                      T *restrict dr, double *restrict du, double *restrict db,               \
-                                      double *restrict datt) {                                                \
-    const int64_t HC = H * C, pend = indptr[r1];                                                              \
-    /* the parameter sums run over every edge of the block: per row in T, across rows in double */            \
+                                      const T *restrict alpha, T *restrict ad, T *restrict dr,                \
+                                      double *restrict du, double *restrict db, double *restrict datt) {      \
+    const int64_t HC = H * C;                                                                                 \
+    /* the parameter sums run over every edge of the block: in T over FLUSH_ROWS rows at a time (their        \
+     * att factor applied then), across those groups in double */                                             \
     T *dot = malloc(sizeof(T) * H), *dri = malloc(sizeof(T) * HC), *rdu = malloc(sizeof(T) * HC);             \
     T *rdb = malloc(sizeof(T) * NT * HC), *rdatt = malloc(sizeof(T) * HC);                                    \
     if (!dot || !dri || !rdu || !rdb || !rdatt) {                                                             \
         free(dot); free(dri); free(rdu); free(rdb); free(rdatt);                                              \
         return 1;                                                                                             \
     }                                                                                                         \
+    for (int64_t c = 0; c < HC; c++) { rdu[c] = 0; rdatt[c] = 0; }                                            \
+    for (int64_t c = 0; c < NT * HC; c++) rdb[c] = 0;                                                         \
     for (int64_t i = r0; i < r1; i++) {                                                                       \
         const int64_t p0 = indptr[i], p1 = indptr[i + 1];                                                     \
         const T *gi = g + i * HC, *ri = r + i * HC;                                                           \
-        row_softmax_backward_##SFX(p0, p1, pend, H, C, col, l, gi, alpha, tinv, ad + H, 2 * H, dot);          \
-        for (int64_t c = 0; c < HC; c++) { dri[c] = 0; rdu[c] = 0; rdatt[c] = 0; }                            \
-        for (int64_t c = 0; c < NT * HC; c++) rdb[c] = 0;                                                     \
+        row_softmax_backward_##SFX(p0, p1, indptr[r1], H, C, col, l, gi, alpha, NULL, ad + H, 2 * H, dot);    \
+        for (int64_t c = 0; c < HC; c++) dri[c] = 0;                                                          \
         for (int64_t p = p0; p < p1; p++) {                                                                   \
             const T we = w[p], *lj = l + col[p] * HC, *bt = b + typ[p] * HC;                                  \
-            T *rec = ad + (int64_t)tinv[p] * 2 * H, *dbt = rdb + typ[p] * HC;                                 \
+            T *rec = ad + p * 2 * H, *dbt = rdb + typ[p] * HC;                                                \
             for (int64_t h = 0; h < H; h++) {                                                                 \
                 const T a = alpha[p * H + h], ds = rec[H + h] - a * dot[h], ds_neg = ds * slope;              \
                 rec[h] = a;                                                                                   \
@@ -366,13 +372,20 @@ kernel_gatv2_backward_by_target_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t
                 }                                                                                             \
             }                                                                                                 \
         }                                                                                                     \
-        for (int64_t c = 0; c < HC; c++) {                                                                    \
-            dr[i * HC + c] = att[c] * dri[c];                                                                 \
-            du[c] += att[c] * rdu[c];                                                                         \
-            datt[c] += rdatt[c];                                                                              \
+        for (int64_t c = 0; c < HC; c++) dr[i * HC + c] = att[c] * dri[c];                                    \
+        if ((i - r0) % FLUSH_ROWS == FLUSH_ROWS - 1 || i == r1 - 1) {                                         \
+            for (int64_t c = 0; c < HC; c++) {                                                                \
+                du[c] += att[c] * rdu[c];                                                                     \
+                datt[c] += rdatt[c];                                                                          \
+                rdu[c] = 0;                                                                                   \
+                rdatt[c] = 0;                                                                                 \
+            }                                                                                                 \
+            for (int64_t t = 0; t < NT; t++)                                                                  \
+                for (int64_t c = 0; c < HC; c++) {                                                            \
+                    db[t * HC + c] += att[c] * rdb[t * HC + c];                                               \
+                    rdb[t * HC + c] = 0;                                                                      \
+                }                                                                                             \
         }                                                                                                     \
-        for (int64_t t = 0; t < NT; t++)                                                                      \
-            for (int64_t c = 0; c < HC; c++) db[t * HC + c] += att[c] * rdb[t * HC + c];                      \
     }                                                                                                         \
     free(dot); free(dri); free(rdu); free(rdb); free(rdatt);                                                  \
     return 0;                                                                                                 \
@@ -384,7 +397,7 @@ kernel_gatv2_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t
                                       const uint8_t *restrict ttyp, const T *restrict tw, const T *restrict l,\
                                       const T *restrict r, const T *restrict u, const T *restrict b,          \
                                       const T *restrict att, T slope, const T *restrict g,                    \
-                                      const T *restrict ad, T *restrict dl) {                                 \
+                                      const int32_t *restrict tpos, const T *restrict ad, T *restrict dl) {   \
     const int64_t HC = H * C, rend = tptr[r1];                                                                \
     T *acc = malloc(sizeof(T) * HC);                                                                          \
     if (!acc) return 1;                                                                                       \
@@ -393,9 +406,11 @@ kernel_gatv2_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t
         for (int64_t c = 0; c < HC; c++) acc[c] = 0;                                                          \
         for (int64_t q = tptr[j]; q < tptr[j + 1]; q++) {                                                     \
             PREFETCH_ROW(g, tdst, q, rend, HC) PREFETCH_ROW(r, tdst, q, rend, HC)                             \
+            if (q + AHEAD < rend) __builtin_prefetch(ad + (int64_t)tpos[q + AHEAD] * 2 * H, 0, 3);             \
             const T we = tw[q], *gi = g + tdst[q] * HC, *ri = r + tdst[q] * HC, *bt = b + ttyp[q] * HC;       \
+            const T *rec = ad + (int64_t)tpos[q] * 2 * H;                                                     \
             for (int64_t h = 0; h < H; h++) {                                                                 \
-                const T a = ad[q * 2 * H + h], ds = ad[q * 2 * H + H + h];                                    \
+                const T a = rec[h], ds = rec[H + h];                                                          \
                 for (int64_t c = h * C; c < (h + 1) * C; c++) {                                               \
                     const T z = (lj[c] + ri[c]) + (we * u[c] + bt[c]);                                        \
                     acc[c] += a * gi[c] + (z > 0 ? ds * att[c] : ds * att[c] * slope);                        \
@@ -433,16 +448,16 @@ kernel_gatv2_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t
                                                          ad, dk, dv)
 
 #define SSF(SFX, HH, CC) kernel_softmax_sum_forward_##SFX(r0, r1, HH, CC, indptr, col, eid, score, x, out, alpha)
-#define SSBT(SFX, HH, CC) kernel_softmax_sum_backward_by_target_##SFX(r0, r1, HH, CC, indptr, col, eid, tinv, x, g,  \
-                                                                    alpha, dscore, at)
-#define SSBS(SFX, HH, CC) kernel_softmax_sum_backward_by_source_##SFX(r0, r1, HH, CC, tptr, tdst, at, g, dx)
+#define SSBT(SFX, HH, CC) kernel_softmax_sum_backward_by_target_##SFX(r0, r1, HH, CC, indptr, col, eid, x, g, alpha,  \
+                                                                    dscore)
+#define SSBS(SFX, HH, CC) kernel_softmax_sum_backward_by_source_##SFX(r0, r1, HH, CC, tptr, tdst, tpos, alpha, g, dx)
 
 #define GF(SFX, HH, CC) kernel_gatv2_forward_##SFX(r0, r1, HH, CC, NT, indptr, col, typ, w, l, r, u, b, att, slope, \
                                                  out, alpha)
 #define GBT(SFX, HH, CC) kernel_gatv2_backward_by_target_##SFX(r0, r1, HH, CC, NT, indptr, col, typ, w, l, r, u, b,  \
-                                                            att, slope, g, alpha, tinv, ad, dr, du, db, datt)
+                                                            att, slope, g, alpha, ad, dr, du, db, datt)
 #define GBS(SFX, HH, CC) kernel_gatv2_backward_by_source_##SFX(r0, r1, HH, CC, NT, tptr, tdst, ttyp, tw, l, r, u, b, \
-                                                            att, slope, g, ad, dl)
+                                                            att, slope, g, tpos, ad, dl)
 
 #define DEFINE_BLOCKS(T, SFX)                                                                                 \
 static int block_forward_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT, const int64_t *indptr, \
@@ -472,13 +487,12 @@ static int block_softmax_sum_forward_##SFX(int64_t r0, int64_t r1, int64_t H, in
 }                                                                                                             \
 static int block_softmax_sum_backward_by_target_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C,           \
                                                       const int64_t *indptr, const int32_t *col, const int32_t *eid,\
-                                                      const int32_t *tinv, const T *x, const T *g, const T *alpha,\
-                                                      T *dscore, T *at) {                                     \
+                                                      const T *x, const T *g, const T *alpha, T *dscore) {    \
     SHAPES_##SFX(SSBT, SFX)                                                                                   \
 }                                                                                                             \
 static int block_softmax_sum_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C,           \
-                                                      const int64_t *tptr, const int32_t *tdst, const T *at,  \
-                                                      const T *g, T *dx) {                                    \
+                                                      const int64_t *tptr, const int32_t *tdst,               \
+                                                      const int32_t *tpos, const T *alpha, const T *g, T *dx) {\
     SHAPES_##SFX(SSBS, SFX)                                                                                   \
 }                                                                                                             \
 static int block_gatv2_forward_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT, const int64_t *indptr,\
@@ -490,14 +504,14 @@ static int block_gatv2_backward_by_target_##SFX(int64_t r0, int64_t r1, int64_t 
                                                 const int64_t *indptr, const int32_t *col, const uint8_t *typ,\
                                                 const T *w, const T *l, const T *r, const T *u, const T *b,   \
                                                 const T *att, T slope, const T *g, const T *alpha,            \
-                                                const int32_t *tinv, T *ad, T *dr, double *du, double *db,    \
-                                                double *datt) {                                               \
+                                                T *ad, T *dr, double *du, double *db, double *datt) {         \
     SHAPES_##SFX(GBT, SFX)                                                                                    \
 }                                                                                                             \
 static int block_gatv2_backward_by_source_##SFX(int64_t r0, int64_t r1, int64_t H, int64_t C, int64_t NT,     \
                                                 const int64_t *tptr, const int32_t *tdst, const uint8_t *ttyp,\
                                                 const T *tw, const T *l, const T *r, const T *u, const T *b,  \
-                                                const T *att, T slope, const T *g, const T *ad, T *dl) {      \
+                                                const T *att, T slope, const T *g, const int32_t *tpos,       \
+                                                const T *ad, T *dl) {                                         \
     SHAPES_##SFX(GBS, SFX)                                                                                    \
 }
 
@@ -557,22 +571,22 @@ int txk_softmax_sum_forward_##SFX(int64_t nb, const int64_t *bounds, int64_t H, 
 }                                                                                                             \
 int txk_softmax_sum_backward_by_target_##SFX(int64_t nb, const int64_t *bounds, int64_t H, int64_t C,         \
                                              const int64_t *indptr, const int32_t *col, const int32_t *eid,   \
-                                             const int32_t *tinv, const T *x, const T *g, const T *alpha,     \
-                                             T *dscore, T *at) {                                              \
+                                             const T *x, const T *g, const T *alpha, T *dscore) {             \
     int status = 0;                                                                                           \
     _Pragma("omp parallel for schedule(static, 1) reduction(|:status)")                                       \
     for (int64_t m = 0; m < nb; m++)                                                                          \
-        status |= block_softmax_sum_backward_by_target_##SFX(bounds[m], bounds[m + 1], H, C, indptr, col, eid, tinv,\
-                                                             x, g, alpha, dscore, at);                        \
+        status |= block_softmax_sum_backward_by_target_##SFX(bounds[m], bounds[m + 1], H, C, indptr, col, eid, x, \
+                                                             g, alpha, dscore);                               \
     return status;                                                                                            \
 }                                                                                                             \
 int txk_softmax_sum_backward_by_source_##SFX(int64_t nb, const int64_t *bounds, int64_t H, int64_t C,         \
-                                             const int64_t *tptr, const int32_t *tdst, const T *at, const T *g,\
-                                             T *dx) {                                                         \
+                                             const int64_t *tptr, const int32_t *tdst, const int32_t *tpos,   \
+                                             const T *alpha, const T *g, T *dx) {                             \
     int status = 0;                                                                                           \
     _Pragma("omp parallel for schedule(static, 1) reduction(|:status)")                                       \
     for (int64_t m = 0; m < nb; m++)                                                                          \
-        status |= block_softmax_sum_backward_by_source_##SFX(bounds[m], bounds[m + 1], H, C, tptr, tdst, at, g, dx);\
+        status |= block_softmax_sum_backward_by_source_##SFX(bounds[m], bounds[m + 1], H, C, tptr, tdst, tpos, alpha,\
+                                                             g, dx);                                          \
     return status;                                                                                            \
 }                                                                                                             \
 int txk_gatv2_forward_##SFX(int64_t nb, const int64_t *bounds, int64_t H, int64_t C, int64_t NT, const int64_t *indptr,\
@@ -588,25 +602,25 @@ int txk_gatv2_forward_##SFX(int64_t nb, const int64_t *bounds, int64_t H, int64_
 int txk_gatv2_backward_by_target_##SFX(int64_t nb, const int64_t *bounds, int64_t H, int64_t C, int64_t NT,   \
                                        const int64_t *indptr, const int32_t *col, const uint8_t *typ, const T *w,\
                                        const T *l, const T *r, const T *u, const T *b, const T *att, T slope, \
-                                       const T *g, const T *alpha, const int32_t *tinv, T *ad, T *dr,  \
-                                       double *du, double *db, double *datt) {                                                      \
+                                       const T *g, const T *alpha, T *ad, T *dr, double *du, double *db,      \
+                                       double *datt) {                                                        \
     int status = 0;                                                                                           \
     _Pragma("omp parallel for schedule(static, 1) reduction(|:status)")                                       \
     for (int64_t m = 0; m < nb; m++)                                                                          \
         status |= block_gatv2_backward_by_target_##SFX(bounds[m], bounds[m + 1], H, C, NT, indptr, col, typ, w, l, r,\
-                                                       u, b, att, slope, g, alpha, tinv, ad, dr, du + m * H * C,\
+                                                       u, b, att, slope, g, alpha, ad, dr, du + m * H * C,    \
                                                        db + m * NT * H * C, datt + m * H * C);                \
     return status;                                                                                            \
 }                                                                                                             \
 int txk_gatv2_backward_by_source_##SFX(int64_t nb, const int64_t *bounds, int64_t H, int64_t C, int64_t NT,   \
                                        const int64_t *tptr, const int32_t *tdst, const uint8_t *ttyp, const T *tw,\
                                        const T *l, const T *r, const T *u, const T *b, const T *att, T slope, \
-                                       const T *g, const T *ad, T *dl) {                                      \
+                                       const T *g, const int32_t *tpos, const T *ad, T *dl) {                 \
     int status = 0;                                                                                           \
     _Pragma("omp parallel for schedule(static, 1) reduction(|:status)")                                       \
     for (int64_t m = 0; m < nb; m++)                                                                          \
         status |= block_gatv2_backward_by_source_##SFX(bounds[m], bounds[m + 1], H, C, NT, tptr, tdst, ttyp, tw, l,\
-                                                       r, u, b, att, slope, g, ad, dl);                       \
+                                                       r, u, b, att, slope, g, tpos, ad, dl);                 \
     return status;                                                                                            \
 }
 
