@@ -9,6 +9,7 @@ import torch
 from gnn import KINDS, PerturbationEncoder
 from gnn.backends.pyg import PyGBackend, PyGGraph
 from gnn.layers.attention_convs import ExphormerAttention, GATConv, GATv2Conv
+from gnn.layers.blocks import conv_edge_features
 from gnn_graphs import multigraph, rewire_layer
 
 MULTIGRAPH_KINDS = ["exphormer-mg", "gat-hybrid", "gat-mlg", "hybrid-bmp"]
@@ -217,3 +218,34 @@ def test_unknown_token_off_by_default_and_checked(graph):
     on = build(graph, "gat", unknown_token=True)
     on.eval(), enc.eval()
     assert torch.allclose(on(), enc())
+
+
+@pytest.mark.parametrize("conv", ["gatv2", "gat"])
+def test_mlg_first_block_projects_the_copies_from_the_genes_and_the_layer_rows(graph, conv):
+    # A(H0_i + P_l) = A(H0)_i + (A P)_l: the first block reads the projections of the L V copies computed from V
+    # + L rows; output and gradients equal those of projecting the L V copies themselves (float64 rounding)
+    enc = build(graph, "gat-mlg", conv=conv).double()
+    body = enc.body
+    with torch.no_grad():
+        body.layer_emb.normal_()   # zeros at initialisation would hide a missing or misplaced offset
+        for block in body.blocks:
+            for name, p in block.conv.named_parameters():
+                if "bias" in name:
+                    p.normal_()
+    h0 = torch.randn(enc.num_nodes, 16, dtype=torch.float64, requires_grad=True)
+    L, V = body.num_copies, body.num_nodes
+    copies = (h0.unsqueeze(0) + body.layer_emb.unsqueeze(1)).reshape(L * V, -1)
+    first = body.blocks[0]
+    ops = body.edges.ops(enc.backend)
+    ea = conv_edge_features(body.edge_features, body.edges, enc.backend)
+    direct = first(copies, ops, ea)
+    factored = first(copies, ops, ea, body.project(first.conv, h0))
+    torch.testing.assert_close(factored, direct, rtol=1e-10, atol=1e-10)
+    weight = torch.randn_like(direct)
+    params = [h0, body.layer_emb] + list(first.parameters())
+    for got, want in zip(torch.autograd.grad((factored * weight).sum(), params, allow_unused=True),
+                         torch.autograd.grad((direct * weight).sum(), params, allow_unused=True)):
+        if want is None:
+            assert got is None
+        else:
+            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)

@@ -64,6 +64,11 @@ class MLGBody(nn.Module):
     ``[w_e, T[type_e]]``. Output: ``Z_i`` = node-level attention (:class:`LayerAttention`) over the ``L``
     copies of ``i``. Without coupling edges and the cross-copy combination the layers ``l > 0`` could not
     influence one another; both are here. Genes absent from the graph get no coupling edges.
+
+    The first block's projections of the ``L V`` copies are affine in their input, so they are computed as
+    ``A(H^0_i + P_l) = A(H^0)_i + (A P)_l`` (``A`` the convolution's projections, :meth:`project`; ``A P``
+    without bias): products over ``V`` rows and ``L`` rows instead of ``L V`` rows, the same function up to
+    float rounding.
     """
 
     def __init__(self, spec: EncoderSpec, conv: str = "gatv2", coupling_weight: float = 1.0, type_dim: int = 16):
@@ -91,9 +96,15 @@ class MLGBody(nn.Module):
         L, V = self.num_copies, self.num_nodes
         h = (h0.unsqueeze(0) + self.layer_emb.unsqueeze(1)).reshape(L * V, -1)
         ops, ea = self.edges.ops(backend), conv_edge_features(self.edge_features, self.edges, backend)
-        for block in self.blocks:
-            h = block(h, ops, ea)
+        for k, block in enumerate(self.blocks):
+            h = block(h, ops, ea, self.project(block.conv, h0) if k == 0 else None)
         return self.combine(h.view(L, V, -1))
+
+    def project(self, conv: nn.Module, h0: Tensor) -> tuple[Tensor, ...]:
+        """``conv.project`` of the copies ``H^0_i + P_l`` (rows ``l V + i``), from ``V`` + ``L`` rows."""
+        L, V = self.num_copies, self.num_nodes
+        return tuple((a.unsqueeze(0) + o.unsqueeze(1)).reshape(L * V, -1)
+                     for a, o in zip(conv.project(h0), conv.project(self.layer_emb, bias=False)))
 
 
 class BMPBlock(nn.Module):

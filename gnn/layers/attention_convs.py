@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from gnn.backends.base import GraphOps
 from gnn.edges import TypedEdgeFeatures
-from gnn.layers.linear import Linear
+from gnn.layers.linear import Linear, linear
 
 
 def _glorot(t: Tensor) -> None:
@@ -94,6 +94,20 @@ class _AttentionConv(_Attends):
         self.negative_slope, self.dropout = negative_slope, dropout
         self.bias = nn.Parameter(torch.zeros(heads * out_dim if concat else out_dim)) if bias else None
 
+    def forward(self, x: Tensor, ops: GraphOps, edge_attr: Tensor | TypedEdgeFeatures | None = None) -> Tensor:
+        return self.attend(self.project(x), ops, edge_attr)
+
+    def project(self, x: Tensor, bias: bool = True) -> tuple[Tensor, ...]:
+        """The node projections the attention reads, each ``(N, H*C)``; without their biases when ``bias`` is
+        False. They are affine in ``x``, so the projections of rows ``x_i + p_l`` are ``project(x)_i`` plus
+        ``project(p, bias=False)_l`` (:class:`gnn.kinds.multigraph.MLGBody` uses it)."""
+        raise NotImplementedError
+
+    def attend(self, projected: tuple[Tensor, ...], ops: GraphOps,
+               edge_attr: Tensor | TypedEdgeFeatures | None = None) -> Tensor:
+        """The layer's output from :meth:`project`'s projections."""
+        raise NotImplementedError
+
     def _finish(self, out: Tensor) -> Tensor:
         out = out.reshape(out.shape[0], -1) if self.concat else out.mean(dim=1)
         return out + self.bias if self.bias is not None else out
@@ -137,9 +151,13 @@ class GATConv(_AttentionConv):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def forward(self, x: Tensor, ops: GraphOps, edge_attr: Tensor | None = None) -> Tensor:
+    def project(self, x: Tensor, bias: bool = True) -> tuple[Tensor]:
+        """``(W x,)``, ``(N, H*C)`` (no bias either way)."""
+        return (self.lin(x),)
+
+    def attend(self, projected: tuple[Tensor], ops: GraphOps, edge_attr: Tensor | None = None) -> Tensor:
         H, C = self.heads, self.out_dim
-        h = self.lin(x).view(-1, H, C)
+        h = projected[0].view(-1, H, C)
         a_src = (h * self.att_src).sum(-1)            # (N, H)
         a_dst = (h * self.att_dst).sum(-1)            # (N, H)
         score = ops.u_add_v(a_src, a_dst)             # (E, H)
@@ -194,10 +212,16 @@ class GATv2Conv(_AttentionConv):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def forward(self, x: Tensor, ops: GraphOps, edge_attr: Tensor | TypedEdgeFeatures | None = None) -> Tensor:
+    def project(self, x: Tensor, bias: bool = True) -> tuple[Tensor, Tensor]:
+        """``(W_l x + b_l, W_r x + b_r)``, each ``(N, H*C)``; without ``b_l, b_r`` when ``bias`` is False."""
+        if bias:
+            return self.lin_l(x), self.lin_r(x)
+        return linear(x, self.lin_l.weight), linear(x, self.lin_r.weight)
+
+    def attend(self, projected: tuple[Tensor, Tensor], ops: GraphOps,
+               edge_attr: Tensor | TypedEdgeFeatures | None = None) -> Tensor:
         H, C = self.heads, self.out_dim
-        xl = self.lin_l(x).view(-1, H, C)
-        xr = self.lin_r(x).view(-1, H, C)
+        xl, xr = (t.view(-1, H, C) for t in projected)
         if self.lin_edge is not None and edge_attr is None:
             raise ValueError("this layer was built with edge_dim; pass edge_attr")
         if self._fusable() and (self.lin_edge is None or isinstance(edge_attr, TypedEdgeFeatures)):

@@ -73,6 +73,7 @@ class ConvBlock(nn.Module):
     r"""``h' = \mathrm{LayerNorm}\big(h + \mathrm{Dropout}(\mathrm{ELU}(\mathrm{conv}(h)))\big)``: ``(N, d) -> (N, d)``.
 
     The residual is the self path: a node with no incoming edge keeps ``LayerNorm(h + ELU(b))``.
+    ``projected``: ``conv.project(h)`` when the caller has it already (``conv.attend`` then takes it).
     """
 
     def __init__(self, conv: nn.Module, dim: int, dropout: float):
@@ -81,8 +82,9 @@ class ConvBlock(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.dropout = dropout
 
-    def forward(self, h: Tensor, ops: GraphOps, edge_attr: Tensor | None) -> Tensor:
-        c = self.conv(h, ops, edge_attr)
+    def forward(self, h: Tensor, ops: GraphOps, edge_attr: Tensor | None,
+                projected: tuple[Tensor, ...] | None = None) -> Tensor:
+        c = self.conv(h, ops, edge_attr) if projected is None else self.conv.attend(projected, ops, edge_attr)
         if not (self.training and self.dropout > 0):   # one fused pass when no dropout sits in between
             out = fused_blocks.residual_elu_norm(h, c, self.norm)
             if out is not None:
