@@ -49,7 +49,11 @@ prints ``median(step) * median(B_round) / floor_bytes`` with the rounds' own qua
 strictest of the three). None of the three is steady on a noisy 2-core VM: on an AMD Zen 4 VM (AVX-512), three
 runs of the merged real graph read ``B`` at 25-51 GB/s and the same passes up to 1.6x apart (``gat`` 0.079-0.126
 s, ``gat-hybrid`` 0.25-0.32 s); ``gat-hybrid`` read 4.1-5.0x separately, 3.7-6.0x side by side and 5.5x best,
-``gat`` 1.4-1.9x, 1.5-2.9x and 2.6x. Compare runs, not single cells. The floor ignores
+``gat`` 1.4-1.9x, 1.5-2.9x and 2.6x. Two runs on that machine after the GATv2 kernels' record layout and
+``gat-mlg``'s factored first block read ``gat-mlg`` at 0.285 and 0.316 s (2.8x and 3.8x separately, 3.3x and
+4.7x side by side, 3.8x and 5.0x best; it had read 0.31-0.41 s and up to 6.2x), while the same runs put the
+PyG GATv2Conv stack, whose code did not change, at 5.5 and 5.6 s against 3.7 s the day before. Compare runs,
+not single cells. The floor ignores
 attention scores, edge weights, the ``(E, H, C)`` tensors of GATv2 and all arithmetic -- e.g. the dense
 projections and feed-forward layers of Exphormer, ``O(N dim^2)`` flops that are compute-bound on a CPU --
 so ``measured / floor`` is how far a pass is from only moving its messages. That arithmetic is measured
