@@ -165,8 +165,9 @@ class TypedAttentionIndex:
     """The edges in the layouts every kernel family here reads (Exphormer, GATv2, softmax-and-sum): by target
     (CSR ``indptr``, source ``col``, type ``typ``, weight ``w`` per stored entry, edge id ``eid``) and by source
     (``tptr``, target ``tdst``, type ``ttyp``, weight ``tw``; ``tpos`` maps a by-source position to its
-    by-target one, ``tinv`` the other way). ``etype`` None: every edge is type 0; ``weight`` None: every ``w_e = 0`` (the weight is not
-    a feature). Built once per edge set, weights and types (the graph handle caches it)."""
+    by-target one, ``tinv`` the other way). ``etype`` None: every edge is type 0; ``weight`` None: every
+    ``w_e = 0`` (the weight is not a feature). Built once per edge set, weights and types (the graph handle
+    caches it)."""
 
     def __init__(self, src: Tensor, dst: Tensor, num_nodes: int, weight: Tensor | None, etype: Tensor | None):
         s, t = src.cpu().numpy(), dst.cpu().numpy()
