@@ -62,7 +62,14 @@ backward: the linear layers), replayed alone on inputs of the same shapes in the
 "dense matrix products alone" with its rate and its ratio to the floor -- the part of a pass no sparse kernel
 can remove (on AMD processors MKL's default rate is about half its best: docs/training-and-evaluation.md,
 "Speed on the CPU"). ``benchmarks/bench_attention.py`` does the same for the other large part, the fused
-Exphormer attention, against the row gathers it cannot avoid.
+Exphormer attention, against the row gathers it cannot avoid. The fused attention kernels' own time is
+printed too (:func:`kernel_seconds`: every call into :mod:`gnn.backends.fused_attention`'s C kernels timed
+around it, forward and both backward passes, median over ``--repeats`` steps), with the sum "with the dense
+products": what a pass costs before any elementwise work, Python or autograd. On the Zen 4 VM, one run of the
+merged real graph read that sum at 3.0x the floor for ``exphormer``, 4.7x for ``exphormer-mg`` (a process
+whose ``B`` read 45.8 GB/s), 4.3x for ``gat-hybrid`` and 2.4x for ``gat-mlg`` (0.7x ``gat``, 1.7x ``gatv2``,
+1.5x ``hybrid-bmp``): for the first three the kernels and products alone already reach the 3x the issue on
+genome-scale training sets, at the floor this benchmark measures.
 
 The merged real graph (STRING + GO + Reactome + DepMap: about 21,000 nodes and 850,000 edges in 4 layers), the size
 the issue on genome-scale training measures at (``gat`` / ``exphormer-mg``, dim 64, 2 layers, PyG; the file
@@ -300,6 +307,31 @@ def dense_seconds(model, target, repeats: int) -> tuple[float, float]:
     return statistics.median(run() for _ in range(repeats)), sum(f for _, _, f in calls) / 1e9
 
 
+def kernel_seconds(model, target, repeats: int) -> float:
+    """The fused attention kernels alone: wall seconds per step spent inside the C kernels of
+    :mod:`gnn.backends.fused_attention` (each call of its ``_call`` timed around it: forward, and both backward
+    passes), median over ``repeats`` steps; 0 when none runs (the DGL backend, no C compiler)."""
+    from gnn.backends import fused_attention
+
+    inner, spent = fused_attention._call, [0.0]
+
+    def timed(*call_args) -> None:
+        t0 = time.perf_counter()
+        inner(*call_args)
+        spent[0] += time.perf_counter() - t0
+
+    fused_attention._call = timed
+    try:
+        per_step = []
+        for _ in range(repeats):
+            spent[0] = 0.0
+            step_seconds(model, target)
+            per_step.append(spent[0])
+    finally:
+        fused_attention._call = inner
+    return statistics.median(per_step)
+
+
 def pair_worker(args) -> None:
     """Two models in one process, steps alternated, so machine load hits both alike: median time of each."""
     import torch
@@ -347,9 +379,11 @@ def worker(args) -> None:
     floor = traffic_floor(model, args.layers, args.dim)  # after the peak is read: its copy buffers are not the model's
     paired = side_by_side(model, target, floor["floor_bytes"], args.dim, args.repeats)
     dense_s, dense_gflop = dense_seconds(model, target, args.repeats)
+    kernel_s = kernel_seconds(model, target, args.repeats)
     print(json.dumps({"kind": args.kind, "backend": args.backend, "torch": torch.__version__,
                       "seconds": statistics.median(times), "peak_mb": peak_mb, "step_mb": peak_mb - base_mb,
-                      "edges": int(graph.num_edges), "dense_s": dense_s, "dense_gflop": dense_gflop, **floor, **paired}))
+                      "edges": int(graph.num_edges), "dense_s": dense_s, "dense_gflop": dense_gflop,
+                      "kernel_s": kernel_s, **floor, **paired}))
 
 
 def run_cell(python: str, kind: str, backend: str, args, pair: str | None = None) -> dict | None:
@@ -455,6 +489,10 @@ def main(argv: list[str] | None = None) -> int:
         if mine and mine.get("dense_gflop"):
             notes.append(f"dense matrix products alone {mine['dense_s']:.3f} s ({mine['dense_gflop']:.1f} GFLOP, "
                          f"{mine['dense_gflop'] / mine['dense_s']:.0f} GFLOP/s) = {mine['dense_s'] / mine['floor_s']:.1f}x the floor")
+        if mine and mine.get("kernel_s"):
+            kernels, floor_s = mine["kernel_s"], mine["floor_s"]
+            notes.append(f"fused attention kernels alone {kernels:.3f} s = {kernels / floor_s:.1f}x the floor, "
+                         f"with the dense products {(kernels + mine['dense_s']) / floor_s:.1f}x")
         if kind == "gatv2" and ref and mine:
             notes.append(f"ours/PyG-GATv2Conv (main) = {mine['seconds'] / ref['seconds']:.2f}")
         ref2, mine2 = results.get((REFERENCE, "dgl-env", "pyg")), results.get((kind, "dgl-env", "pyg"))
