@@ -68,8 +68,8 @@ around it, forward and both backward passes, median over ``--repeats`` steps), w
 products": what a pass costs before any elementwise work, Python or autograd. On the Zen 4 VM, one run of the
 merged real graph read that sum at 3.0x the floor for ``exphormer``, 4.7x for ``exphormer-mg`` (a process
 whose ``B`` read 45.8 GB/s), 4.3x for ``gat-hybrid`` and 2.4x for ``gat-mlg`` (0.7x ``gat``, 1.7x ``gatv2``,
-1.5x ``hybrid-bmp``): for the first three the kernels and products alone already reach the 3x the issue on
-genome-scale training sets, at the floor this benchmark measures.
+1.5x ``hybrid-bmp``): for the first three, the kernels and products alone already reach the 3x that the
+issue on genome-scale training asks of a whole pass, at the floor this benchmark measures.
 
 The merged real graph (STRING + GO + Reactome + DepMap: about 21,000 nodes and 850,000 edges in 4 layers), the size
 the issue on genome-scale training measures at (``gat`` / ``exphormer-mg``, dim 64, 2 layers, PyG; the file
